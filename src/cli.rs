@@ -1,0 +1,44 @@
+//! The command line. Every `serve` flag also reads an `OMNI_*` environment variable; clap
+//! applies "flag beats environment", and [`crate::config`] puts both above the file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "omni-bridge",
+    version,
+    about = "An MCP gateway: one front door for many MCP servers"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Debug, Default, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "OMNI_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "OMNI_BIND", value_name = "ADDR:PORT")]
+    pub bind: Option<String>,
+    /// postgres://… or sqlite://PATH [default: sqlite://DATA_DIR/omni-bridge.db].
+    #[arg(long, env = "OMNI_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Directory for the default SQLite database [default: ./data].
+    #[arg(long, env = "OMNI_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log filter, e.g. "info" or "omni_bridge=debug" [default: info].
+    #[arg(long, env = "OMNI_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}

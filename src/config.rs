@@ -1,0 +1,268 @@
+//! Settings from three places, most specific first: flags, then `OMNI_*` environment
+//! variables (both through clap), then the TOML file, then defaults. Every mistake is
+//! reported as one line naming the key and the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::ServeArgs;
+use crate::duration;
+use crate::registry::{ServerInput, ServerSpec};
+use crate::store::{DatabaseUrl, StoreOptions};
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./data";
+
+/// The settings the server runs with, fully resolved and validated.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub database: DatabaseUrl,
+    pub data_dir: PathBuf,
+    pub log: String,
+    /// Whether `POST /api/v1/servers` may register stdio servers (local processes).
+    pub allow_stdio_via_api: bool,
+    /// How long in-flight requests may run on after a shutdown signal.
+    pub shutdown_timeout: Duration,
+    /// Largest accepted request body.
+    pub body_limit: usize,
+    pub store: StoreOptions,
+    /// Upstreams declared in the file.
+    pub servers: Vec<ServerSpec>,
+}
+
+impl Settings {
+    /// Settings for tests and embedding: defaults, with the given database.
+    pub fn with_database(database: DatabaseUrl) -> Self {
+        Self {
+            bind: "127.0.0.1:0".parse().expect("literal address"),
+            database,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            log: "info".into(),
+            allow_stdio_via_api: false,
+            shutdown_timeout: Duration::from_secs(30),
+            body_limit: 1024 * 1024,
+            store: StoreOptions::default(),
+            servers: Vec::new(),
+        }
+    }
+}
+
+/// A configuration mistake: which key, from where, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The TOML file's shape. Unknown keys are errors, so a typo never passes unnoticed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<String>,
+    database_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    log: Option<String>,
+    allow_stdio_via_api: Option<bool>,
+    shutdown_timeout: Option<String>,
+    body_limit: Option<u64>,
+    database_max_connections: Option<u64>,
+    #[serde(default)]
+    servers: Vec<ServerInput>,
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        // toml's message spans several lines with a caret diagram; keep the first and the
+        // location, so the report stays one line.
+        let message = e.message().to_owned();
+        let key = match e.span() {
+            Some(span) => {
+                let line = text[..span.start].matches('\n').count() + 1;
+                format!("{} line {line}", path.display())
+            }
+            None => path.display().to_string(),
+        };
+        ConfigError::new(key, message)
+    })
+}
+
+/// Resolves the settings from the parsed command line (which already holds the
+/// environment) and the file it names.
+pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
+    let file = match &args.config {
+        Some(path) => read_file(path)?,
+        None => FileConfig::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let bind_text = args
+        .bind
+        .clone()
+        .or(file.bind)
+        .unwrap_or_else(|| DEFAULT_BIND.to_owned());
+    let bind = bind_text.parse::<SocketAddr>().map_err(|_| {
+        ConfigError::new(
+            "bind",
+            format!("'{bind_text}' is not an address and port such as 127.0.0.1:8080"),
+        )
+    })?;
+    let database = match args.database_url.clone().or(file.database_url) {
+        Some(text) => DatabaseUrl::parse(&text).map_err(|m| ConfigError::new("database_url", m))?,
+        None => DatabaseUrl::default_in(&data_dir),
+    };
+    let shutdown_timeout = match file.shutdown_timeout {
+        Some(text) => duration::parse_within(&text, Duration::ZERO, Duration::from_secs(3600))
+            .map_err(|m| ConfigError::new("shutdown_timeout", m))?,
+        None => Duration::from_secs(30),
+    };
+    let body_limit = match file.body_limit {
+        Some(0) => return Err(ConfigError::new("body_limit", "must be at least 1 byte")),
+        Some(n) => usize::try_from(n).map_err(|_| ConfigError::new("body_limit", "too large"))?,
+        None => 1024 * 1024,
+    };
+    let mut store = StoreOptions::default();
+    if let Some(n) = file.database_max_connections {
+        if n == 0 || n > 1024 {
+            return Err(ConfigError::new(
+                "database_max_connections",
+                "must be between 1 and 1024",
+            ));
+        }
+        store.max_connections = n as usize;
+    }
+    let mut servers = Vec::with_capacity(file.servers.len());
+    for (i, input) in file.servers.into_iter().enumerate() {
+        let label = input.name.clone().unwrap_or_else(|| format!("#{i}"));
+        let spec = input
+            .validate()
+            .map_err(|e| ConfigError::new(format!("servers[{label}].{}", e.field), e.message))?;
+        if servers.iter().any(|s: &ServerSpec| s.name == spec.name) {
+            return Err(ConfigError::new(
+                format!("servers[{label}].name"),
+                "declared twice",
+            ));
+        }
+        servers.push(spec);
+    }
+    Ok(Settings {
+        bind,
+        database,
+        data_dir,
+        log: args
+            .log
+            .clone()
+            .or(file.log)
+            .unwrap_or_else(|| "info".into()),
+        allow_stdio_via_api: file.allow_stdio_via_api.unwrap_or(false),
+        shutdown_timeout,
+        body_limit,
+        store,
+        servers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn args_for(f: &tempfile::NamedTempFile) -> ServeArgs {
+        ServeArgs {
+            config: Some(f.path().to_owned()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_with_nothing_given() {
+        let s = resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(s.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(
+            s.database,
+            DatabaseUrl::Sqlite(PathBuf::from("./data/omni-bridge.db"))
+        );
+        assert!(!s.allow_stdio_via_api);
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let f = file("bind = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/omni-file\"\n");
+        let mut args = args_for(&f);
+        assert_eq!(resolve(&args).unwrap().bind.port(), 9000);
+        args.bind = Some("127.0.0.1:9100".into());
+        let s = resolve(&args).unwrap();
+        assert_eq!(s.bind.port(), 9100);
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/omni-file"));
+    }
+
+    #[test]
+    fn servers_from_the_file_are_validated_by_key() {
+        let f = file(
+            "[[servers]]\nname = \"time\"\ntransport = \"stdio\"\ncommand = \"python3\"\n\
+             [[servers]]\nname = \"web\"\ntransport = \"sse\"\nurl = \"ftp://x\"\n",
+        );
+        let err = resolve(&args_for(&f)).unwrap_err();
+        assert_eq!(err.key, "servers[web].url");
+        assert!(
+            err.to_string()
+                .starts_with("configuration error: servers[web].url:")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let f = file("bnd = \"127.0.0.1:1\"\n");
+        let err = resolve(&args_for(&f)).unwrap_err();
+        assert!(err.message.contains("bnd"), "{err}");
+        assert!(err.key.ends_with("line 1"), "{err}");
+        let f = file("bind = \"nowhere\"\n");
+        assert_eq!(resolve(&args_for(&f)).unwrap_err().key, "bind");
+        let f = file("database_url = \"mysql://x\"\n");
+        assert_eq!(resolve(&args_for(&f)).unwrap_err().key, "database_url");
+        let f = file("shutdown_timeout = \"30\"\n");
+        assert_eq!(resolve(&args_for(&f)).unwrap_err().key, "shutdown_timeout");
+    }
+
+    #[test]
+    fn duplicate_server_names_are_refused() {
+        let f = file(
+            "[[servers]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"x\"\n\
+             [[servers]]\nname = \"a\"\ntransport = \"stdio\"\ncommand = \"y\"\n",
+        );
+        assert_eq!(resolve(&args_for(&f)).unwrap_err().key, "servers[a].name");
+    }
+
+    #[test]
+    fn a_missing_file_is_a_config_error() {
+        let args = ServeArgs {
+            config: Some("/nonexistent/omni.toml".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(&args).unwrap_err().key, "config");
+    }
+}

@@ -1,0 +1,106 @@
+//! The one error type every HTTP surface answers with. Each variant has a stable
+//! kebab-case `code` that clients may match on; the message is for people. Internal causes
+//! are logged here and never sent.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::registry::ValidationError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidField(ValidationError),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("no server named '{0}'")]
+    ServerNotFound(String),
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    #[error("a server named '{0}' already exists")]
+    ServerExists(String),
+    #[error("server '{0}' is declared in the config file; change it there")]
+    ManagedByConfig(String),
+    #[error(
+        "stdio servers start local processes and may only come from the config file unless it sets allow_stdio_via_api = true"
+    )]
+    StdioNotAllowed,
+    #[error("the server changed since revision {expected}; it is now at revision {current}")]
+    RevisionMismatch { expected: i64, current: i64 },
+    #[error("the store is busy; try again")]
+    StoreBusy,
+    #[error("the store is unavailable")]
+    StoreUnavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidField(_) => "invalid-field",
+            Self::InvalidBody(_) => "invalid-body",
+            Self::PayloadTooLarge(_) => "payload-too-large",
+            Self::ServerNotFound(_) => "server-not-found",
+            Self::RouteNotFound(_) => "not-found",
+            Self::ServerExists(_) => "server-exists",
+            Self::ManagedByConfig(_) => "managed-by-config",
+            Self::StdioNotAllowed => "stdio-not-allowed",
+            Self::RevisionMismatch { .. } => "revision-mismatch",
+            Self::StoreBusy => "store-busy",
+            Self::StoreUnavailable => "store-unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Logs the internal cause and hides it from the client.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        log::error!("internal error: {cause}");
+        Self::Internal
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Busy => Self::StoreBusy,
+            StoreError::Unavailable(cause) => {
+                log::warn!("store unavailable: {cause}");
+                Self::StoreUnavailable
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidField(_) | Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ServerNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::ServerExists(_) | Self::ManagedByConfig(_) => StatusCode::CONFLICT,
+            Self::StdioNotAllowed => StatusCode::FORBIDDEN,
+            Self::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
+            Self::StoreBusy | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        if let Self::InvalidField(v) = self {
+            body["error"]["field"] = json!(v.field);
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::StoreBusy) {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        response.json(body)
+    }
+}

@@ -1,0 +1,70 @@
+//! The HTTP surface: routes, shared state, and the JSON error shape for everything actix
+//! itself refuses (bad JSON, too large, unknown route).
+
+pub mod health;
+pub mod servers;
+
+use std::sync::Arc;
+
+use actix_web::error::JsonPayloadError;
+use actix_web::{HttpRequest, web};
+
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::store::Store;
+
+/// What every handler can reach. Cheap to clone (it lives in `web::Data`).
+pub struct AppState {
+    pub store: Store,
+    pub settings: Arc<Settings>,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(body_limit)
+            .error_handler(json_error),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|err, _| ApiError::InvalidBody(format!("bad path: {err}")).into()),
+    )
+    .service(health::healthz)
+    .service(health::readyz)
+    .service(
+        web::scope("/api/v1")
+            .service(servers::list)
+            .service(servers::create)
+            .service(servers::get)
+            .service(servers::update)
+            .service(servers::delete),
+    )
+    .default_service(web::to(not_found));
+}
+
+fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    match err {
+        JsonPayloadError::OverflowKnownLength { length, limit } => ApiError::PayloadTooLarge(
+            format!("body of {length} bytes is over the limit of {limit}"),
+        ),
+        JsonPayloadError::Overflow { limit } => {
+            ApiError::PayloadTooLarge(format!("body is over the limit of {limit} bytes"))
+        }
+        JsonPayloadError::ContentType => {
+            ApiError::InvalidBody("send the body as application/json".into())
+        }
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::InvalidBody(format!("invalid JSON body: {e}"))
+        }
+        other => ApiError::InvalidBody(format!("unreadable body: {other}")),
+    }
+    .into()
+}
+
+async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound(format!(
+        "{} {}",
+        req.method(),
+        req.path()
+    )))
+}

@@ -1,0 +1,167 @@
+//! The registry API: `/api/v1/servers`.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::registry::{ServerInput, ServerName, ServerSpec, Source, Transport, ValidationError};
+use crate::store::StoreError;
+use crate::store::servers::StoredServer;
+
+fn parse_name(text: &str) -> Result<ServerName, ApiError> {
+    ServerName::parse(text).map_err(|m| ApiError::InvalidField(ValidationError::new("name", m)))
+}
+
+fn view(stored: &StoredServer) -> Value {
+    let mut out = stored.spec.to_public_json();
+    out["source"] = json!(stored.source);
+    out["revision"] = json!(stored.revision);
+    out["created_at"] = json!(stored.created_at.and_utc());
+    out["updated_at"] = json!(stored.updated_at.and_utc());
+    out
+}
+
+fn etag(stored: &StoredServer) -> (header::HeaderName, String) {
+    (header::ETAG, format!("\"{}\"", stored.revision))
+}
+
+fn check_stdio_allowed(state: &AppState, spec: &ServerSpec) -> Result<(), ApiError> {
+    if matches!(spec.transport, Transport::Stdio { .. }) && !state.settings.allow_stdio_via_api {
+        return Err(ApiError::StdioNotAllowed);
+    }
+    Ok(())
+}
+
+/// The revision named by `If-Match` (`"3"` or `3`), if any.
+fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::InvalidField(ValidationError::new(
+                "If-Match",
+                "must be a revision as given in ETag, e.g. \"3\"",
+            ))
+        })
+}
+
+#[get("/servers")]
+pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let servers = state.store.list_servers().await?;
+    let items: Vec<Value> = servers.iter().map(view).collect();
+    Ok(HttpResponse::Ok().json(json!({"servers": items})))
+}
+
+#[get("/servers/{name}")]
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = parse_name(&path)?;
+    let stored = state
+        .store
+        .get_server(&name)
+        .await?
+        .ok_or_else(|| ApiError::ServerNotFound(name.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .insert_header(etag(&stored))
+        .json(view(&stored)))
+}
+
+#[post("/servers")]
+pub async fn create(
+    state: web::Data<AppState>,
+    body: web::Json<ServerInput>,
+) -> Result<HttpResponse, ApiError> {
+    let spec = body
+        .into_inner()
+        .validate()
+        .map_err(ApiError::InvalidField)?;
+    check_stdio_allowed(&state, &spec)?;
+    let stored = match state.store.insert_server(&spec, Source::Api).await {
+        Err(StoreError::Conflict) => return Err(ApiError::ServerExists(spec.name.to_string())),
+        other => other?,
+    };
+    log::info!("server '{}' registered", spec.name);
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/servers/{}", spec.name)))
+        .insert_header(etag(&stored))
+        .json(view(&stored)))
+}
+
+#[put("/servers/{name}")]
+pub async fn update(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: web::Json<ServerInput>,
+) -> Result<HttpResponse, ApiError> {
+    let name = parse_name(&path)?;
+    let mut input = body.into_inner();
+    match &input.name {
+        Some(given) if given != name.as_str() => {
+            return Err(ApiError::InvalidField(ValidationError::new(
+                "name",
+                format!("'{given}' differs from the path; a server cannot be renamed"),
+            )));
+        }
+        _ => input.name = Some(name.to_string()),
+    }
+    let mut spec = input.validate().map_err(ApiError::InvalidField)?;
+    check_stdio_allowed(&state, &spec)?;
+    let expected = if_match(&req)?;
+    let current = state
+        .store
+        .get_server(&name)
+        .await?
+        .ok_or_else(|| ApiError::ServerNotFound(name.to_string()))?;
+    if current.source == Source::Config {
+        return Err(ApiError::ManagedByConfig(name.to_string()));
+    }
+    let restored = spec
+        .restore_redacted(&current.spec)
+        .map_err(ApiError::InvalidField)?;
+    // Restored secrets came from `current`, so the write must replace exactly that
+    // revision; otherwise, without If-Match, the client takes whatever revision it lands on.
+    let guard = expected.or(restored.then_some(current.revision));
+    let stored = match state.store.update_server(&spec, Source::Api, guard).await {
+        Err(StoreError::NotFound) => return Err(ApiError::ServerNotFound(name.to_string())),
+        Err(StoreError::RevisionMismatch { current: now }) => {
+            return Err(ApiError::RevisionMismatch {
+                expected: guard.unwrap_or(current.revision),
+                current: now,
+            });
+        }
+        other => other?,
+    };
+    log::info!("server '{name}' updated to revision {}", stored.revision);
+    Ok(HttpResponse::Ok()
+        .insert_header(etag(&stored))
+        .json(view(&stored)))
+}
+
+#[delete("/servers/{name}")]
+pub async fn delete(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = parse_name(&path)?;
+    if let Some(current) = state.store.get_server(&name).await?
+        && current.source == Source::Config
+    {
+        return Err(ApiError::ManagedByConfig(name.to_string()));
+    }
+    if !state.store.delete_server(&name).await? {
+        return Err(ApiError::ServerNotFound(name.to_string()));
+    }
+    log::info!("server '{name}' deleted");
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,11 @@
+//! omni-bridge: an MCP gateway on actix. See DESIGN.md in the shared folder for the picture
+//! of the actors, states, surfaces and tables; README.md for how to run it.
+
+pub mod cli;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod http;
+pub mod registry;
+pub mod server;
+pub mod store;

@@ -1,0 +1,43 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use omni_bridge::cli::{Cli, Command};
+use omni_bridge::{config, server};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    let settings = match config::resolve(&args) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("omni-bridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&settings.log))
+        .init();
+    let result = actix_web::rt::System::new().block_on(async move {
+        let running = server::start(settings).await?;
+        let store = running.store.clone();
+        // actix handles SIGINT and SIGTERM: it stops accepting, lets in-flight requests
+        // finish within the shutdown timeout, then this await returns.
+        let outcome = running.server.await;
+        store.close();
+        log::info!("omni-bridge stopped");
+        outcome.map_err(|e| server::StartError::Bind {
+            addr: running.addr,
+            source: e,
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("omni-bridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

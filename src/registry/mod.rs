@@ -1,0 +1,8 @@
+//! The registry of upstream MCP servers: what an operator declares about each one.
+
+pub mod spec;
+
+pub use spec::{
+    CachePolicy, REDACTED, ServerInput, ServerName, ServerSpec, Source, Transport, TransportKind,
+    ValidationError,
+};

@@ -1,0 +1,573 @@
+//! An upstream's declaration, as written in the TOML file or sent to the registry API, and
+//! its validated form. Both surfaces go through [`ServerInput::validate`] so they accept
+//! and refuse exactly the same things.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::duration;
+
+/// Stands in for a secret (header or env value) in every answer. Sending it back in a
+/// `PUT` keeps the stored value, so a client can round-trip what it read.
+pub const REDACTED: &str = "<redacted>";
+
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(50);
+const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+const MAX_CACHE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A validated upstream name: `[a-z0-9-]`, 1 to 64 characters, never `__` (which later
+/// separates server and tool in exposed tool names).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ServerName(String);
+
+impl ServerName {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() || text.len() > 64 {
+            return Err(format!(
+                "must be 1 to 64 characters, got {}",
+                text.chars().count()
+            ));
+        }
+        if let Some(bad) = text
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            return Err(format!("may hold only a-z, 0-9 and '-', found {bad:?}"));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    Stdio,
+    StreamableHttp,
+    Sse,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdio => "stdio",
+            Self::StreamableHttp => "streamable_http",
+            Self::Sse => "sse",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "stdio" => Ok(Self::Stdio),
+            "streamable_http" => Ok(Self::StreamableHttp),
+            "sse" => Ok(Self::Sse),
+            other => Err(format!(
+                "unknown transport '{other}': use stdio, streamable_http or sse"
+            )),
+        }
+    }
+}
+
+/// Which results of this upstream the cache may keep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CachePolicy {
+    /// Only tools that the upstream marks `readOnlyHint: true`.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl CachePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Always => "always",
+            Self::Never => "never",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            other => Err(format!(
+                "unknown cache policy '{other}': use auto, always or never"
+            )),
+        }
+    }
+}
+
+/// Where a registry entry came from. Entries from the config file are the file's to
+/// change: the API refuses to edit them, since the next start would undo the edit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Config,
+    Api,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Api => "api",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "config" => Ok(Self::Config),
+            "api" => Ok(Self::Api),
+            other => Err(format!("unknown source '{other}'")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Stdio {
+        command: String,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: Option<String>,
+    },
+    StreamableHttp {
+        url: url::Url,
+        headers: BTreeMap<String, String>,
+    },
+    Sse {
+        url: url::Url,
+        headers: BTreeMap<String, String>,
+    },
+}
+
+impl Transport {
+    pub fn kind(&self) -> TransportKind {
+        match self {
+            Self::Stdio { .. } => TransportKind::Stdio,
+            Self::StreamableHttp { .. } => TransportKind::StreamableHttp,
+            Self::Sse { .. } => TransportKind::Sse,
+        }
+    }
+}
+
+/// A validated upstream declaration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub name: ServerName,
+    pub transport: Transport,
+    pub enabled: bool,
+    pub probe_interval: Duration,
+    pub timeout: Duration,
+    pub cache: CachePolicy,
+    pub cache_ttl: Option<Duration>,
+}
+
+impl ServerSpec {
+    /// The JSON an API client sees: every field of the input form, secrets redacted.
+    pub fn to_public_json(&self) -> Value {
+        let redact = |map: &BTreeMap<String, String>| -> BTreeMap<String, &'static str> {
+            map.keys().map(|k| (k.clone(), REDACTED)).collect()
+        };
+        let mut out = json!({
+            "name": self.name,
+            "transport": self.transport.kind(),
+            "enabled": self.enabled,
+            "probe_interval": duration::format(self.probe_interval),
+            "timeout": duration::format(self.timeout),
+            "cache": self.cache,
+            "cache_ttl": self.cache_ttl.map(duration::format),
+        });
+        let fields = out.as_object_mut().expect("built as an object");
+        match &self.transport {
+            Transport::Stdio {
+                command,
+                args,
+                env,
+                cwd,
+            } => {
+                fields.insert("command".into(), json!(command));
+                fields.insert("args".into(), json!(args));
+                fields.insert("env".into(), json!(redact(env)));
+                fields.insert("cwd".into(), json!(cwd));
+            }
+            Transport::StreamableHttp { url, headers } | Transport::Sse { url, headers } => {
+                fields.insert("url".into(), json!(url.as_str()));
+                fields.insert("headers".into(), json!(redact(headers)));
+            }
+        }
+        out
+    }
+
+    /// Secret values an update left as [`REDACTED`] take the stored value. A redacted
+    /// value with no stored counterpart is an error: we cannot invent the secret.
+    /// Answers whether any value was restored.
+    pub fn restore_redacted(&mut self, stored: &ServerSpec) -> Result<bool, ValidationError> {
+        fn fill(
+            field: &str,
+            new: &mut BTreeMap<String, String>,
+            old: Option<&BTreeMap<String, String>>,
+        ) -> Result<bool, ValidationError> {
+            let mut restored = false;
+            for (key, value) in new.iter_mut() {
+                if value == REDACTED {
+                    match old.and_then(|o| o.get(key)) {
+                        Some(kept) => {
+                            *value = kept.clone();
+                            restored = true;
+                        }
+                        None => {
+                            return Err(ValidationError::new(
+                                format!("{field}.{key}"),
+                                "is redacted but no stored value exists to keep; send the value",
+                            ));
+                        }
+                    }
+                }
+            }
+            Ok(restored)
+        }
+        match (&mut self.transport, &stored.transport) {
+            (Transport::Stdio { env, .. }, Transport::Stdio { env: old, .. }) => {
+                fill("env", env, Some(old))
+            }
+            (Transport::Stdio { env, .. }, _) => fill("env", env, None),
+            (
+                Transport::StreamableHttp { headers, .. } | Transport::Sse { headers, .. },
+                Transport::StreamableHttp { headers: old, .. }
+                | Transport::Sse { headers: old, .. },
+            ) => fill("headers", headers, Some(old)),
+            (Transport::StreamableHttp { headers, .. } | Transport::Sse { headers, .. }, _) => {
+                fill("headers", headers, None)
+            }
+        }
+    }
+}
+
+/// A field that did not validate, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An upstream as a person writes it: every field optional, strings where the validated
+/// form has types, so that mistakes are reported by field with our own words.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerInput {
+    pub name: Option<String>,
+    pub transport: Option<String>,
+    pub command: Option<String>,
+    pub args: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub cwd: Option<String>,
+    pub url: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub enabled: Option<bool>,
+    pub probe_interval: Option<String>,
+    pub timeout: Option<String>,
+    pub cache: Option<String>,
+    pub cache_ttl: Option<String>,
+}
+
+impl ServerInput {
+    pub fn validate(self) -> Result<ServerSpec, ValidationError> {
+        let name = self
+            .name
+            .as_deref()
+            .ok_or_else(|| ValidationError::new("name", "is required"))
+            .and_then(|n| ServerName::parse(n).map_err(|m| ValidationError::new("name", m)))?;
+        let kind = self
+            .transport
+            .as_deref()
+            .ok_or_else(|| {
+                ValidationError::new("transport", "is required: stdio, streamable_http or sse")
+            })
+            .and_then(|t| {
+                TransportKind::parse(t).map_err(|m| ValidationError::new("transport", m))
+            })?;
+        let transport = match kind {
+            TransportKind::Stdio => {
+                refuse_field("url", self.url.is_some(), kind)?;
+                refuse_field("headers", self.headers.is_some(), kind)?;
+                let command = self
+                    .command
+                    .filter(|c| !c.trim().is_empty())
+                    .ok_or_else(|| ValidationError::new("command", "is required for stdio"))?;
+                let env = self.env.unwrap_or_default();
+                for (key, value) in &env {
+                    if key.is_empty() || key.contains('=') || key.contains('\0') {
+                        return Err(ValidationError::new(
+                            format!("env.{key}"),
+                            "an environment variable name must be non-empty, without '=' or NUL",
+                        ));
+                    }
+                    if value.contains('\0') {
+                        return Err(ValidationError::new(format!("env.{key}"), "contains NUL"));
+                    }
+                }
+                let args = self.args.unwrap_or_default();
+                if args.iter().any(|a| a.contains('\0')) || command.contains('\0') {
+                    return Err(ValidationError::new("args", "contains NUL"));
+                }
+                Transport::Stdio {
+                    command,
+                    args,
+                    env,
+                    cwd: self.cwd.filter(|c| !c.is_empty()),
+                }
+            }
+            TransportKind::StreamableHttp | TransportKind::Sse => {
+                refuse_field("command", self.command.is_some(), kind)?;
+                refuse_field("args", self.args.is_some(), kind)?;
+                refuse_field("env", self.env.is_some(), kind)?;
+                refuse_field("cwd", self.cwd.is_some(), kind)?;
+                let url = self
+                    .url
+                    .as_deref()
+                    .ok_or_else(|| ValidationError::new("url", "is required for this transport"))
+                    .and_then(parse_http_url)?;
+                let headers = self.headers.unwrap_or_default();
+                for (key, value) in &headers {
+                    validate_header(key, value)?;
+                }
+                if kind == TransportKind::Sse {
+                    Transport::Sse { url, headers }
+                } else {
+                    Transport::StreamableHttp { url, headers }
+                }
+            }
+        };
+        let probe_interval = optional_duration(
+            "probe_interval",
+            self.probe_interval.as_deref(),
+            MIN_PROBE_INTERVAL,
+            MAX_PROBE_INTERVAL,
+        )?
+        .unwrap_or(DEFAULT_PROBE_INTERVAL);
+        let timeout =
+            optional_duration("timeout", self.timeout.as_deref(), MIN_TIMEOUT, MAX_TIMEOUT)?
+                .unwrap_or(DEFAULT_TIMEOUT);
+        let cache = self
+            .cache
+            .as_deref()
+            .map(CachePolicy::parse)
+            .transpose()
+            .map_err(|m| ValidationError::new("cache", m))?
+            .unwrap_or_default();
+        let cache_ttl = optional_duration(
+            "cache_ttl",
+            self.cache_ttl.as_deref(),
+            Duration::from_millis(1),
+            MAX_CACHE_TTL,
+        )?;
+        Ok(ServerSpec {
+            name,
+            transport,
+            enabled: self.enabled.unwrap_or(true),
+            probe_interval,
+            timeout,
+            cache,
+            cache_ttl,
+        })
+    }
+}
+
+fn refuse_field(field: &str, present: bool, kind: TransportKind) -> Result<(), ValidationError> {
+    if present {
+        Err(ValidationError::new(
+            field,
+            format!("does not apply to transport {}", kind.as_str()),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn optional_duration(
+    field: &str,
+    text: Option<&str>,
+    min: Duration,
+    max: Duration,
+) -> Result<Option<Duration>, ValidationError> {
+    text.map(|t| duration::parse_within(t, min, max))
+        .transpose()
+        .map_err(|m| ValidationError::new(field, m))
+}
+
+fn parse_http_url(text: &str) -> Result<url::Url, ValidationError> {
+    let url = url::Url::parse(text)
+        .map_err(|e| ValidationError::new("url", format!("'{text}' is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ValidationError::new(
+            "url",
+            format!("scheme must be http or https, got '{}'", url.scheme()),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ValidationError::new("url", "has no host"));
+    }
+    Ok(url)
+}
+
+fn validate_header(key: &str, value: &str) -> Result<(), ValidationError> {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    HeaderName::from_bytes(key.as_bytes()).map_err(|_| {
+        ValidationError::new(format!("headers.{key}"), "is not a valid header name")
+    })?;
+    // The value is not echoed: it is likely a secret.
+    HeaderValue::from_str(value).map_err(|_| {
+        ValidationError::new(
+            format!("headers.{key}"),
+            "value holds characters a header cannot carry",
+        )
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stdio() -> ServerInput {
+        ServerInput {
+            name: Some("time".into()),
+            transport: Some("stdio".into()),
+            command: Some("python3".into()),
+            args: Some(vec!["-m".into(), "mcp_server_time".into()]),
+            env: Some([("TZ".to_string(), "UTC".to_string())].into()),
+            ..Default::default()
+        }
+    }
+
+    fn http() -> ServerInput {
+        ServerInput {
+            name: Some("web".into()),
+            transport: Some("streamable_http".into()),
+            url: Some("http://127.0.0.1:3001/mcp".into()),
+            headers: Some([("Authorization".to_string(), "Bearer s3cret".to_string())].into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_follow_the_rules() {
+        assert!(ServerName::parse("time-2").is_ok());
+        assert!(ServerName::parse(&"a".repeat(64)).is_ok());
+        assert!(ServerName::parse(&"a".repeat(65)).is_err());
+        assert!(ServerName::parse("").is_err());
+        assert!(ServerName::parse("Time").is_err());
+        assert!(ServerName::parse("a__b").is_err());
+        assert!(ServerName::parse("a b").is_err());
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let spec = stdio().validate().unwrap();
+        assert_eq!(spec.probe_interval, DEFAULT_PROBE_INTERVAL);
+        assert_eq!(spec.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(spec.cache, CachePolicy::Auto);
+        assert!(spec.enabled);
+    }
+
+    #[test]
+    fn transport_must_match_its_fields() {
+        let mut wrong = stdio();
+        wrong.url = Some("http://x".into());
+        assert_eq!(wrong.validate().unwrap_err().field, "url");
+        let mut wrong = http();
+        wrong.command = Some("x".into());
+        assert_eq!(wrong.validate().unwrap_err().field, "command");
+        let mut missing = http();
+        missing.url = None;
+        assert_eq!(missing.validate().unwrap_err().field, "url");
+    }
+
+    #[test]
+    fn urls_need_http_and_a_host() {
+        for bad in ["ftp://x/y", "not a url", "http://"] {
+            let mut input = http();
+            input.url = Some(bad.into());
+            assert_eq!(input.validate().unwrap_err().field, "url", "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_public_json() {
+        let out = http().validate().unwrap().to_public_json();
+        assert_eq!(out["headers"]["Authorization"], REDACTED);
+        assert!(!out.to_string().contains("s3cret"));
+        let out = stdio().validate().unwrap().to_public_json();
+        assert_eq!(out["env"]["TZ"], REDACTED);
+    }
+
+    #[test]
+    fn redacted_values_keep_the_stored_secret() {
+        let stored = http().validate().unwrap();
+        let mut update = http();
+        update.headers = Some(
+            [
+                ("Authorization".to_string(), REDACTED.to_string()),
+                ("X-New".to_string(), "v".to_string()),
+            ]
+            .into(),
+        );
+        let mut spec = update.validate().unwrap();
+        assert!(spec.restore_redacted(&stored).unwrap());
+        let Transport::StreamableHttp { headers, .. } = &spec.transport else {
+            panic!("transport changed")
+        };
+        assert_eq!(headers["Authorization"], "Bearer s3cret");
+        assert_eq!(headers["X-New"], "v");
+
+        let mut unknown = http();
+        unknown.headers = Some([("X-Other".to_string(), REDACTED.to_string())].into());
+        let mut spec = unknown.validate().unwrap();
+        assert_eq!(
+            spec.restore_redacted(&stored).unwrap_err().field,
+            "headers.X-Other"
+        );
+    }
+
+    #[test]
+    fn durations_are_checked() {
+        let mut input = stdio();
+        input.probe_interval = Some("1ms".into());
+        assert_eq!(input.validate().unwrap_err().field, "probe_interval");
+        let mut input = stdio();
+        input.timeout = Some("ten".into());
+        assert_eq!(input.validate().unwrap_err().field, "timeout");
+    }
+}

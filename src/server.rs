@@ -1,0 +1,84 @@
+//! Starting and stopping the gateway: store, migrations, registry seed, HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer, middleware, web};
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::store::{DatabaseUrl, Store, StoreError, migrate};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot prepare the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A gateway that is listening. Await `server` to run it until shutdown.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub server: actix_web::dev::Server,
+    pub store: Store,
+}
+
+/// Prepares everything and binds the listener. Must run inside an actix system.
+pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    if let DatabaseUrl::Sqlite(path) = &settings.database
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let applied = migrate::run(&settings.database).await?;
+    if applied > 0 {
+        log::info!(
+            "applied {applied} migration(s) to {}",
+            settings.database.display()
+        );
+    }
+    let store = Store::open(&settings.database, &settings.store)?;
+    store.sync_config_servers(&settings.servers).await?;
+
+    let settings = Arc::new(settings);
+    let state = web::Data::new(AppState {
+        store: store.clone(),
+        settings: settings.clone(),
+    });
+    let body_limit = settings.body_limit;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(middleware::Logger::new("%a \"%r\" %s %Dms").log_target("omni_bridge::access"))
+            .configure(|cfg| http::configure(cfg, body_limit))
+    })
+    .shutdown_timeout(settings.shutdown_timeout.as_secs())
+    .bind(settings.bind)
+    .map_err(|source| StartError::Bind {
+        addr: settings.bind,
+        source,
+    })?;
+    let addr = server.addrs()[0];
+    let server = server.run();
+    log::info!(
+        "omni-bridge listening on http://{addr} (store: {})",
+        settings.database.display()
+    );
+    Ok(Running {
+        addr,
+        server,
+        store,
+    })
+}

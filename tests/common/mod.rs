@@ -1,0 +1,174 @@
+//! Shared test harness: a real gateway on port 0 with its real store, on SQLite by
+//! default or on PostgreSQL when `OMNI_TEST_DATABASE_URL` names a server (each test then
+//! gets a database of its own, dropped afterwards).
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use omni_bridge::config::Settings;
+use omni_bridge::store::DatabaseUrl;
+
+/// The database of one test.
+pub struct TestDb {
+    pub url: DatabaseUrl,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+/// Runs a statement on PostgreSQL from any context (tests run it from drop, too).
+fn pg_admin(admin_url: &str, sql: String) {
+    let admin_url = admin_url.to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut conn = AsyncPgConnection::establish(&admin_url)
+                .await
+                .expect("OMNI_TEST_DATABASE_URL answers");
+            conn.batch_execute(&sql)
+                .await
+                .expect("admin statement runs");
+        })
+    })
+    .join()
+    .expect("admin thread");
+}
+
+impl TestDb {
+    pub fn new() -> Self {
+        match std::env::var("OMNI_TEST_DATABASE_URL") {
+            Ok(admin) if !admin.is_empty() => Self::postgres(&admin),
+            _ => Self::sqlite(),
+        }
+    }
+
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = DatabaseUrl::Sqlite(dir.path().join("omni.db"));
+        Self {
+            url,
+            _dir: Some(dir),
+            postgres: None,
+        }
+    }
+
+    pub fn postgres(admin: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "omni_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        pg_admin(admin, format!("CREATE DATABASE {name}"));
+        let mut url = url::Url::parse(admin).expect("OMNI_TEST_DATABASE_URL is a URL");
+        url.set_path(&format!("/{name}"));
+        Self {
+            url: DatabaseUrl::Postgres(url.to_string()),
+            _dir: None,
+            postgres: Some((admin.to_owned(), name)),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::with_database(self.url.clone())
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = &self.postgres {
+            pg_admin(
+                admin,
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
+        }
+    }
+}
+
+/// A gateway running on its own actix system in its own thread.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(settings: Settings) -> Self {
+        Self::try_start(settings).await.expect("gateway starts")
+    }
+
+    pub async fn try_start(settings: Settings) -> Result<Self, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                match omni_bridge::server::start(settings).await {
+                    Ok(running) => {
+                        let _ = tx.send(Ok((running.addr, running.server.handle())));
+                        let _ = running.server.await;
+                        running.store.close();
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                }
+            })
+        });
+        let (addr, handle) = tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .map_err(|_| "gateway did not start within 60 s".to_string())?
+            .map_err(|_| "gateway thread ended".to_string())??;
+        Ok(Self {
+            addr,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Graceful stop; returns when the server's thread has ended.
+    pub async fn stop(mut self) {
+        self.handle.stop(true).await;
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            // A test that failed before `stop`: end the server without waiting on it.
+            let handle = self.handle.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                rt.block_on(handle.stop(false));
+            });
+        }
+    }
+}
