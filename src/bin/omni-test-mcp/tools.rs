@@ -1,0 +1,231 @@
+//! The tools and their behaviour, shared by every session of one process.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
+};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+
+/// State of the whole process: every session sees the same counter and tool list.
+pub struct Shared {
+    pub name: String,
+    counter: AtomicU64,
+    extra: AtomicBool,
+    peers: Mutex<Vec<Peer<RoleServer>>>,
+}
+
+impl Shared {
+    pub fn new(name: String) -> Self {
+        Self {
+            name,
+            counter: AtomicU64::new(0),
+            extra: AtomicBool::new(false),
+            peers: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct TestServer {
+    shared: Arc<Shared>,
+}
+
+fn schema(value: Value) -> Arc<JsonObject> {
+    Arc::new(value.as_object().expect("schemas are objects").clone())
+}
+
+fn no_args() -> Arc<JsonObject> {
+    schema(json!({"type": "object", "properties": {}}))
+}
+
+fn read_only() -> ToolAnnotations {
+    ToolAnnotations::new().read_only(true)
+}
+
+fn catalogue(extra: bool) -> Vec<Tool> {
+    let mut tools = vec![
+        Tool::new(
+            "echo",
+            "Returns its text",
+            schema(json!({
+                "type": "object",
+                "properties": {"text": {"type": "string"}},
+                "required": ["text"],
+            })),
+        )
+        .with_annotations(read_only()),
+        Tool::new(
+            "add",
+            "Adds two numbers",
+            schema(json!({
+                "type": "object",
+                "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+                "required": ["a", "b"],
+            })),
+        )
+        .with_annotations(read_only()),
+        Tool::new(
+            "sleep",
+            "Answers after ms milliseconds",
+            schema(json!({
+                "type": "object",
+                "properties": {"ms": {"type": "integer", "minimum": 0}},
+                "required": ["ms"],
+            })),
+        ),
+        Tool::new("fail", "Answers with a protocol error", no_args()),
+        Tool::new("tool_error", "Answers with isError: true", no_args())
+            .with_annotations(read_only()),
+        Tool::new("crash", "Exits the server process", no_args()),
+        Tool::new("counter", "Counts its calls (not read-only)", no_args())
+            .with_annotations(ToolAnnotations::new().read_only(false)),
+        Tool::new(
+            "big",
+            "Returns a text of the given number of bytes",
+            schema(json!({
+                "type": "object",
+                "properties": {"bytes": {"type": "integer", "minimum": 0}},
+                "required": ["bytes"],
+            })),
+        )
+        .with_annotations(read_only()),
+        Tool::new(
+            "toggle_extra",
+            "Adds or removes the tool 'extra' and notifies clients",
+            no_args(),
+        ),
+    ];
+    if extra {
+        tools.push(Tool::new(
+            "extra",
+            "Present only after toggle_extra",
+            no_args(),
+        ));
+    }
+    tools
+}
+
+fn text(t: impl Into<String>) -> CallToolResponse {
+    CallToolResult::success(vec![ContentBlock::text(t)]).into()
+}
+
+fn arg<'a>(args: &'a Option<JsonObject>, key: &str) -> Option<&'a Value> {
+    args.as_ref().and_then(|a| a.get(key))
+}
+
+fn bad_args(message: &str) -> ErrorData {
+    ErrorData::invalid_params(message.to_owned(), None)
+}
+
+impl TestServer {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    async fn notify_list_changed(&self) {
+        let peers: Vec<Peer<RoleServer>> = {
+            let mut peers = self.shared.peers.lock().unwrap();
+            peers.retain(|p| !p.is_transport_closed());
+            peers.clone()
+        };
+        for peer in peers {
+            let _ = peer.notify_tool_list_changed().await;
+        }
+    }
+}
+
+impl ServerHandler for TestServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            self.shared.name.clone(),
+            env!("CARGO_PKG_VERSION"),
+        ))
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.shared.peers.lock().unwrap().push(context.peer.clone());
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult {
+            tools: catalogue(self.shared.extra.load(Ordering::SeqCst)),
+            ..Default::default()
+        })
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let args = &request.arguments;
+        match request.name.as_ref() {
+            "echo" => {
+                let t = arg(args, "text")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad_args("text must be a string"))?;
+                Ok(text(t))
+            }
+            "add" => {
+                let a = arg(args, "a").and_then(Value::as_f64);
+                let b = arg(args, "b").and_then(Value::as_f64);
+                match (a, b) {
+                    (Some(a), Some(b)) => Ok(text((a + b).to_string())),
+                    _ => Err(bad_args("a and b must be numbers")),
+                }
+            }
+            "sleep" => {
+                let ms = arg(args, "ms")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| bad_args("ms must be a non-negative integer"))?;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(text(format!("slept {ms} ms")))
+            }
+            "fail" => Err(ErrorData::internal_error("fail was called", None)),
+            "tool_error" => {
+                Ok(CallToolResult::error(vec![ContentBlock::text("this tool always errs")]).into())
+            }
+            "crash" => {
+                eprintln!("omni-test-mcp: crash requested, exiting");
+                std::process::exit(3);
+            }
+            "counter" => {
+                let n = self.shared.counter.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok(text(n.to_string()))
+            }
+            "big" => {
+                let n = arg(args, "bytes")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| bad_args("bytes must be a non-negative integer"))?;
+                Ok(text("x".repeat(n as usize)))
+            }
+            "toggle_extra" => {
+                let now = !self.shared.extra.fetch_xor(true, Ordering::SeqCst);
+                self.notify_list_changed().await;
+                Ok(text(if now { "extra added" } else { "extra removed" }))
+            }
+            "extra" if self.shared.extra.load(Ordering::SeqCst) => Ok(text("extra")),
+            other => Err(ErrorData::invalid_params(
+                format!("no tool named {other}"),
+                None,
+            )),
+        }
+    }
+}
