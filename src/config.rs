@@ -12,6 +12,7 @@ use crate::cli::ServeArgs;
 use crate::duration;
 use crate::registry::{ServerInput, ServerSpec};
 use crate::store::{DatabaseUrl, StoreOptions};
+use crate::upstream::UpstreamSettings;
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./data";
@@ -32,6 +33,20 @@ pub struct Settings {
     pub store: StoreOptions,
     /// Upstreams declared in the file.
     pub servers: Vec<ServerSpec>,
+    /// Breaker and restart tuning for every upstream.
+    pub upstreams: UpstreamSettings,
+    /// This process's name in shared history (host and process id by default).
+    pub instance: String,
+}
+
+/// `host-pid`: tells instances apart in a shared store.
+pub fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", std::process::id())
 }
 
 impl Settings {
@@ -47,6 +62,8 @@ impl Settings {
             body_limit: 1024 * 1024,
             store: StoreOptions::default(),
             servers: Vec::new(),
+            upstreams: UpstreamSettings::default(),
+            instance: default_instance(),
         }
     }
 }
@@ -80,6 +97,14 @@ struct FileConfig {
     shutdown_timeout: Option<String>,
     body_limit: Option<u64>,
     database_max_connections: Option<u64>,
+    restart_base_delay: Option<String>,
+    restart_max_delay: Option<String>,
+    restart_max: Option<u64>,
+    restart_window: Option<String>,
+    breaker_threshold: Option<u64>,
+    breaker_cooldown: Option<String>,
+    breaker_max_cooldown: Option<String>,
+    instance: Option<String>,
     #[serde(default)]
     servers: Vec<ServerInput>,
 }
@@ -109,6 +134,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
         Some(path) => read_file(path)?,
         None => FileConfig::default(),
     };
+    let upstreams = upstream_settings(&file)?;
     let data_dir = args
         .data_dir
         .clone()
@@ -177,7 +203,67 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
         body_limit,
         store,
         servers,
+        upstreams,
+        instance: file.instance.unwrap_or_else(default_instance),
     })
+}
+
+fn upstream_settings(file: &FileConfig) -> Result<UpstreamSettings, ConfigError> {
+    let mut out = UpstreamSettings::default();
+    let dur = |key: &str, text: &Option<String>, min: Duration, max: Duration| {
+        text.as_deref()
+            .map(|t| duration::parse_within(t, min, max).map_err(|m| ConfigError::new(key, m)))
+            .transpose()
+    };
+    let ms = Duration::from_millis(1);
+    let day = Duration::from_secs(86_400);
+    if let Some(d) = dur("restart_base_delay", &file.restart_base_delay, ms, day)? {
+        out.restart.base_delay = d;
+    }
+    if let Some(d) = dur("restart_max_delay", &file.restart_max_delay, ms, day)? {
+        out.restart.max_delay = d;
+    }
+    if let Some(d) = dur("restart_window", &file.restart_window, ms, day)? {
+        out.restart.window = d;
+        out.restart.stable_after = d;
+    }
+    if let Some(n) = file.restart_max {
+        if n == 0 || n > 10_000 {
+            return Err(ConfigError::new(
+                "restart_max",
+                "must be between 1 and 10000",
+            ));
+        }
+        out.restart.max_restarts = n as usize;
+    }
+    if out.restart.max_delay < out.restart.base_delay {
+        return Err(ConfigError::new(
+            "restart_max_delay",
+            "must not be below restart_base_delay",
+        ));
+    }
+    if let Some(n) = file.breaker_threshold {
+        if n == 0 || n > 10_000 {
+            return Err(ConfigError::new(
+                "breaker_threshold",
+                "must be between 1 and 10000",
+            ));
+        }
+        out.breaker.failure_threshold = n as u32;
+    }
+    if let Some(d) = dur("breaker_cooldown", &file.breaker_cooldown, ms, day)? {
+        out.breaker.base_cooldown = d;
+    }
+    if let Some(d) = dur("breaker_max_cooldown", &file.breaker_max_cooldown, ms, day)? {
+        out.breaker.max_cooldown = d;
+    }
+    if out.breaker.max_cooldown < out.breaker.base_cooldown {
+        return Err(ConfigError::new(
+            "breaker_max_cooldown",
+            "must not be below breaker_cooldown",
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::registry::ValidationError;
 use crate::store::StoreError;
+use crate::upstream::CallError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -32,6 +33,12 @@ pub enum ApiError {
     StdioNotAllowed,
     #[error("the server changed since revision {expected}; it is now at revision {current}")]
     RevisionMismatch { expected: i64, current: i64 },
+    #[error("server '{server}' has no tool named '{tool}'")]
+    ToolNotFound { server: String, tool: String },
+    #[error("server '{0}' is disabled")]
+    ServerDisabled(String),
+    #[error("{0}")]
+    Call(CallError),
     #[error("the store is busy; try again")]
     StoreBusy,
     #[error("the store is unavailable")]
@@ -52,6 +59,16 @@ impl ApiError {
             Self::ManagedByConfig(_) => "managed-by-config",
             Self::StdioNotAllowed => "stdio-not-allowed",
             Self::RevisionMismatch { .. } => "revision-mismatch",
+            Self::ToolNotFound { .. } => "tool-not-found",
+            Self::ServerDisabled(_) => "server-disabled",
+            Self::Call(e) => match e {
+                CallError::NotConnected { .. } => "upstream-unavailable",
+                CallError::CircuitOpen { .. } => "circuit-open",
+                CallError::Timeout { .. } => "upstream-timeout",
+                CallError::Upstream { .. } => "upstream-error",
+                CallError::Transport { .. } => "upstream-unreachable",
+                CallError::Gone { .. } => "upstream-gone",
+            },
             Self::StoreBusy => "store-busy",
             Self::StoreUnavailable => "store-unavailable",
             Self::Internal => "internal",
@@ -83,7 +100,17 @@ impl ResponseError for ApiError {
         match self {
             Self::InvalidField(_) | Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::ServerNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::ServerNotFound(_) | Self::RouteNotFound(_) | Self::ToolNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            Self::ServerDisabled(_) => StatusCode::CONFLICT,
+            Self::Call(e) => match e {
+                CallError::NotConnected { .. }
+                | CallError::CircuitOpen { .. }
+                | CallError::Gone { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                CallError::Upstream { .. } | CallError::Transport { .. } => StatusCode::BAD_GATEWAY,
+            },
             Self::ServerExists(_) | Self::ManagedByConfig(_) => StatusCode::CONFLICT,
             Self::StdioNotAllowed => StatusCode::FORBIDDEN,
             Self::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
@@ -98,8 +125,18 @@ impl ResponseError for ApiError {
             body["error"]["field"] = json!(v.field);
         }
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, Self::StoreBusy) {
-            response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        match self {
+            Self::StoreBusy
+            | Self::Call(CallError::NotConnected { .. } | CallError::Gone { .. }) => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            Self::Call(CallError::CircuitOpen { retry_after, .. }) => {
+                let secs = retry_after.as_secs().max(1).to_string();
+                if let Ok(value) = HeaderValue::from_str(&secs) {
+                    response.insert_header((header::RETRY_AFTER, value));
+                }
+            }
+            _ => {}
         }
         response.json(body)
     }

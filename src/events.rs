@@ -87,7 +87,10 @@ impl EventBus {
         let event = Arc::new(event);
         log::debug!("event {} {}", event.kind.as_str(), event.data);
         if let Some(history) = &self.history
-            && matches!(event.kind, EventType::McpStatusChange | EventType::HealthEvent)
+            && matches!(
+                event.kind,
+                EventType::McpStatusChange | EventType::HealthEvent
+            )
             && history.try_send(event.clone()).is_err()
         {
             // The writer is far behind (the store is down or slow): losing history is

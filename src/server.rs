@@ -3,11 +3,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use actix::Actor;
 use actix_web::{App, HttpServer, middleware, web};
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::store::{DatabaseUrl, Store, StoreError, migrate};
+use crate::upstream::supervisor::Reconcile;
+use crate::upstream::{StatusBoard, UpstreamSupervisor, history};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -52,10 +55,28 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let store = Store::open(&settings.database, &settings.store)?;
     store.sync_config_servers(&settings.servers).await?;
 
+    crate::tls::install_crypto_provider();
+    let bus = history::start(store.clone(), settings.instance.clone());
+    let board = StatusBoard::default();
+    let supervisor = UpstreamSupervisor::new(
+        store.clone(),
+        bus.clone(),
+        board.clone(),
+        settings.upstreams.clone(),
+    )
+    .start();
+    supervisor
+        .send(Reconcile)
+        .await
+        .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
+
     let settings = Arc::new(settings);
     let state = web::Data::new(AppState {
         store: store.clone(),
         settings: settings.clone(),
+        supervisor,
+        board,
+        bus,
     });
     let body_limit = settings.body_limit;
     let server = HttpServer::new(move || {

@@ -7,6 +7,16 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_omni-bridge");
 
+/// Kills the child if the test fails before it is reaped, so no process outlives a test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_bad_config_file_is_one_line_and_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,6 +53,7 @@ fn a_bad_environment_value_names_its_key() {
 #[test]
 fn starts_on_sqlite_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
+    omni_bridge::tls::install_crypto_provider();
     let mut child = Command::new(BIN)
         .args(["--bind", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
@@ -52,8 +63,9 @@ fn starts_on_sqlite_and_stops_gracefully_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
+    let mut child = KillOnDrop(child);
+    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
@@ -83,11 +95,11 @@ fn starts_on_sqlite_and_stops_gracefully_on_sigterm() {
     assert!(dir.path().join("omni-bridge.db").exists());
 
     let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
-    let exit = child.wait().unwrap();
+    let exit = child.0.wait().unwrap();
     assert_eq!(exit.code(), Some(0));
     let rest: Vec<String> = rx.try_iter().collect();
     assert!(

@@ -3,20 +3,42 @@
 
 pub mod health;
 pub mod servers;
+pub mod tools;
+pub mod upstreams;
 
 use std::sync::Arc;
 
 use actix_web::error::JsonPayloadError;
 use actix_web::{HttpRequest, web};
 
+use actix::Addr;
+
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::events::EventBus;
 use crate::store::Store;
+use crate::upstream::supervisor::Reconcile;
+use crate::upstream::{StatusBoard, UpstreamSupervisor};
 
-/// What every handler can reach. Cheap to clone (it lives in `web::Data`).
+/// What every handler can reach (it lives in `web::Data`).
 pub struct AppState {
     pub store: Store,
     pub settings: Arc<Settings>,
+    pub supervisor: Addr<UpstreamSupervisor>,
+    pub board: StatusBoard,
+    pub bus: EventBus,
+}
+
+impl AppState {
+    /// Makes the running upstreams match the registry after a change. The change is already
+    /// stored; if this fails, the next reconcile (or restart) applies it.
+    pub async fn reconcile(&self) {
+        match self.supervisor.send(Reconcile).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::warn!("reconcile after a registry change failed: {e}"),
+            Err(e) => log::error!("supervisor unreachable: {e}"),
+        }
+    }
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
@@ -37,7 +59,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
             .service(servers::create)
             .service(servers::get)
             .service(servers::update)
-            .service(servers::delete),
+            .service(servers::delete)
+            .service(upstreams::reset)
+            .service(upstreams::reload)
+            .service(upstreams::events)
+            .service(tools::catalogue)
+            .service(tools::call),
     )
     .default_service(web::to(not_found));
 }

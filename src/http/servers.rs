@@ -10,12 +10,17 @@ use crate::registry::{ServerInput, ServerName, ServerSpec, Source, Transport, Va
 use crate::store::StoreError;
 use crate::store::servers::StoredServer;
 
-fn parse_name(text: &str) -> Result<ServerName, ApiError> {
+pub fn parse_name(text: &str) -> Result<ServerName, ApiError> {
     ServerName::parse(text).map_err(|m| ApiError::InvalidField(ValidationError::new("name", m)))
 }
 
-fn view(stored: &StoredServer) -> Value {
+/// The registry entry with its live state from the status board.
+pub fn view(state: &AppState, stored: &StoredServer) -> Value {
     let mut out = stored.spec.to_public_json();
+    let snapshot = state.board.get(&stored.spec.name).unwrap_or_default();
+    if let (Some(fields), Value::Object(live)) = (out.as_object_mut(), snapshot.to_json()) {
+        fields.extend(live);
+    }
     out["source"] = json!(stored.source);
     out["revision"] = json!(stored.revision);
     out["created_at"] = json!(stored.created_at.and_utc());
@@ -56,7 +61,7 @@ fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
 #[get("/servers")]
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let servers = state.store.list_servers().await?;
-    let items: Vec<Value> = servers.iter().map(view).collect();
+    let items: Vec<Value> = servers.iter().map(|s| view(&state, s)).collect();
     Ok(HttpResponse::Ok().json(json!({"servers": items})))
 }
 
@@ -73,7 +78,7 @@ pub async fn get(
         .ok_or_else(|| ApiError::ServerNotFound(name.to_string()))?;
     Ok(HttpResponse::Ok()
         .insert_header(etag(&stored))
-        .json(view(&stored)))
+        .json(view(&state, &stored)))
 }
 
 #[post("/servers")]
@@ -91,10 +96,11 @@ pub async fn create(
         other => other?,
     };
     log::info!("server '{}' registered", spec.name);
+    state.reconcile().await;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/servers/{}", spec.name)))
         .insert_header(etag(&stored))
-        .json(view(&stored)))
+        .json(view(&state, &stored)))
 }
 
 #[put("/servers/{name}")]
@@ -143,9 +149,10 @@ pub async fn update(
         other => other?,
     };
     log::info!("server '{name}' updated to revision {}", stored.revision);
+    state.reconcile().await;
     Ok(HttpResponse::Ok()
         .insert_header(etag(&stored))
-        .json(view(&stored)))
+        .json(view(&state, &stored)))
 }
 
 #[delete("/servers/{name}")]
@@ -163,5 +170,6 @@ pub async fn delete(
         return Err(ApiError::ServerNotFound(name.to_string()));
     }
     log::info!("server '{name}' deleted");
+    state.reconcile().await;
     Ok(HttpResponse::NoContent().finish())
 }

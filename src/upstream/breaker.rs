@@ -269,7 +269,7 @@ mod tests {
         }
         assert_eq!(seen, [60, 120, 240, 300, 300, 300]);
         now = b.open_until().unwrap();
-        b.try_acquire(now);
+        assert_eq!(b.try_acquire(now).0, Ok(()));
         b.record_success(now);
         for _ in 0..5 {
             b.record_failure(now);

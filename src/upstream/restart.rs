@@ -39,7 +39,10 @@ impl Default for RestartConfig {
 /// factor in `1 ± jitter` drawn from `unit` (a number in `0..1`).
 pub fn backoff_delay(config: &RestartConfig, attempt: u32, unit: f64) -> Duration {
     let factor = 1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX);
-    let raw = config.base_delay.saturating_mul(factor).min(config.max_delay);
+    let raw = config
+        .base_delay
+        .saturating_mul(factor)
+        .min(config.max_delay);
     let spread = config.jitter.clamp(0.0, 0.9);
     let scale = 1.0 - spread + 2.0 * spread * unit.clamp(0.0, 1.0);
     raw.mul_f64(scale)
@@ -115,7 +118,9 @@ mod tests {
     #[test]
     fn backoff_doubles_to_the_cap() {
         let c = config();
-        let secs: Vec<u64> = (0..9).map(|a| backoff_delay(&c, a, 0.5).as_secs()).collect();
+        let secs: Vec<u64> = (0..9)
+            .map(|a| backoff_delay(&c, a, 0.5).as_secs())
+            .collect();
         assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 
@@ -201,6 +206,9 @@ mod tests {
         assert_eq!(s.on_exit(&c, later, 0.5), Decision::GiveUp);
         s.reset();
         s.mark_up(later);
-        assert!(matches!(s.on_exit(&c, later, 0.5), Decision::Restart { attempt: 0, .. }));
+        assert!(matches!(
+            s.on_exit(&c, later, 0.5),
+            Decision::Restart { attempt: 0, .. }
+        ));
     }
 }

@@ -111,6 +111,7 @@ impl TestServer {
     }
 
     pub async fn try_start(settings: Settings) -> Result<Self, String> {
+        omni_bridge::tls::install_crypto_provider();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {

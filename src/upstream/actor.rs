@@ -1,0 +1,434 @@
+//! UpstreamActor: one per upstream MCP server. Holds the session, the tool catalogue, the
+//! probe timer and the circuit breaker; answers tool calls concurrently (each call is a
+//! future spawned in the actor's context, never awaited before the next is accepted).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+use rmcp::ServiceError;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientRequest, ErrorCode, JsonObject, PingRequest,
+};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::breaker::{Breaker, CircuitState, Transition};
+use super::connect::{self, Session, SessionNote};
+use super::status::{StatusBoard, UpstreamStatus};
+use super::supervisor::{ChildExited, ChildUp};
+use crate::events::{Event, EventBus, EventType};
+use crate::registry::{ServerName, ServerSpec};
+
+/// Invoke one tool of this upstream.
+#[derive(Message)]
+#[rtype(result = "Result<CallToolResult, CallError>")]
+pub struct CallTool {
+    pub tool: String,
+    pub arguments: Option<JsonObject>,
+}
+
+/// Stop this actor and end its session (the supervisor's command).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("server '{server}' is {status}, not connected")]
+    NotConnected {
+        server: String,
+        status: &'static str,
+    },
+    #[error("the circuit of server '{server}' is open; retry in {} s", retry_after.as_secs())]
+    CircuitOpen {
+        server: String,
+        retry_after: Duration,
+    },
+    #[error("server '{server}' did not answer within {} ms", timeout.as_millis())]
+    Timeout { server: String, timeout: Duration },
+    #[error("server '{server}' answered with error {code}: {message}")]
+    Upstream {
+        server: String,
+        code: i32,
+        message: String,
+    },
+    #[error("cannot reach server '{server}': {detail}")]
+    Transport { server: String, detail: String },
+    #[error("server '{server}' was removed or restarted while the call was in flight")]
+    Gone { server: String },
+}
+
+pub struct UpstreamActor {
+    spec: ServerSpec,
+    generation: u64,
+    exited: Recipient<ChildExited>,
+    up: Recipient<ChildUp>,
+    bus: EventBus,
+    board: StatusBoard,
+    breaker: Breaker,
+    session: Option<Arc<Session>>,
+    status: UpstreamStatus,
+    exit_reason: Option<String>,
+    was_up: bool,
+    probe_in_flight: bool,
+}
+
+impl UpstreamActor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        spec: ServerSpec,
+        generation: u64,
+        exited: Recipient<ChildExited>,
+        up: Recipient<ChildUp>,
+        bus: EventBus,
+        board: StatusBoard,
+        breaker: Breaker,
+    ) -> Self {
+        Self {
+            spec,
+            generation,
+            exited,
+            up,
+            bus,
+            board,
+            breaker,
+            session: None,
+            status: UpstreamStatus::Starting,
+            exit_reason: None,
+            was_up: false,
+            probe_in_flight: false,
+        }
+    }
+
+    fn name(&self) -> &ServerName {
+        &self.spec.name
+    }
+
+    fn health_event(&self, event: &str, detail: serde_json::Value) {
+        publish_health(&self.bus, self.name(), event, detail);
+    }
+
+    fn set_status(&mut self, new: UpstreamStatus, reason: &str) {
+        let old = self.status;
+        let circuit = self.breaker.state();
+        self.board.update(self.name(), |s| {
+            s.status = new;
+            s.circuit = circuit;
+        });
+        if old == new {
+            return;
+        }
+        self.status = new;
+        publish_status(&self.bus, self.name(), old, new, circuit, reason);
+    }
+
+    /// The status that the breaker and the last probe imply, once connected.
+    fn derived_status(&self) -> UpstreamStatus {
+        match self.breaker.state() {
+            CircuitState::Open | CircuitState::HalfOpen => UpstreamStatus::Unhealthy,
+            CircuitState::Closed if self.breaker.consecutive_failures() > 0 => {
+                UpstreamStatus::Degraded
+            }
+            CircuitState::Closed => UpstreamStatus::Healthy,
+        }
+    }
+
+    fn on_transition(&mut self, transition: Transition, ctx: &mut Context<Self>) {
+        match transition {
+            Transition::Opened { cooldown } => {
+                self.health_event(
+                    "circuit_opened",
+                    json!({"cooldown_ms": cooldown.as_millis() as u64,
+                           "consecutive_failures": self.breaker.consecutive_failures()}),
+                );
+                // Let a probe be the trial as soon as the cool-down ends.
+                ctx.run_later(cooldown, |act, ctx| act.probe(ctx));
+            }
+            Transition::HalfOpened => self.health_event("circuit_half_open", json!({})),
+            Transition::Closed => self.health_event("circuit_closed", json!({})),
+        }
+        let circuit = self.breaker.state();
+        self.board.update(self.name(), |s| s.circuit = circuit);
+    }
+
+    fn record(&mut self, ok: bool, error: Option<String>, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let transition = if ok {
+            self.breaker.record_success(now)
+        } else {
+            self.breaker.record_failure(now)
+        };
+        if let Some(t) = transition {
+            self.on_transition(t, ctx);
+        }
+        if let Some(error) = &error {
+            self.board
+                .update(self.name(), |s| s.last_error = Some(error.clone()));
+        }
+        if self.session.is_some() {
+            let reason = error.as_deref().unwrap_or("answering");
+            self.set_status(self.derived_status(), reason);
+        }
+    }
+
+    fn exit(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if self.exit_reason.is_none() {
+            self.exit_reason = Some(reason);
+        }
+        ctx.stop();
+    }
+
+    fn on_connected(&mut self, session: Session, ctx: &mut Context<Self>) {
+        let info = session.info.as_ref().and_then(|i| {
+            i.server_info
+                .as_ref()
+                .map(|s| json!({"name": s.name, "version": s.version, "protocol": i.protocol_version.to_string()}))
+        });
+        let pid = session.pid;
+        self.session = Some(Arc::new(session));
+        self.board.update(self.name(), |s| {
+            s.pid = pid;
+            s.server_info = info;
+        });
+        self.refresh_tools(ctx, true);
+    }
+
+    /// Re-reads the catalogue. The first time, success makes the upstream healthy.
+    fn refresh_tools(&mut self, ctx: &mut Context<Self>, first: bool) {
+        let Some(session) = &self.session else { return };
+        let peer = session.peer.clone();
+        let timeout = self.spec.timeout;
+        let fut = async move { connect::list_tools(&peer, timeout).await };
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(tools) => {
+                        let count = tools.len();
+                        let tools = Arc::new(tools);
+                        act.board.update(act.name(), |s| {
+                            s.tools = tools;
+                            s.last_error = None;
+                        });
+                        if first {
+                            act.was_up = true;
+                            act.board
+                                .update(act.name(), |s| s.connected_since = Some(Utc::now()));
+                            act.set_status(UpstreamStatus::Healthy, "connected");
+                            act.health_event("connected", json!({"tool_count": count}));
+                            let _ = act.up.try_send(ChildUp {
+                                name: act.name().clone(),
+                                generation: act.generation,
+                            });
+                            let interval = act.spec.probe_interval;
+                            ctx.run_interval(interval, |act, ctx| act.probe(ctx));
+                        } else {
+                            act.health_event("tools_changed", json!({"tool_count": count}));
+                        }
+                    }
+                    Err(e) if first => act.exit(e, ctx),
+                    Err(e) => {
+                        log::warn!("[{}] catalogue refresh failed: {e}", act.name());
+                        act.record(false, Some(e), ctx);
+                    }
+                }),
+        );
+    }
+
+    /// One health probe (MCP ping). While the circuit is open, probes wait for the
+    /// cool-down; in half-open, the probe is the trial.
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        if self.probe_in_flight {
+            return;
+        }
+        let Some(peer) = self.session.as_ref().map(|s| s.peer.clone()) else {
+            return;
+        };
+        let (verdict, transition) = self.breaker.try_acquire(Instant::now());
+        if let Some(t) = transition {
+            self.on_transition(t, ctx);
+        }
+        if verdict.is_err() {
+            return;
+        }
+        self.probe_in_flight = true;
+        let timeout = self.spec.timeout;
+        let started = Instant::now();
+        let fut = async move {
+            match tokio::time::timeout(
+                timeout,
+                peer.send_request(ClientRequest::PingRequest(PingRequest::default())),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(started.elapsed()),
+                Ok(Err(e)) => Err(format!("ping failed: {e}")),
+                Err(_) => Err(format!(
+                    "ping not answered within {} ms",
+                    timeout.as_millis()
+                )),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            act.probe_in_flight = false;
+            let was_unhealthy = act.status == UpstreamStatus::Unhealthy;
+            act.board.update(act.name(), |s| {
+                s.last_probe_at = Some(Utc::now());
+                s.last_probe_ok = Some(result.is_ok());
+                if let Ok(rtt) = &result {
+                    s.latency_ms = Some(rtt.as_secs_f64() * 1000.0);
+                }
+            });
+            match result {
+                Ok(_) => {
+                    act.record(true, None, ctx);
+                    if was_unhealthy && act.status != UpstreamStatus::Unhealthy {
+                        act.health_event("recovered", json!({}));
+                    }
+                }
+                Err(e) => {
+                    act.health_event("probe_failed", json!({"error": e}));
+                    act.record(false, Some(e), ctx);
+                    if act.breaker.state() == CircuitState::Closed {
+                        act.set_status(UpstreamStatus::Unhealthy, "probe failed");
+                    }
+                }
+            }
+        }));
+    }
+}
+
+pub fn publish_health(bus: &EventBus, server: &ServerName, event: &str, detail: serde_json::Value) {
+    bus.publish(Event::new(
+        EventType::HealthEvent,
+        Some(server.clone()),
+        json!({"server": server, "event": event, "detail": detail}),
+    ));
+}
+
+pub fn publish_status(
+    bus: &EventBus,
+    server: &ServerName,
+    old: UpstreamStatus,
+    new: UpstreamStatus,
+    circuit: CircuitState,
+    reason: &str,
+) {
+    bus.publish(Event::new(
+        EventType::McpStatusChange,
+        Some(server.clone()),
+        json!({"server": server, "old_status": old, "new_status": new,
+               "circuit": circuit, "reason": reason}),
+    ));
+}
+
+impl Actor for UpstreamActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        let spec = self.spec.clone();
+        ctx.spawn(
+            async move { connect::connect(&spec, tx).await }
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok(session) => act.on_connected(session, ctx),
+                    Err(e) => act.exit(e.to_string(), ctx),
+                }),
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(session) = self.session.take() {
+            session.close();
+        }
+        let reason = self.exit_reason.take().unwrap_or_else(|| "stopped".into());
+        let _ = self.exited.try_send(ChildExited {
+            name: self.spec.name.clone(),
+            generation: self.generation,
+            reason,
+            was_up: self.was_up,
+        });
+    }
+}
+
+impl StreamHandler<SessionNote> for UpstreamActor {
+    fn handle(&mut self, note: SessionNote, ctx: &mut Context<Self>) {
+        match note {
+            SessionNote::ToolsChanged => self.refresh_tools(ctx, false),
+            SessionNote::Ended(why) => self.exit(why, ctx),
+        }
+    }
+
+    /// The note stream ends only with the actor; it must not stop it earlier.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl Handler<Shutdown> for UpstreamActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        self.exit(msg.reason, ctx);
+    }
+}
+
+/// Whether a JSON-RPC error says the caller was wrong rather than the upstream broken.
+fn is_callers_fault(code: ErrorCode) -> bool {
+    code == ErrorCode::INVALID_PARAMS || code == ErrorCode::METHOD_NOT_FOUND
+}
+
+impl Handler<CallTool> for UpstreamActor {
+    type Result = ResponseActFuture<Self, Result<CallToolResult, CallError>>;
+
+    fn handle(&mut self, msg: CallTool, ctx: &mut Context<Self>) -> Self::Result {
+        let server = self.name().to_string();
+        let Some(session) = &self.session else {
+            let status = self.status.as_str();
+            return Box::pin(fut::ready(Err(CallError::NotConnected { server, status })));
+        };
+        let peer = session.peer.clone();
+        let (verdict, transition) = self.breaker.try_acquire(Instant::now());
+        if let Some(t) = transition {
+            self.on_transition(t, ctx);
+        }
+        if let Err(rejected) = verdict {
+            return Box::pin(fut::ready(Err(CallError::CircuitOpen {
+                server,
+                retry_after: rejected.retry_after,
+            })));
+        }
+        let timeout = self.spec.timeout;
+        let mut params = CallToolRequestParams::new(msg.tool);
+        if let Some(arguments) = msg.arguments {
+            params = params.with_arguments(arguments);
+        }
+        let call = async move { tokio::time::timeout(timeout, peer.call_tool(params)).await };
+        Box::pin(call.into_actor(self).map(move |outcome, act, ctx| {
+            let result = match outcome {
+                Ok(Ok(result)) => Ok(result),
+                Err(_) => Err(CallError::Timeout { server, timeout }),
+                Ok(Err(ServiceError::McpError(e))) => Err(CallError::Upstream {
+                    server,
+                    code: e.code.0,
+                    message: e.message.to_string(),
+                }),
+                Ok(Err(ServiceError::TransportClosed)) => Err(CallError::Gone { server }),
+                Ok(Err(e)) => Err(CallError::Transport {
+                    server,
+                    detail: e.to_string(),
+                }),
+            };
+            let healthy = match &result {
+                Ok(_) => true,
+                Err(CallError::Upstream { code, .. }) => is_callers_fault(ErrorCode(*code)),
+                Err(_) => false,
+            };
+            act.record(healthy, result.as_ref().err().map(ToString::to_string), ctx);
+            result
+        }))
+    }
+}

@@ -1,0 +1,289 @@
+//! Opening an MCP client session to one upstream over its transport, through rmcp. Sessions
+//! run on a dedicated multi-thread runtime: rmcp spawns its tasks (and child processes) on
+//! the current runtime, and they must outlive whichever actix worker happened to start
+//! them, and must not share one thread with every other upstream.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use process_wrap::tokio::{CommandWrap, ProcessGroup};
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, Implementation, ProtocolVersion, ServerPeerInfo, Tool,
+};
+use rmcp::service::{NotificationContext, QuitReason, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::sse::LegacySseTransport;
+use crate::registry::{ServerName, ServerSpec, Transport};
+
+pub fn upstream_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("omni-upstream")
+            .enable_all()
+            .build()
+            .expect("the upstream runtime starts")
+    })
+}
+
+/// What a session tells its actor, besides call results.
+#[derive(Debug)]
+pub enum SessionNote {
+    ToolsChanged,
+    Ended(String),
+}
+
+/// The client side of our sessions: identifies omni-bridge and forwards list changes.
+#[derive(Clone)]
+struct GatewayClient {
+    notes: mpsc::UnboundedSender<SessionNote>,
+    protocol: ProtocolVersion,
+}
+
+impl ClientHandler for GatewayClient {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("omni-bridge", env!("CARGO_PKG_VERSION")),
+        )
+        .with_protocol_version(self.protocol.clone())
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.notes.send(SessionNote::ToolsChanged);
+    }
+}
+
+/// A live session. Dropping it (or calling `close`) ends the session and, for stdio, kills
+/// the child's whole process group.
+pub struct Session {
+    pub peer: Peer<RoleClient>,
+    pub info: Option<Arc<ServerPeerInfo>>,
+    pub pid: Option<u32>,
+    cancel: CancellationToken,
+}
+
+impl Session {
+    pub fn close(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot start '{command}': {error}")]
+    Spawn { command: String, error: String },
+    #[error("{0}")]
+    Transport(String),
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Connects and completes the MCP handshake within the spec's timeout. Session notes
+/// (list changes, the end of the session) go to `notes`.
+pub async fn connect(
+    spec: &ServerSpec,
+    notes: mpsc::UnboundedSender<SessionNote>,
+) -> Result<Session, ConnectError> {
+    let spec = spec.clone();
+    let timeout = spec.timeout;
+    upstream_runtime()
+        .spawn(async move {
+            tokio::time::timeout(timeout, connect_inner(spec, notes))
+                .await
+                .map_err(|_| ConnectError::Timeout(timeout))?
+        })
+        .await
+        .map_err(|e| ConnectError::Transport(format!("connect task failed: {e}")))?
+}
+
+async fn connect_inner(
+    spec: ServerSpec,
+    notes: mpsc::UnboundedSender<SessionNote>,
+) -> Result<Session, ConnectError> {
+    let cancel = CancellationToken::new();
+    let mut pid = None;
+    let handshake = |e: &dyn std::fmt::Display| ConnectError::Handshake(e.to_string());
+    let running = match &spec.transport {
+        Transport::Stdio {
+            command,
+            args,
+            env,
+            cwd,
+        } => {
+            let transport = spawn_child(&spec.name, command, args, env, cwd.as_deref())?;
+            pid = transport.id();
+            let client = GatewayClient {
+                notes: notes.clone(),
+                protocol: ProtocolVersion::V_2025_06_18,
+            };
+            client
+                .serve_with_ct(transport, cancel.clone())
+                .await
+                .map_err(|e| handshake(&e))?
+        }
+        Transport::StreamableHttp { url, headers } => {
+            let mut custom = HashMap::new();
+            for (key, value) in headers {
+                let name = http::HeaderName::from_bytes(key.as_bytes())
+                    .map_err(|e| ConnectError::Transport(format!("header {key}: {e}")))?;
+                let value = http::HeaderValue::from_str(value)
+                    .map_err(|_| ConnectError::Transport(format!("header {key}: bad value")))?;
+                custom.insert(name, value);
+            }
+            let mut config =
+                StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
+            config.max_concurrent_requests = 256;
+            let transport = StreamableHttpClientTransport::with_client(http_client()?, config);
+            let client = GatewayClient {
+                notes: notes.clone(),
+                protocol: ProtocolVersion::V_2025_06_18,
+            };
+            client
+                .serve_with_ct(transport, cancel.clone())
+                .await
+                .map_err(|e| handshake(&e))?
+        }
+        Transport::Sse { url, headers } => {
+            let mut map = reqwest::header::HeaderMap::new();
+            for (key, value) in headers {
+                let name = reqwest::header::HeaderName::from_bytes(key.as_bytes())
+                    .map_err(|e| ConnectError::Transport(format!("header {key}: {e}")))?;
+                let value = reqwest::header::HeaderValue::from_str(value)
+                    .map_err(|_| ConnectError::Transport(format!("header {key}: bad value")))?;
+                map.insert(name, value);
+            }
+            let transport =
+                LegacySseTransport::connect(http_client()?, url.clone(), map, spec.timeout)
+                    .await
+                    .map_err(|e| ConnectError::Transport(e.to_string()))?;
+            let client = GatewayClient {
+                notes: notes.clone(),
+                protocol: ProtocolVersion::V_2024_11_05,
+            };
+            client
+                .serve_with_ct(transport, cancel.clone())
+                .await
+                .map_err(|e| handshake(&e))?
+        }
+    };
+    let peer = running.peer().clone();
+    let info = peer.peer_info();
+    watch(running, notes);
+    Ok(Session {
+        peer,
+        info,
+        pid,
+        cancel,
+    })
+}
+
+/// Reports the end of the session, whatever ends it.
+fn watch(
+    running: RunningService<RoleClient, GatewayClient>,
+    notes: mpsc::UnboundedSender<SessionNote>,
+) {
+    tokio::spawn(async move {
+        let why = match running.waiting().await {
+            Ok(QuitReason::Cancelled) => "session closed by the gateway".to_owned(),
+            Ok(QuitReason::Closed) => "connection closed by the upstream".to_owned(),
+            Ok(other) => format!("session ended: {other:?}"),
+            Err(e) => format!("session task failed: {e}"),
+        };
+        let _ = notes.send(SessionNote::Ended(why));
+    });
+}
+
+fn http_client() -> Result<reqwest::Client, ConnectError> {
+    crate::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(64)
+        .build()
+        .map_err(|e| ConnectError::Transport(format!("http client: {e}")))
+}
+
+/// Starts the child in a process group of its own, so that killing the group takes its
+/// helpers too, and with the parent-death signal set so it cannot outlive the gateway.
+fn spawn_child(
+    server: &ServerName,
+    command: &str,
+    args: &[String],
+    env: &std::collections::BTreeMap<String, String>,
+    cwd: Option<&str>,
+) -> Result<TokioChildProcess, ConnectError> {
+    let mut wrap = CommandWrap::with_new(command, |cmd| {
+        cmd.args(args);
+        // The gateway's own settings (a database URL with its password) are not the
+        // child's business.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("OMNI_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.envs(env);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        cmd.kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    wrap.wrap(ProcessGroup::leader());
+    let (transport, stderr) = TokioChildProcess::builder(wrap)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| ConnectError::Spawn {
+            command: command.to_owned(),
+            error: e.to_string(),
+        })?;
+    if let Some(stderr) = stderr {
+        let server = server.clone();
+        // Always drained, line by line: a child blocked on a full stderr pipe would hang.
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                log::info!(target: "omni_bridge::upstream::stderr", "[{server}] {line}");
+            }
+        });
+    }
+    Ok(transport)
+}
+
+/// Fetches the whole catalogue, following pagination.
+pub async fn list_tools(peer: &Peer<RoleClient>, timeout: Duration) -> Result<Vec<Tool>, String> {
+    let peer = peer.clone();
+    upstream_runtime()
+        .spawn(async move {
+            tokio::time::timeout(timeout, peer.list_all_tools())
+                .await
+                .map_err(|_| format!("tools/list did not answer within {timeout:?}"))?
+                .map_err(|e| format!("tools/list failed: {e}"))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+}

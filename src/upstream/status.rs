@@ -1,0 +1,128 @@
+//! What every upstream looks like right now, readable without a message round trip: the
+//! registry API and the live dashboard read it; the actors and the supervisor write it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use rmcp::model::Tool;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::breaker::CircuitState;
+use crate::registry::ServerName;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamStatus {
+    Starting,
+    Healthy,
+    /// Answers, but some recent calls or probes failed.
+    Degraded,
+    /// Probes fail, or the circuit is open.
+    Unhealthy,
+    /// Stopped; a restart is scheduled.
+    Restarting,
+    /// Restart intensity exhausted; waits for an operator's reset.
+    Failed,
+    Disabled,
+}
+
+impl UpstreamStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Healthy => "healthy",
+            Self::Degraded => "degraded",
+            Self::Unhealthy => "unhealthy",
+            Self::Restarting => "restarting",
+            Self::Failed => "failed",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    /// Whether calls can be sent to the upstream at all.
+    pub fn is_connected(self) -> bool {
+        matches!(self, Self::Healthy | Self::Degraded | Self::Unhealthy)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub status: UpstreamStatus,
+    pub circuit: CircuitState,
+    pub tools: Arc<Vec<Tool>>,
+    pub last_probe_at: Option<DateTime<Utc>>,
+    pub last_probe_ok: Option<bool>,
+    pub latency_ms: Option<f64>,
+    pub restart_count: u64,
+    pub last_error: Option<String>,
+    pub pid: Option<u32>,
+    pub connected_since: Option<DateTime<Utc>>,
+    pub server_info: Option<Value>,
+    pub next_restart_at: Option<DateTime<Utc>>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Self {
+            status: UpstreamStatus::Starting,
+            circuit: CircuitState::Closed,
+            tools: Arc::default(),
+            last_probe_at: None,
+            last_probe_ok: None,
+            latency_ms: None,
+            restart_count: 0,
+            last_error: None,
+            pid: None,
+            connected_since: None,
+            server_info: None,
+            next_restart_at: None,
+        }
+    }
+}
+
+impl Snapshot {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "status": self.status,
+            "circuit": self.circuit,
+            "tool_count": self.tools.len(),
+            "last_probe_at": self.last_probe_at,
+            "last_probe_ok": self.last_probe_ok,
+            "latency_ms": self.latency_ms,
+            "restart_count": self.restart_count,
+            "last_error": self.last_error,
+            "pid": self.pid,
+            "connected_since": self.connected_since,
+            "server_info": self.server_info,
+            "next_restart_at": self.next_restart_at,
+        })
+    }
+}
+
+/// The shared table of snapshots. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct StatusBoard {
+    inner: Arc<RwLock<BTreeMap<ServerName, Snapshot>>>,
+}
+
+impl StatusBoard {
+    pub fn get(&self, name: &ServerName) -> Option<Snapshot> {
+        self.inner.read().expect("board lock").get(name).cloned()
+    }
+
+    pub fn all(&self) -> BTreeMap<ServerName, Snapshot> {
+        self.inner.read().expect("board lock").clone()
+    }
+
+    /// Changes one entry in place (creating it if absent) and returns the result.
+    pub fn update<R>(&self, name: &ServerName, change: impl FnOnce(&mut Snapshot) -> R) -> R {
+        let mut map = self.inner.write().expect("board lock");
+        change(map.entry(name.clone()).or_default())
+    }
+
+    pub fn remove(&self, name: &ServerName) {
+        self.inner.write().expect("board lock").remove(name);
+    }
+}
