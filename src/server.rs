@@ -33,6 +33,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub server: actix_web::dev::Server,
     pub store: Store,
+    /// The event bus, for in-process observers (tests, embedders).
+    pub bus: crate::events::EventBus,
 }
 
 /// Prepares everything and binds the listener. Must run inside an actix system.
@@ -76,7 +78,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings: settings.clone(),
         supervisor,
         board,
-        bus,
+        bus: bus.clone(),
     });
     let body_limit = settings.body_limit;
     let server = HttpServer::new(move || {
@@ -101,5 +103,6 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         addr,
         server,
         store,
+        bus,
     })
 }

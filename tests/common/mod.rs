@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use omni_bridge::config::Settings;
+use omni_bridge::events::Event;
 use omni_bridge::store::DatabaseUrl;
+use serde_json::Value;
+use std::sync::Arc;
 
 /// The database of one test.
 pub struct TestDb {
@@ -101,6 +104,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub base: String,
     pub http: reqwest::Client,
+    /// Every event the gateway publishes from the moment it listens.
+    pub events: Events,
     handle: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -117,7 +122,8 @@ impl TestServer {
             actix_web::rt::System::new().block_on(async move {
                 match omni_bridge::server::start(settings).await {
                     Ok(running) => {
-                        let _ = tx.send(Ok((running.addr, running.server.handle())));
+                        let events = running.bus.subscribe();
+                        let _ = tx.send(Ok((running.addr, running.server.handle(), events)));
                         let _ = running.server.await;
                         running.store.close();
                     }
@@ -127,7 +133,7 @@ impl TestServer {
                 }
             })
         });
-        let (addr, handle) = tokio::time::timeout(Duration::from_secs(60), rx)
+        let (addr, handle, events) = tokio::time::timeout(Duration::from_secs(60), rx)
             .await
             .map_err(|_| "gateway did not start within 60 s".to_string())?
             .map_err(|_| "gateway thread ended".to_string())??;
@@ -140,6 +146,10 @@ impl TestServer {
                 .unwrap(),
             handle,
             thread: Some(thread),
+            events: Events {
+                rx: events,
+                seen: Vec::new(),
+            },
         })
     }
 
@@ -172,4 +182,123 @@ impl Drop for TestServer {
             });
         }
     }
+}
+
+/// The gateway's event stream, as a test sees it.
+pub struct Events {
+    rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    /// Everything received so far, in order.
+    pub seen: Vec<Arc<Event>>,
+}
+
+impl Events {
+    /// Waits for the next event (after those already seen) that `pred` accepts; panics
+    /// with what was seen if none comes within `within`.
+    pub async fn wait_for(
+        &mut self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Arc<Event> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Ok(event)) => {
+                    self.seen.push(event.clone());
+                    if pred(&event) {
+                        return event;
+                    }
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                    panic!("test fell {n} events behind while waiting for {what}")
+                }
+                Ok(Err(e)) => panic!("event bus closed while waiting for {what}: {e}"),
+                Err(_) => panic!(
+                    "no {what} within {within:?}; seen: {:#?}",
+                    self.seen
+                        .iter()
+                        .map(|e| e.data.to_string())
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Waits for a health event named `name` of `server`.
+    pub async fn health(&mut self, server: &str, name: &str, within: Duration) -> Value {
+        let what = format!("health event {name} of {server}");
+        let event = self
+            .wait_for(within, &what, |e| {
+                e.data["server"] == server && e.data["event"] == name
+            })
+            .await;
+        event.data.clone()
+    }
+
+    /// Waits for `server` to reach `status`.
+    pub async fn status(&mut self, server: &str, status: &str, within: Duration) -> Value {
+        let what = format!("status {status} of {server}");
+        let event = self
+            .wait_for(within, &what, |e| {
+                e.data["server"] == server && e.data["new_status"] == status
+            })
+            .await;
+        event.data.clone()
+    }
+}
+
+/// A test MCP server (our own binary) serving HTTP on a loopback port; killed on drop.
+pub struct TestMcp {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl TestMcp {
+    pub const BIN: &str = env!("CARGO_BIN_EXE_omni-test-mcp");
+
+    /// Starts it on `addr` (port 0 for any free port), calling itself `name` in its
+    /// handshake, and waits until it listens.
+    pub fn start_http(addr: &str, name: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(Self::BIN)
+            .args(["--http", addr, "--name", name])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("omni-test-mcp starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Self { child, addr }
+    }
+
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub fn sse_url(&self) -> String {
+        format!("http://{}/sse", self.addr)
+    }
+}
+
+impl Drop for TestMcp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 pub struct Shared {
     pub name: String,
     counter: AtomicU64,
+    sleeping: AtomicU64,
     extra: AtomicBool,
     peers: Mutex<Vec<Peer<RoleServer>>>,
 }
@@ -26,6 +27,7 @@ impl Shared {
         Self {
             name,
             counter: AtomicU64::new(0),
+            sleeping: AtomicU64::new(0),
             extra: AtomicBool::new(false),
             peers: Mutex::new(Vec::new()),
         }
@@ -80,6 +82,8 @@ fn catalogue(extra: bool) -> Vec<Tool> {
                 "required": ["ms"],
             })),
         ),
+        Tool::new("sleeping", "How many sleep calls are running", no_args())
+            .with_annotations(ToolAnnotations::new().read_only(false)),
         Tool::new("fail", "Answers with a protocol error", no_args()),
         Tool::new("tool_error", "Answers with isError: true", no_args())
             .with_annotations(read_only()),
@@ -195,8 +199,14 @@ impl ServerHandler for TestServer {
                 let ms = arg(args, "ms")
                     .and_then(Value::as_u64)
                     .ok_or_else(|| bad_args("ms must be a non-negative integer"))?;
+                self.shared.sleeping.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
+                self.shared.sleeping.fetch_sub(1, Ordering::SeqCst);
                 Ok(text(format!("slept {ms} ms")))
+            }
+            "sleeping" => {
+                let n = self.shared.sleeping.load(Ordering::SeqCst);
+                Ok(text(n.to_string()))
             }
             "fail" => Err(ErrorData::internal_error("fail was called", None)),
             "tool_error" => {

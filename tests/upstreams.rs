@@ -1,0 +1,640 @@
+//! Upstream actors and the supervisor against real MCP servers (our omni-test-mcp over
+//! stdio, Streamable HTTP and legacy SSE), through the real gateway on port 0.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestDb, TestMcp, TestServer, free_port};
+use omni_bridge::config::Settings;
+use omni_bridge::upstream::UpstreamSettings;
+use omni_bridge::upstream::breaker::BreakerConfig;
+use omni_bridge::upstream::restart::RestartConfig;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Fast restarts and breakers, so that tests take seconds.
+fn fast(db: &TestDb) -> Settings {
+    let mut settings = db.settings();
+    settings.allow_stdio_via_api = true;
+    settings.upstreams = UpstreamSettings {
+        breaker: BreakerConfig {
+            failure_threshold: 5,
+            base_cooldown: Duration::from_millis(300),
+            max_cooldown: Duration::from_secs(2),
+        },
+        restart: RestartConfig {
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(400),
+            jitter: 0.2,
+            max_restarts: 3,
+            window: Duration::from_secs(30),
+            stable_after: Duration::from_secs(30),
+        },
+    };
+    settings
+}
+
+fn stdio(name: &str) -> Value {
+    json!({
+        "name": name,
+        "transport": "stdio",
+        "command": TestMcp::BIN,
+        "args": ["--name", name],
+        "probe_interval": "1h",
+        "timeout": "5s",
+    })
+}
+
+async fn register(server: &TestServer, body: &Value) {
+    let resp = server
+        .http
+        .post(server.url("/api/v1/servers"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::CREATED,
+        "{}",
+        resp.text().await.unwrap()
+    );
+}
+
+async fn call(server: &TestServer, name: &str, tool: &str, args: Value) -> (StatusCode, Value) {
+    let resp = server
+        .http
+        .post(server.url(&format!("/api/v1/servers/{name}/tools/{tool}/call")))
+        .json(&json!({"arguments": args}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn text_of(body: &Value) -> &str {
+    body["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+async fn get_server(server: &TestServer, name: &str) -> Value {
+    server
+        .http
+        .get(server.url(&format!("/api/v1/servers/{name}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Registers, waits for healthy, and exercises the catalogue and a few calls.
+async fn healthy_and_callable(server: &mut TestServer, body: Value) {
+    let name = body["name"].as_str().unwrap().to_owned();
+    register(server, &body).await;
+    server.events.status(&name, "healthy", WAIT).await;
+
+    let got = get_server(server, &name).await;
+    assert_eq!(got["status"], "healthy");
+    assert_eq!(got["circuit"], "closed");
+    assert_eq!(got["server_info"]["name"], name);
+
+    let tools: Value = server
+        .http
+        .get(server.url("/api/v1/tools"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mine: Vec<&Value> = tools["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["server"] == name.as_str())
+        .collect();
+    assert_eq!(got["tool_count"], mine.len(), "{got}");
+    for expected in [
+        "echo",
+        "add",
+        "sleep",
+        "fail",
+        "tool_error",
+        "crash",
+        "counter",
+    ] {
+        assert!(
+            mine.iter().any(|t| t["name"] == expected),
+            "{expected} missing"
+        );
+    }
+    assert!(!mine.iter().any(|t| t["name"] == "extra"));
+    let echo = mine.iter().find(|t| t["name"] == "echo").unwrap();
+    assert_eq!(echo["annotations"]["readOnlyHint"], true);
+
+    let (status, body) = call(server, &name, "echo", json!({"text": "hello"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(text_of(&body), "hello");
+    assert_eq!(body["cached"], false);
+    let (status, body) = call(server, &name, "add", json!({"a": 2, "b": 3.5})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text_of(&body), "5.5");
+    let (status, body) = call(server, &name, "tool_error", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "a tool error is a result");
+    assert_eq!(body["result"]["isError"], true);
+    let (status, body) = call(server, &name, "no_such_tool", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "tool-not-found");
+}
+
+#[tokio::test]
+async fn stdio_upstream_is_healthy_and_callable() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    healthy_and_callable(&mut server, stdio("local")).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn streamable_http_upstream_is_healthy_and_callable() {
+    let mcp = TestMcp::start_http("127.0.0.1:0", "remote");
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    let body = json!({"name": "remote", "transport": "streamable_http", "url": mcp.mcp_url(),
+                      "headers": {"X-Test": "1"}, "probe_interval": "1h"});
+    healthy_and_callable(&mut server, body).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn legacy_sse_upstream_is_healthy_and_callable() {
+    let mcp = TestMcp::start_http("127.0.0.1:0", "legacy");
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    let body = json!({"name": "legacy", "transport": "sse", "url": mcp.sse_url(),
+                      "probe_interval": "1h"});
+    healthy_and_callable(&mut server, body).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_down_at_start_is_retried_until_it_appears() {
+    let port = free_port();
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    register(
+        &server,
+        &json!({"name": "late", "transport": "streamable_http", "url": url, "timeout": "2s"}),
+    )
+    .await;
+    // Retries keep coming, with growing delays, and never end in `failed`.
+    let mut delays = vec![];
+    for _ in 0..5 {
+        let event = server
+            .events
+            .health("late", "restart_scheduled", WAIT)
+            .await;
+        delays.push(event["detail"]["delay_ms"].as_u64().unwrap());
+    }
+    assert!(delays.windows(2).take(3).all(|w| w[0] < w[1]), "{delays:?}");
+    assert_eq!(get_server(&server, "late").await["status"], "restarting");
+
+    let _mcp = TestMcp::start_http(&format!("127.0.0.1:{port}"), "late");
+    server.events.status("late", "healthy", WAIT).await;
+    assert!(
+        !server
+            .events
+            .seen
+            .iter()
+            .any(|e| e.data["event"] == "failed"),
+        "an unreachable upstream is never given up on"
+    );
+    let (status, body) = call(&server, "late", "echo", json!({"text": "up"})).await;
+    assert_eq!((status, text_of(&body)), (StatusCode::OK, "up"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failures_open_the_breaker_which_fails_fast_then_half_opens_and_closes() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    register(&server, &stdio("flaky")).await;
+    server.events.status("flaky", "healthy", WAIT).await;
+
+    for i in 0..5 {
+        let (status, body) = call(&server, "flaky", "fail", json!({})).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "call {i}: {body}");
+        assert_eq!(body["error"]["code"], "upstream-error");
+    }
+    server.events.health("flaky", "circuit_opened", WAIT).await;
+
+    // Open: refused at once, without reaching the upstream (the counter proves it below).
+    let resp = server
+        .http
+        .post(server.url("/api/v1/servers/flaky/tools/counter/call"))
+        .json(&json!({"arguments": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "circuit-open");
+    assert_eq!(get_server(&server, "flaky").await["circuit"], "open");
+
+    // After the cool-down a probe is the trial; the upstream answers, so it closes.
+    server
+        .events
+        .health("flaky", "circuit_half_open", WAIT)
+        .await;
+    server.events.health("flaky", "circuit_closed", WAIT).await;
+    server.events.status("flaky", "healthy", WAIT).await;
+    let (status, body) = call(&server, "flaky", "counter", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        text_of(&body),
+        "1",
+        "the refused call never reached the upstream"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_past_its_deadline_is_504() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    let mut body = stdio("slow");
+    body["timeout"] = json!("300ms");
+    register(&server, &body).await;
+    server.events.status("slow", "healthy", WAIT).await;
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(5),
+        call(&server, "slow", "sleep", json!({"ms": 10_000})),
+    )
+    .await
+    .expect("the gateway answers at the deadline, not when the upstream does");
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["error"]["code"], "upstream-timeout");
+    // The upstream is slow, not broken for everything: other calls still work.
+    let (status, _) = call(&server, "slow", "echo", json!({"text": "x"})).await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn crashes_are_restarted_with_growing_delays_then_failed_and_reset() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    register(&server, &stdio("crashy")).await;
+    server.events.status("crashy", "healthy", WAIT).await;
+
+    let mut delays = vec![];
+    for _ in 0..3 {
+        let (status, _) = call(&server, "crashy", "crash", json!({})).await;
+        assert!(status.is_server_error(), "{status}");
+        let event = server
+            .events
+            .health("crashy", "restart_scheduled", WAIT)
+            .await;
+        delays.push(event["detail"]["delay_ms"].as_u64().unwrap());
+        server.events.health("crashy", "restarted", WAIT).await;
+        server.events.status("crashy", "healthy", WAIT).await;
+    }
+    assert!(delays.windows(2).all(|w| w[0] < w[1]), "{delays:?}");
+    let got = get_server(&server, "crashy").await;
+    assert_eq!(got["restart_count"], 3);
+
+    // A fourth crash inside the window is one too many: failed, and left alone.
+    call(&server, "crashy", "crash", json!({})).await;
+    let failed = server.events.health("crashy", "failed", WAIT).await;
+    assert_eq!(failed["detail"]["max_restarts"], 3);
+    assert_eq!(get_server(&server, "crashy").await["status"], "failed");
+    let (status, body) = call(&server, "crashy", "echo", json!({"text": "x"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "upstream-unavailable");
+
+    let resp = server
+        .http
+        .post(server.url("/api/v1/servers/crashy/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    server.events.status("crashy", "healthy", WAIT).await;
+    let (status, body) = call(&server, "crashy", "echo", json!({"text": "back"})).await;
+    assert_eq!((status, text_of(&body)), (StatusCode::OK, "back"));
+    server.stop().await;
+}
+
+fn process_alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok()
+}
+
+/// Waits (with a deadline) until the process is gone and reaped.
+async fn wait_gone(pid: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while process_alive(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "process {pid} still there"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_server_fails_its_calls_in_flight_and_reaps_its_process() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    register(&server, &stdio("doomed")).await;
+    server.events.status("doomed", "healthy", WAIT).await;
+    let pid = get_server(&server, "doomed").await["pid"].as_u64().unwrap();
+    assert!(process_alive(pid));
+
+    let in_flight = {
+        let http = server.http.clone();
+        let url = server.url("/api/v1/servers/doomed/tools/sleep/call");
+        tokio::spawn(async move {
+            let resp = http
+                .post(url)
+                .json(&json!({"arguments": {"ms": 30_000}}))
+                .send()
+                .await
+                .unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        })
+    };
+    // Wait until the upstream is really running the call.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, body) = call(&server, "doomed", "sleeping", json!({})).await;
+        if text_of(&body) == "1" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sleep call never started"
+        );
+    }
+    let resp = server
+        .http
+        .delete(server.url("/api/v1/servers/doomed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("the in-flight call ends with the server, not with its sleep")
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "upstream-gone");
+    server.events.health("doomed", "removed", WAIT).await;
+    wait_gone(pid).await;
+    server.stop().await;
+}
+
+/// Our children, as (pid, state, cmdline) from /proc.
+fn children_matching(marker: &str) -> Vec<(u64, char)> {
+    let me = std::process::id().to_string();
+    let mut out = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command: state, ppid, ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.trim()) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = fields.next().unwrap_or_default();
+        if ppid != me {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        // A zombie has no cmdline left; count it whatever it was.
+        if state == 'Z' || String::from_utf8_lossy(&cmdline).contains(marker) {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_hundred_crash_restart_cycles_leave_one_child_and_no_zombie() {
+    let db = TestDb::new();
+    let mut settings = fast(&db);
+    settings.upstreams.restart = RestartConfig {
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+        jitter: 0.0,
+        max_restarts: 100_000,
+        window: Duration::from_secs(1),
+        stable_after: Duration::from_millis(1),
+    };
+    let mut server = TestServer::start(settings).await;
+    let marker = format!("zombie-check-{}", rand::random::<u32>());
+    register(&server, &stdio(&marker)).await;
+    server.events.status(&marker, "healthy", WAIT).await;
+    for cycle in 0..100 {
+        let (status, _) = call(&server, &marker, "crash", json!({})).await;
+        assert!(status.is_server_error(), "cycle {cycle}: {status}");
+        server.events.health(&marker, "restarted", WAIT).await;
+        server.events.status(&marker, "healthy", WAIT).await;
+    }
+    let pid = get_server(&server, &marker).await["pid"].as_u64().unwrap();
+    // Reaping of the last crashed child can trail its restart by a moment.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let children = children_matching(&marker);
+        if children == [(pid, 'S')] || children == [(pid, 'R')] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected only {pid}, found {children:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get_server(&server, &marker).await["restart_count"], 100);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reload_reconnects_and_disable_stops() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    register(&server, &stdio("tuned")).await;
+    server.events.status("tuned", "healthy", WAIT).await;
+    let first_pid = get_server(&server, "tuned").await["pid"].as_u64().unwrap();
+
+    let resp = server
+        .http
+        .post(server.url("/api/v1/servers/tuned/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    server.events.health("tuned", "reloading", WAIT).await;
+    server.events.status("tuned", "healthy", WAIT).await;
+    let second_pid = get_server(&server, "tuned").await["pid"].as_u64().unwrap();
+    assert_ne!(first_pid, second_pid);
+    wait_gone(first_pid).await;
+
+    let mut body = stdio("tuned");
+    body["enabled"] = json!(false);
+    let resp = server
+        .http
+        .put(server.url("/api/v1/servers/tuned"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    server.events.status("tuned", "disabled", WAIT).await;
+    wait_gone(second_pid).await;
+    let (status, body) = call(&server, "tuned", "echo", json!({"text": "x"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let resp = server
+        .http
+        .post(server.url("/api/v1/servers/tuned/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+
+    let body = stdio("tuned");
+    let resp = server
+        .http
+        .put(server.url("/api/v1/servers/tuned"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    server.events.status("tuned", "healthy", WAIT).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_changed_tool_list_refreshes_the_catalogue() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    register(&server, &stdio("shifty")).await;
+    server.events.status("shifty", "healthy", WAIT).await;
+    let before = get_server(&server, "shifty").await["tool_count"]
+        .as_u64()
+        .unwrap();
+    let (status, _) = call(&server, "shifty", "toggle_extra", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let changed = server.events.health("shifty", "tools_changed", WAIT).await;
+    assert_eq!(changed["detail"]["tool_count"], before + 1);
+    assert_eq!(
+        get_server(&server, "shifty").await["tool_count"],
+        before + 1
+    );
+    let (status, body) = call(&server, "shifty", "extra", json!({})).await;
+    assert_eq!((status, text_of(&body)), (StatusCode::OK, "extra"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_history_is_stored_and_paged() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    register(&server, &stdio("recorded")).await;
+    server.events.status("recorded", "healthy", WAIT).await;
+    call(&server, "recorded", "crash", json!({})).await;
+    server.events.status("recorded", "healthy", WAIT).await;
+
+    // The writer batches off the request path: wait until the history has caught up.
+    let url = server.url("/api/v1/servers/recorded/events?limit=100");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let all = loop {
+        let page: Value = server
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let names: Vec<String> = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_owned())
+            .collect();
+        if names.iter().filter(|n| *n == "connected").count() == 2 {
+            break names;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "history so far: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for expected in ["registered", "exited", "restart_scheduled", "restarted"] {
+        assert!(
+            all.iter().any(|n| n == expected),
+            "{expected} missing from {all:?}"
+        );
+    }
+
+    // Paging: two at a time, newest first, until the end; the pages add up to the whole.
+    let mut paged = vec![];
+    let mut before: Option<i64> = None;
+    loop {
+        let mut url = server.url("/api/v1/servers/recorded/events?limit=2");
+        if let Some(b) = before {
+            url.push_str(&format!("&before={b}"));
+        }
+        let page: Value = server
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for e in page["events"].as_array().unwrap() {
+            paged.push(e["event"].as_str().unwrap().to_owned());
+        }
+        match page["next_before"].as_i64() {
+            Some(b) => before = Some(b),
+            None => break,
+        }
+    }
+    assert!(paged.len() >= all.len(), "{paged:?} vs {all:?}");
+    assert_eq!(paged[..all.len()], all[..]);
+
+    let resp = server
+        .http
+        .get(server.url("/api/v1/servers/recorded/events?limit=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = server
+        .http
+        .get(server.url("/api/v1/servers/nobody/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    server.stop().await;
+}
