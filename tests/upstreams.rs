@@ -638,3 +638,46 @@ async fn health_history_is_stored_and_paged() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_hanging_upstream_fails_its_probes_opens_the_circuit_and_recovers() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    let mut body = stdio("hangs");
+    body["probe_interval"] = json!("100ms");
+    body["timeout"] = json!("200ms");
+    register(&server, &body).await;
+    server.events.status("hangs", "healthy", WAIT).await;
+    server.events.health("hangs", "connected", WAIT).await;
+
+    // Pings hang for 3 s: probes time out, the status turns unhealthy, and after five
+    // failures the circuit opens; calls then fail fast instead of waiting.
+    let (status, _) = call(&server, "hangs", "freeze", json!({"ms": 3000})).await;
+    assert_eq!(status, StatusCode::OK);
+    let failed = server.events.health("hangs", "probe_failed", WAIT).await;
+    assert!(
+        failed["detail"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("within"),
+        "{failed}"
+    );
+    server.events.status("hangs", "unhealthy", WAIT).await;
+    server.events.health("hangs", "circuit_opened", WAIT).await;
+    let (status, body) = call(&server, "hangs", "echo", json!({"text": "x"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let got = get_server(&server, "hangs").await;
+    assert_eq!(got["last_probe_ok"], false);
+    assert_eq!(got["status"], "unhealthy");
+
+    // Once pings answer again, a half-open probe closes the circuit: recovered.
+    server.events.health("hangs", "recovered", WAIT).await;
+    server.events.status("hangs", "healthy", WAIT).await;
+    let got = get_server(&server, "hangs").await;
+    assert_eq!(got["circuit"], "closed");
+    assert_eq!(got["last_probe_ok"], true);
+    assert!(got["latency_ms"].as_f64().unwrap() >= 0.0);
+    let (status, _) = call(&server, "hangs", "echo", json!({"text": "x"})).await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await;
+}

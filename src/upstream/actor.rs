@@ -75,6 +75,8 @@ pub struct UpstreamActor {
     exit_reason: Option<String>,
     was_up: bool,
     probe_in_flight: bool,
+    /// The last probe failed: unhealthy until one succeeds, whatever calls do.
+    probe_failing: bool,
 }
 
 impl UpstreamActor {
@@ -101,6 +103,7 @@ impl UpstreamActor {
             exit_reason: None,
             was_up: false,
             probe_in_flight: false,
+            probe_failing: false,
         }
     }
 
@@ -128,6 +131,9 @@ impl UpstreamActor {
 
     /// The status that the breaker and the last probe imply, once connected.
     fn derived_status(&self) -> UpstreamStatus {
+        if self.probe_failing {
+            return UpstreamStatus::Unhealthy;
+        }
         match self.breaker.state() {
             CircuitState::Open | CircuitState::HalfOpen => UpstreamStatus::Unhealthy,
             CircuitState::Closed if self.breaker.consecutive_failures() > 0 => {
@@ -171,7 +177,11 @@ impl UpstreamActor {
         }
         if self.session.is_some() {
             let reason = error.as_deref().unwrap_or("answering");
-            self.set_status(self.derived_status(), reason);
+            let new = self.derived_status();
+            if self.status == UpstreamStatus::Unhealthy && new != UpstreamStatus::Unhealthy {
+                self.health_event("recovered", json!({}));
+            }
+            self.set_status(new, reason);
         }
     }
 
@@ -274,7 +284,7 @@ impl UpstreamActor {
         };
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.probe_in_flight = false;
-            let was_unhealthy = act.status == UpstreamStatus::Unhealthy;
+            act.probe_failing = result.is_err();
             act.board.update(act.name(), |s| {
                 s.last_probe_at = Some(Utc::now());
                 s.last_probe_ok = Some(result.is_ok());
@@ -283,18 +293,10 @@ impl UpstreamActor {
                 }
             });
             match result {
-                Ok(_) => {
-                    act.record(true, None, ctx);
-                    if was_unhealthy && act.status != UpstreamStatus::Unhealthy {
-                        act.health_event("recovered", json!({}));
-                    }
-                }
+                Ok(_) => act.record(true, None, ctx),
                 Err(e) => {
                     act.health_event("probe_failed", json!({"error": e}));
                     act.record(false, Some(e), ctx);
-                    if act.breaker.state() == CircuitState::Closed {
-                        act.set_status(UpstreamStatus::Unhealthy, "probe failed");
-                    }
                 }
             }
         }));

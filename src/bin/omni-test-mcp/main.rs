@@ -2,7 +2,8 @@
 //! default, or with `--http ADDR` both Streamable HTTP (`/mcp`) and legacy HTTP+SSE
 //! (`/sse` and `/messages`) on one listener, printing `LISTENING <addr>` on stdout.
 //!
-//! Tools: echo, add, sleep, sleeping (how many sleeps run), fail (protocol error), tool_error (isError), crash (exits the
+//! Tools: echo, add, sleep, sleeping (how many sleeps run), freeze
+//! (pings go unanswered for a while), fail (protocol error), tool_error (isError), crash (exits the
 //! process), counter (not read-only; counts calls), big (a result of N bytes), and
 //! toggle_extra, which adds or removes the tool `extra` and notifies every client.
 

@@ -18,6 +18,8 @@ pub struct Shared {
     pub name: String,
     counter: AtomicU64,
     sleeping: AtomicU64,
+    /// Pings go unanswered until this instant (for probe tests).
+    frozen_until: Mutex<Option<tokio::time::Instant>>,
     extra: AtomicBool,
     peers: Mutex<Vec<Peer<RoleServer>>>,
 }
@@ -28,6 +30,7 @@ impl Shared {
             name,
             counter: AtomicU64::new(0),
             sleeping: AtomicU64::new(0),
+            frozen_until: Mutex::new(None),
             extra: AtomicBool::new(false),
             peers: Mutex::new(Vec::new()),
         }
@@ -84,6 +87,15 @@ fn catalogue(extra: bool) -> Vec<Tool> {
         ),
         Tool::new("sleeping", "How many sleep calls are running", no_args())
             .with_annotations(ToolAnnotations::new().read_only(false)),
+        Tool::new(
+            "freeze",
+            "Leaves pings unanswered for ms milliseconds",
+            schema(json!({
+                "type": "object",
+                "properties": {"ms": {"type": "integer", "minimum": 0}},
+                "required": ["ms"],
+            })),
+        ),
         Tool::new("fail", "Answers with a protocol error", no_args()),
         Tool::new("tool_error", "Answers with isError: true", no_args())
             .with_annotations(read_only()),
@@ -159,6 +171,14 @@ impl ServerHandler for TestServer {
         ))
     }
 
+    async fn ping(&self, _context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        let until = *self.shared.frozen_until.lock().unwrap();
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+        Ok(())
+    }
+
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         self.shared.peers.lock().unwrap().push(context.peer.clone());
     }
@@ -207,6 +227,14 @@ impl ServerHandler for TestServer {
             "sleeping" => {
                 let n = self.shared.sleeping.load(Ordering::SeqCst);
                 Ok(text(n.to_string()))
+            }
+            "freeze" => {
+                let ms = arg(args, "ms")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| bad_args("ms must be a non-negative integer"))?;
+                let until = tokio::time::Instant::now() + Duration::from_millis(ms);
+                *self.shared.frozen_until.lock().unwrap() = Some(until);
+                Ok(text(format!("pings frozen for {ms} ms")))
             }
             "fail" => Err(ErrorData::internal_error("fail was called", None)),
             "tool_error" => {
