@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cache::CacheLimits;
 use crate::cli::ServeArgs;
 use crate::duration;
 use crate::registry::{ServerInput, ServerSpec};
@@ -37,6 +38,25 @@ pub struct Settings {
     pub upstreams: UpstreamSettings,
     /// This process's name in shared history (host and process id by default).
     pub instance: String,
+    pub cache: CacheSettings,
+}
+
+/// The result cache's bounds and timers.
+#[derive(Clone, Debug)]
+pub struct CacheSettings {
+    pub limits: CacheLimits,
+    pub default_ttl: Duration,
+    pub sweep_interval: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            limits: CacheLimits::default(),
+            default_ttl: Duration::from_secs(300),
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `host-pid`: tells instances apart in a shared store.
@@ -64,6 +84,7 @@ impl Settings {
             servers: Vec::new(),
             upstreams: UpstreamSettings::default(),
             instance: default_instance(),
+            cache: CacheSettings::default(),
         }
     }
 }
@@ -105,6 +126,11 @@ struct FileConfig {
     breaker_cooldown: Option<String>,
     breaker_max_cooldown: Option<String>,
     instance: Option<String>,
+    cache_max_entries: Option<u64>,
+    cache_max_bytes: Option<u64>,
+    cache_max_entry_bytes: Option<u64>,
+    cache_ttl: Option<String>,
+    cache_sweep_interval: Option<String>,
     #[serde(default)]
     servers: Vec<ServerInput>,
 }
@@ -135,6 +161,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
         None => FileConfig::default(),
     };
     let upstreams = upstream_settings(&file)?;
+    let cache = cache_settings(&file)?;
     let data_dir = args
         .data_dir
         .clone()
@@ -205,7 +232,42 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
         servers,
         upstreams,
         instance: file.instance.unwrap_or_else(default_instance),
+        cache,
     })
+}
+
+fn cache_settings(file: &FileConfig) -> Result<CacheSettings, ConfigError> {
+    let mut out = CacheSettings::default();
+    let count = |key: &str, value: Option<u64>, max: u64| -> Result<Option<usize>, ConfigError> {
+        match value {
+            Some(n) if n == 0 || n > max => Err(ConfigError::new(
+                key,
+                format!("must be between 1 and {max}"),
+            )),
+            Some(n) => Ok(Some(n as usize)),
+            None => Ok(None),
+        }
+    };
+    if let Some(n) = count("cache_max_entries", file.cache_max_entries, 100_000_000)? {
+        out.limits.max_entries = n;
+    }
+    if let Some(n) = count("cache_max_bytes", file.cache_max_bytes, 1 << 40)? {
+        out.limits.max_bytes = n;
+        out.limits.max_entry_bytes = n / 8;
+    }
+    if let Some(n) = count("cache_max_entry_bytes", file.cache_max_entry_bytes, 1 << 40)? {
+        out.limits.max_entry_bytes = n;
+    }
+    let day = Duration::from_secs(86_400);
+    if let Some(text) = &file.cache_ttl {
+        out.default_ttl = duration::parse_within(text, Duration::from_millis(1), 7 * day)
+            .map_err(|m| ConfigError::new("cache_ttl", m))?;
+    }
+    if let Some(text) = &file.cache_sweep_interval {
+        out.sweep_interval = duration::parse_within(text, Duration::from_millis(10), day)
+            .map_err(|m| ConfigError::new("cache_sweep_interval", m))?;
+    }
+    Ok(out)
 }
 
 fn upstream_settings(file: &FileConfig) -> Result<UpstreamSettings, ConfigError> {

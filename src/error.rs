@@ -18,6 +18,8 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidBody(String),
     #[error("{0}")]
+    InvalidArguments(ValidationError),
+    #[error("{0}")]
     PayloadTooLarge(String),
     #[error("no server named '{0}'")]
     ServerNotFound(String),
@@ -52,6 +54,7 @@ impl ApiError {
         match self {
             Self::InvalidField(_) => "invalid-field",
             Self::InvalidBody(_) => "invalid-body",
+            Self::InvalidArguments(_) => "invalid-arguments",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::ServerNotFound(_) => "server-not-found",
             Self::RouteNotFound(_) => "not-found",
@@ -98,7 +101,9 @@ impl From<StoreError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::InvalidField(_) | Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidField(_) | Self::InvalidBody(_) | Self::InvalidArguments(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ServerNotFound(_) | Self::RouteNotFound(_) | Self::ToolNotFound { .. } => {
                 StatusCode::NOT_FOUND
@@ -121,7 +126,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        if let Self::InvalidField(v) = self {
+        if let Self::InvalidField(v) | Self::InvalidArguments(v) = self {
             body["error"]["field"] = json!(v.field);
         }
         let mut response = HttpResponse::build(self.status_code());

@@ -1,11 +1,15 @@
 //! omni-bridge: an MCP gateway on actix. See DESIGN.md in the shared folder for the picture
 //! of the actors, states, surfaces and tables; README.md for how to run it.
 
+pub mod audit;
+pub mod batch;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod error;
 pub mod events;
+pub mod gateway;
 pub mod http;
 pub mod registry;
 pub mod server;

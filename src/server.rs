@@ -6,7 +6,10 @@ use std::sync::Arc;
 use actix::Actor;
 use actix_web::{App, HttpServer, middleware, web};
 
+use crate::audit::AuditLog;
+use crate::cache::CacheActor;
 use crate::config::Settings;
+use crate::gateway::Gateway;
 use crate::http::{self, AppState};
 use crate::store::{DatabaseUrl, Store, StoreError, migrate};
 use crate::upstream::supervisor::Reconcile;
@@ -72,8 +75,23 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         .await
         .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
 
+    let cache = CacheActor::new(
+        settings.cache.limits.clone(),
+        bus.clone(),
+        settings.cache.sweep_interval,
+    )
+    .start();
+    let gateway = Gateway::new(
+        board.clone(),
+        supervisor.clone(),
+        cache,
+        settings.cache.default_ttl,
+        AuditLog::start(store.clone()),
+    );
+
     let settings = Arc::new(settings);
     let state = web::Data::new(AppState {
+        gateway,
         store: store.clone(),
         settings: settings.clone(),
         supervisor,

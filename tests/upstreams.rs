@@ -120,6 +120,7 @@ async fn healthy_and_callable(server: &mut TestServer, body: Value) {
         .iter()
         .filter(|t| t["server"] == name.as_str())
         .collect();
+    let tool_names: Vec<&str> = mine.iter().map(|t| t["tool"].as_str().unwrap()).collect();
     assert_eq!(got["tool_count"], mine.len(), "{got}");
     for expected in [
         "echo",
@@ -130,13 +131,13 @@ async fn healthy_and_callable(server: &mut TestServer, body: Value) {
         "crash",
         "counter",
     ] {
-        assert!(
-            mine.iter().any(|t| t["name"] == expected),
-            "{expected} missing"
-        );
+        assert!(tool_names.contains(&expected), "{expected} missing");
     }
-    assert!(!mine.iter().any(|t| t["name"] == "extra"));
-    let echo = mine.iter().find(|t| t["name"] == "echo").unwrap();
+    assert!(!tool_names.contains(&"extra"));
+    let echo = mine.iter().find(|t| t["tool"] == "echo").unwrap();
+    assert_eq!(echo["cache"]["cached"], true);
+    let counter = mine.iter().find(|t| t["tool"] == "counter").unwrap();
+    assert_eq!(counter["cache"]["cached"], false);
     assert_eq!(echo["annotations"]["readOnlyHint"], true);
 
     let (status, body) = call(server, &name, "echo", json!({"text": "hello"})).await;

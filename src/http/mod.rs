@@ -1,7 +1,9 @@
 //! The HTTP surface: routes, shared state, and the JSON error shape for everything actix
 //! itself refuses (bad JSON, too large, unknown route).
 
+pub mod cache;
 pub mod health;
+pub mod invocations;
 pub mod servers;
 pub mod tools;
 pub mod upstreams;
@@ -16,12 +18,14 @@ use actix::Addr;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::events::EventBus;
+use crate::gateway::Gateway;
 use crate::store::Store;
 use crate::upstream::supervisor::Reconcile;
 use crate::upstream::{StatusBoard, UpstreamSupervisor};
 
 /// What every handler can reach (it lives in `web::Data`).
 pub struct AppState {
+    pub gateway: Gateway,
     pub store: Store,
     pub settings: Arc<Settings>,
     pub supervisor: Addr<UpstreamSupervisor>,
@@ -64,7 +68,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
             .service(upstreams::reload)
             .service(upstreams::events)
             .service(tools::catalogue)
-            .service(tools::call),
+            .service(tools::call)
+            .service(cache::stats)
+            .service(cache::clear)
+            .service(cache::clear_server)
+            .service(cache::clear_tool)
+            .service(invocations::list),
     )
     .default_service(web::to(not_found));
 }

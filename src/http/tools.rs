@@ -1,30 +1,36 @@
 //! The tool catalogue and tool invocation over plain HTTP.
 
-use std::time::Instant;
-
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use rmcp::model::JsonObject;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::servers::parse_name;
 use crate::error::ApiError;
-use crate::upstream::CallTool;
-use crate::upstream::supervisor::GetUpstream;
+use crate::gateway::CacheMode;
+use crate::registry::ValidationError;
 
 /// Every connected upstream's tools.
 #[get("/tools")]
 pub async fn catalogue(state: web::Data<AppState>) -> HttpResponse {
+    let default_ttl = state.settings.cache.default_ttl;
     let mut tools = Vec::new();
     for (server, snapshot) in state.board.all() {
         for tool in snapshot.tools.iter() {
+            let read_only = tool.annotations.as_ref().and_then(|a| a.read_only_hint);
+            let ttl = snapshot
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.cache_ttl_for(&tool.name, read_only, default_ttl));
             tools.push(json!({
                 "server": server,
-                "name": tool.name,
+                "tool": tool.name,
                 "description": tool.description,
                 "inputSchema": tool.input_schema,
                 "annotations": tool.annotations,
+                "cache": {"cached": ttl.is_some(), "ttl": ttl.map(crate::duration::format)},
             }));
         }
     }
@@ -38,53 +44,60 @@ pub struct CallBody {
     arguments: Option<JsonObject>,
 }
 
+#[derive(Deserialize)]
+pub struct CallQuery {
+    cache: Option<String>,
+}
+
+/// `?cache=refresh` or `?cache=bypass`, else `Cache-Control: no-cache` (or `no-store`)
+/// bypasses; otherwise the cache is used.
+fn cache_mode(req: &HttpRequest, query: &CallQuery) -> Result<CacheMode, ApiError> {
+    match query.cache.as_deref() {
+        Some("refresh") => return Ok(CacheMode::Refresh),
+        Some("bypass") => return Ok(CacheMode::Bypass),
+        Some("use") | None => {}
+        Some(other) => {
+            return Err(ApiError::InvalidField(ValidationError::new(
+                "cache",
+                format!("'{other}' is not one of use, refresh, bypass"),
+            )));
+        }
+    }
+    let no_cache = req
+        .headers()
+        .get_all(header::CACHE_CONTROL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| matches!(d.trim(), "no-cache" | "no-store"));
+    Ok(if no_cache {
+        CacheMode::Bypass
+    } else {
+        CacheMode::Use
+    })
+}
+
 #[post("/servers/{name}/tools/{tool}/call")]
 pub async fn call(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<(String, String)>,
+    query: web::Query<CallQuery>,
     body: web::Json<CallBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, tool) = path.into_inner();
     let name = parse_name(&name)?;
-    let Some(snapshot) = state.board.get(&name) else {
-        return Err(ApiError::ServerNotFound(name.to_string()));
-    };
-    if snapshot.status.is_connected() && !snapshot.tools.iter().any(|t| t.name == tool) {
-        return Err(ApiError::ToolNotFound {
-            server: name.to_string(),
-            tool,
-        });
-    }
-    let upstream = state
-        .supervisor
-        .send(GetUpstream { name: name.clone() })
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| {
-            ApiError::Call(crate::upstream::CallError::NotConnected {
-                server: name.to_string(),
-                status: snapshot.status.as_str(),
-            })
-        })?;
-    let started = Instant::now();
-    let result = upstream
-        .send(CallTool {
-            tool: tool.clone(),
-            arguments: body.into_inner().arguments,
-        })
-        .await
-        // The actor stopped with the call in flight: removed, reloaded or crashed.
-        .map_err(|_| {
-            ApiError::Call(crate::upstream::CallError::Gone {
-                server: name.to_string(),
-            })
-        })?
-        .map_err(ApiError::Call)?;
-    Ok(HttpResponse::Ok().json(json!({
-        "server": name,
-        "tool": tool,
-        "cached": false,
-        "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
-        "result": serde_json::to_value(&result).unwrap_or(Value::Null),
-    })))
+    let mode = cache_mode(&req, &query)?;
+    let outcome = state
+        .gateway
+        .call(&name, &tool, body.into_inner().arguments, mode, None)
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("x-cache", if outcome.cached { "hit" } else { "miss" }))
+        .json(json!({
+            "server": name,
+            "tool": tool,
+            "cached": outcome.cached,
+            "duration_ms": outcome.duration.as_secs_f64() * 1000.0,
+            "result": &*outcome.result,
+        })))
 }

@@ -172,6 +172,21 @@ impl Transport {
     }
 }
 
+/// Settings of one tool of a server, overriding the server's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CachePolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_ttl_ms: Option<u64>,
+}
+
+impl ToolOverride {
+    pub fn cache_ttl(&self) -> Option<Duration> {
+        self.cache_ttl_ms.map(Duration::from_millis)
+    }
+}
+
 /// A validated upstream declaration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerSpec {
@@ -182,6 +197,33 @@ pub struct ServerSpec {
     pub timeout: Duration,
     pub cache: CachePolicy,
     pub cache_ttl: Option<Duration>,
+    /// Per-tool overrides, by the upstream's tool name.
+    pub tools: BTreeMap<String, ToolOverride>,
+}
+
+impl ServerSpec {
+    /// How long a result of `tool` may be cached, or `None` if it may not be: the tool's
+    /// override, else the server's policy; `auto` caches what the upstream marks
+    /// read-only.
+    pub fn cache_ttl_for(
+        &self,
+        tool: &str,
+        read_only_hint: Option<bool>,
+        default_ttl: Duration,
+    ) -> Option<Duration> {
+        let over = self.tools.get(tool);
+        let policy = over.and_then(|o| o.cache).unwrap_or(self.cache);
+        let cacheable = match policy {
+            CachePolicy::Always => true,
+            CachePolicy::Never => false,
+            CachePolicy::Auto => read_only_hint == Some(true),
+        };
+        cacheable.then(|| {
+            over.and_then(ToolOverride::cache_ttl)
+                .or(self.cache_ttl)
+                .unwrap_or(default_ttl)
+        })
+    }
 }
 
 impl ServerSpec {
@@ -198,6 +240,12 @@ impl ServerSpec {
             "timeout": duration::format(self.timeout),
             "cache": self.cache,
             "cache_ttl": self.cache_ttl.map(duration::format),
+            "tools": self.tools.iter().map(|(name, o)| {
+                (name.clone(), json!({
+                    "cache": o.cache,
+                    "cache_ttl": o.cache_ttl().map(duration::format),
+                }))
+            }).collect::<serde_json::Map<String, Value>>(),
         });
         let fields = out.as_object_mut().expect("built as an object");
         match &self.transport {
@@ -282,6 +330,14 @@ impl ValidationError {
     }
 }
 
+/// A tool's overrides as a person writes them.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolOverrideInput {
+    pub cache: Option<String>,
+    pub cache_ttl: Option<String>,
+}
+
 /// An upstream as a person writes it: every field optional, strings where the validated
 /// form has types, so that mistakes are reported by field with our own words.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -300,6 +356,7 @@ pub struct ServerInput {
     pub timeout: Option<String>,
     pub cache: Option<String>,
     pub cache_ttl: Option<String>,
+    pub tools: Option<BTreeMap<String, ToolOverrideInput>>,
 }
 
 impl ServerInput {
@@ -393,6 +450,34 @@ impl ServerInput {
             Duration::from_millis(1),
             MAX_CACHE_TTL,
         )?;
+        let mut tools = BTreeMap::new();
+        for (tool, input) in self.tools.unwrap_or_default() {
+            if tool.is_empty() || tool.len() > 128 {
+                return Err(ValidationError::new(
+                    format!("tools.{tool}"),
+                    "a tool name is 1 to 128 characters",
+                ));
+            }
+            let cache = input
+                .cache
+                .as_deref()
+                .map(CachePolicy::parse)
+                .transpose()
+                .map_err(|m| ValidationError::new(format!("tools.{tool}.cache"), m))?;
+            let ttl = optional_duration(
+                &format!("tools.{tool}.cache_ttl"),
+                input.cache_ttl.as_deref(),
+                Duration::from_millis(1),
+                MAX_CACHE_TTL,
+            )?;
+            tools.insert(
+                tool,
+                ToolOverride {
+                    cache,
+                    cache_ttl_ms: ttl.map(|d| d.as_millis() as u64),
+                },
+            );
+        }
         Ok(ServerSpec {
             name,
             transport,
@@ -401,6 +486,7 @@ impl ServerInput {
             timeout,
             cache,
             cache_ttl,
+            tools,
         })
     }
 }
@@ -559,6 +645,74 @@ mod tests {
             spec.restore_redacted(&stored).unwrap_err().field,
             "headers.X-Other"
         );
+    }
+
+    #[test]
+    fn cache_policy_decides_per_tool() {
+        let default = Duration::from_secs(300);
+        let mut input = stdio();
+        input.cache_ttl = Some("1m".into());
+        input.tools = Some(
+            [
+                (
+                    "pinned".to_string(),
+                    ToolOverrideInput {
+                        cache: Some("always".into()),
+                        cache_ttl: Some("5s".into()),
+                    },
+                ),
+                (
+                    "secret".to_string(),
+                    ToolOverrideInput {
+                        cache: Some("never".into()),
+                        cache_ttl: None,
+                    },
+                ),
+            ]
+            .into(),
+        );
+        let spec = input.validate().unwrap();
+        assert_eq!(
+            spec.cache_ttl_for("read", Some(true), default),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(spec.cache_ttl_for("write", Some(false), default), None);
+        assert_eq!(spec.cache_ttl_for("unmarked", None, default), None);
+        assert_eq!(
+            spec.cache_ttl_for("pinned", Some(false), default),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(spec.cache_ttl_for("secret", Some(true), default), None);
+        let mut never = stdio();
+        never.cache = Some("never".into());
+        assert_eq!(
+            never
+                .validate()
+                .unwrap()
+                .cache_ttl_for("read", Some(true), default),
+            None
+        );
+        let mut always = stdio();
+        always.cache = Some("always".into());
+        assert_eq!(
+            always
+                .validate()
+                .unwrap()
+                .cache_ttl_for("w", Some(false), default),
+            Some(default)
+        );
+        let mut bad = stdio();
+        bad.tools = Some(
+            [(
+                "t".to_string(),
+                ToolOverrideInput {
+                    cache: Some("sometimes".into()),
+                    cache_ttl: None,
+                },
+            )]
+            .into(),
+        );
+        assert_eq!(bad.validate().unwrap_err().field, "tools.t.cache");
     }
 
     #[test]

@@ -34,31 +34,7 @@ pub struct HealthEventRow {
 impl Store {
     /// Writes a batch in one statement.
     pub async fn insert_health_events(&self, rows: Vec<NewHealthEvent>) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        match self {
-            Store::Postgres(pool) => {
-                let mut conn = pool.get().await.map_err(StoreError::from_pool)?;
-                diesel::insert_into(health_events::table)
-                    .values(&rows)
-                    .execute(&mut conn)
-                    .await?;
-            }
-            Store::Sqlite(pool) => {
-                // diesel-async cannot compile multi-row inserts for SQLite (diesel_async#277):
-                // run synchronous diesel on the wrapper's blocking thread instead.
-                let mut conn = pool.get().await.map_err(StoreError::from_pool)?;
-                conn.spawn_blocking(move |c| {
-                    diesel::RunQueryDsl::execute(
-                        diesel::insert_into(health_events::table).values(&rows),
-                        c,
-                    )
-                })
-                .await?;
-            }
-        }
-        Ok(())
+        crate::insert_batch!(self, health_events::table, rows)
     }
 
     /// Newest first; `before` is an id from a previous page.

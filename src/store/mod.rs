@@ -2,6 +2,7 @@
 //! once and expanded for each backend by [`with_conn!`].
 
 pub mod health;
+pub mod invocations;
 pub mod migrate;
 pub mod schema;
 pub mod servers;
@@ -144,6 +145,42 @@ macro_rules! with_conn {
             }
         }
     };
+}
+
+/// Inserts `$rows` (a `Vec` of an `Insertable` struct) into `$table` in one statement on
+/// either backend. diesel-async cannot compile multi-row inserts for SQLite
+/// (diesel_async#277), so there synchronous diesel runs on the wrapper's blocking thread.
+#[macro_export]
+macro_rules! insert_batch {
+    ($store:expr, $table:expr, $rows:expr) => {{
+        let rows = $rows;
+        if !rows.is_empty() {
+            match $store {
+                $crate::store::Store::Postgres(pool) => {
+                    let mut conn = pool
+                        .get()
+                        .await
+                        .map_err($crate::store::StoreError::from_pool)?;
+                    diesel_async::RunQueryDsl::execute(
+                        diesel::insert_into($table).values(&rows),
+                        &mut *conn,
+                    )
+                    .await?;
+                }
+                $crate::store::Store::Sqlite(pool) => {
+                    let mut conn = pool
+                        .get()
+                        .await
+                        .map_err($crate::store::StoreError::from_pool)?;
+                    conn.spawn_blocking(move |c| {
+                        diesel::RunQueryDsl::execute(diesel::insert_into($table).values(&rows), c)
+                    })
+                    .await?;
+                }
+            }
+        }
+        Ok::<(), $crate::store::StoreError>(())
+    }};
 }
 
 /// The connection pool, over one backend or the other. Cheap to clone.

@@ -17,6 +17,7 @@ diesel::table! {
         timeout_ms -> BigInt,
         cache_policy -> Text,
         cache_ttl_ms -> Nullable<BigInt>,
+        tool_overrides -> Text,
         source -> Text,
         revision -> BigInt,
         created_at -> Timestamp,

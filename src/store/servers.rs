@@ -41,6 +41,7 @@ struct ServerRow {
     timeout_ms: i64,
     cache_policy: String,
     cache_ttl_ms: Option<i64>,
+    tool_overrides: String,
     source: String,
     revision: i64,
     created_at: NaiveDateTime,
@@ -64,6 +65,7 @@ struct ServerFields {
     timeout_ms: i64,
     cache_policy: String,
     cache_ttl_ms: Option<i64>,
+    tool_overrides: String,
     source: String,
     updated_at: NaiveDateTime,
 }
@@ -116,6 +118,7 @@ impl ServerFields {
             timeout_ms: millis(spec.timeout),
             cache_policy: spec.cache.as_str().to_owned(),
             cache_ttl_ms: spec.cache_ttl.map(millis),
+            tool_overrides: to_json(&spec.tools),
             source: source.as_str().to_owned(),
             updated_at: now(),
         }
@@ -168,6 +171,8 @@ impl TryFrom<ServerRow> for StoredServer {
                 timeout: duration(row.timeout_ms),
                 cache: CachePolicy::parse(&row.cache_policy).map_err(|e| corrupt("cache", &e))?,
                 cache_ttl: row.cache_ttl_ms.map(duration),
+                tools: serde_json::from_str(&row.tool_overrides)
+                    .map_err(|e| corrupt("tool_overrides", &e))?,
             },
             source: Source::parse(&row.source).map_err(|e| corrupt("source", &e))?,
             revision: row.revision,
@@ -297,6 +302,7 @@ impl Store {
                         servers::timeout_ms.eq(excluded(servers::timeout_ms)),
                         servers::cache_policy.eq(excluded(servers::cache_policy)),
                         servers::cache_ttl_ms.eq(excluded(servers::cache_ttl_ms)),
+                        servers::tool_overrides.eq(excluded(servers::tool_overrides)),
                         servers::source.eq(excluded(servers::source)),
                         servers::updated_at.eq(excluded(servers::updated_at)),
                         servers::revision.eq(servers::revision + 1),

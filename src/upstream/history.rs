@@ -2,7 +2,6 @@
 //! channel in front of it is bounded; the bus counts what it had to drop.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -11,12 +10,25 @@ use crate::store::Store;
 use crate::store::health::NewHealthEvent;
 
 const CHANNEL: usize = 10_000;
-const BATCH: usize = 256;
 
 /// Creates the bus and starts its history writer on the current runtime.
 pub fn start(store: Store, instance: String) -> EventBus {
-    let (tx, rx) = mpsc::channel(CHANNEL);
-    tokio::spawn(write_loop(store, instance, rx));
+    let (tx, mut events) = mpsc::channel::<Arc<Event>>(CHANNEL);
+    let (rows_tx, rows) = mpsc::channel(CHANNEL);
+    // Events become rows first, so the writer only deals with rows.
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let Some(row) = row(&event, &instance)
+                && rows_tx.send(row).await.is_err()
+            {
+                break;
+            }
+        }
+    });
+    crate::batch::spawn_writer("health history", rows, move |batch| {
+        let store = store.clone();
+        async move { store.insert_health_events(batch).await }
+    });
     EventBus::new(Some(tx))
 }
 
@@ -35,29 +47,4 @@ fn row(event: &Event, instance: &str) -> Option<NewHealthEvent> {
         detail: event.data.to_string(),
         created_at: event.timestamp.naive_utc(),
     })
-}
-
-async fn write_loop(store: Store, instance: String, mut rx: mpsc::Receiver<Arc<Event>>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.extend(row(&first, &instance));
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(event) => batch.extend(row(&event, &instance)),
-                Err(_) => break,
-            }
-        }
-        // Keep the batch until it is written: the store may be restarting. New events
-        // wait in the bounded channel meanwhile.
-        let mut delay = Duration::from_millis(100);
-        while let Err(e) = store.insert_health_events(batch.clone()).await {
-            log::warn!(
-                "health history: write of {} events failed, retrying: {e}",
-                batch.len()
-            );
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-        batch.clear();
-    }
 }

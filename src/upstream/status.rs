@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::breaker::CircuitState;
-use crate::registry::ServerName;
+use crate::registry::{ServerName, ServerSpec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,6 +49,8 @@ impl UpstreamStatus {
 
 #[derive(Clone, Debug)]
 pub struct Snapshot {
+    /// The declaration the supervisor runs this upstream with.
+    pub spec: Option<Arc<ServerSpec>>,
     pub status: UpstreamStatus,
     pub circuit: CircuitState,
     pub tools: Arc<Vec<Tool>>,
@@ -66,6 +68,7 @@ pub struct Snapshot {
 impl Default for Snapshot {
     fn default() -> Self {
         Self {
+            spec: None,
             status: UpstreamStatus::Starting,
             circuit: CircuitState::Closed,
             tools: Arc::default(),

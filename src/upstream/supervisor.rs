@@ -208,6 +208,8 @@ impl UpstreamSupervisor {
                     publish_health(&self.bus, &name, "registered", json!({}));
                 }
             }
+            let spec = Arc::new(self.slots[&name].spec.clone());
+            self.board.update(&name, |s| s.spec = Some(spec));
             if self.slots[&name].spec.enabled {
                 self.set_status(&name, UpstreamStatus::Starting, "starting");
                 self.start_child(&name, ctx);

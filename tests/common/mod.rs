@@ -224,6 +224,19 @@ impl Events {
         }
     }
 
+    /// Like [`Self::wait_for`], but an event already seen counts too.
+    pub async fn seen_or_wait(
+        &mut self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Arc<Event> {
+        if let Some(event) = self.seen.iter().find(|e| pred(e)) {
+            return event.clone();
+        }
+        self.wait_for(within, what, pred).await
+    }
+
     /// Waits for a health event named `name` of `server`.
     pub async fn health(&mut self, server: &str, name: &str, within: Duration) -> Value {
         let what = format!("health event {name} of {server}");

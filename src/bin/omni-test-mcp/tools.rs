@@ -100,8 +100,15 @@ fn catalogue(extra: bool) -> Vec<Tool> {
         Tool::new("tool_error", "Answers with isError: true", no_args())
             .with_annotations(read_only()),
         Tool::new("crash", "Exits the server process", no_args()),
-        Tool::new("counter", "Counts its calls (not read-only)", no_args())
-            .with_annotations(ToolAnnotations::new().read_only(false)),
+        Tool::new(
+            "counter",
+            "Counts its calls (not read-only); answers after delay_ms",
+            schema(json!({
+                "type": "object",
+                "properties": {"delay_ms": {"type": "integer", "minimum": 0}},
+            })),
+        )
+        .with_annotations(ToolAnnotations::new().read_only(false)),
         Tool::new(
             "big",
             "Returns a text of the given number of bytes",
@@ -245,6 +252,8 @@ impl ServerHandler for TestServer {
                 std::process::exit(3);
             }
             "counter" => {
+                let delay = arg(args, "delay_ms").and_then(Value::as_u64).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
                 let n = self.shared.counter.fetch_add(1, Ordering::SeqCst) + 1;
                 Ok(text(n.to_string()))
             }

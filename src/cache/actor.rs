@@ -1,0 +1,186 @@
+//! CacheActor: the result cache inside an actix actor. Handlers are synchronous and short;
+//! nothing here awaits. It also listens to the event bus and drops an upstream's entries
+//! when the upstream restarts, reloads, is reset, changes its tools, or is reconfigured or
+//! removed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::key::CacheKey;
+use super::store::{CacheLimits, CacheStats, Entry, ResultCache, Scope};
+use crate::events::{Event, EventBus, EventType};
+
+/// Health events after which an upstream's cached results may be wrong.
+const INVALIDATING_EVENTS: &[&str] = &[
+    "restarted",
+    "reloading",
+    "reset",
+    "tools_changed",
+    "reconfigured",
+    "removed",
+];
+
+#[derive(Message)]
+#[rtype(result = "Option<Arc<Value>>")]
+pub struct Lookup {
+    pub key: CacheKey,
+}
+
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Store {
+    pub key: CacheKey,
+    pub server: String,
+    pub tool: String,
+    pub value: Arc<Value>,
+    pub size: usize,
+    pub ttl: Duration,
+}
+
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Invalidate {
+    pub scope: Scope,
+    pub reason: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "CacheStats")]
+pub struct GetStats;
+
+pub struct CacheActor {
+    cache: ResultCache,
+    bus: EventBus,
+    sweep_interval: Duration,
+}
+
+impl CacheActor {
+    pub fn new(limits: CacheLimits, bus: EventBus, sweep_interval: Duration) -> Self {
+        Self {
+            cache: ResultCache::new(limits),
+            bus,
+            sweep_interval,
+        }
+    }
+
+    fn invalidate(&mut self, scope: Scope, reason: &str) -> usize {
+        let entries = self.cache.invalidate(&scope);
+        let server = match &scope {
+            Scope::Server { server } | Scope::Tool { server, .. } => {
+                crate::registry::ServerName::parse(server).ok()
+            }
+            Scope::All => None,
+        };
+        let mut data = json!({"entries": entries, "reason": reason});
+        if let (Value::Object(fields), Value::Object(extra)) =
+            (&mut data, serde_json::to_value(&scope).unwrap_or_default())
+        {
+            fields.extend(extra);
+        }
+        self.bus
+            .publish(Event::new(EventType::CacheInvalidated, server, data));
+        entries
+    }
+}
+
+impl Actor for CacheActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.sweep_interval, |act, _| {
+            let dropped = act.cache.sweep(Instant::now());
+            if dropped > 0 {
+                log::debug!("cache sweep dropped {dropped} expired entries");
+            }
+        });
+        let events = futures_util::stream::unfold(self.bus.subscribe(), |mut rx| async move {
+            match rx.recv().await {
+                Ok(event) => Some((BusNote::Event(event), rx)),
+                Err(RecvError::Lagged(n)) => Some((BusNote::Lagged(n), rx)),
+                Err(RecvError::Closed) => None,
+            }
+        });
+        ctx.add_stream(events);
+    }
+}
+
+enum BusNote {
+    Event(Arc<Event>),
+    Lagged(u64),
+}
+
+impl StreamHandler<BusNote> for CacheActor {
+    fn handle(&mut self, note: BusNote, _ctx: &mut Context<Self>) {
+        match note {
+            BusNote::Event(event) => {
+                if event.kind != EventType::HealthEvent {
+                    return;
+                }
+                let name = event.data["event"].as_str().unwrap_or_default();
+                if let (true, Some(server)) =
+                    (INVALIDATING_EVENTS.contains(&name), event.server.as_ref())
+                {
+                    self.invalidate(
+                        Scope::Server {
+                            server: server.to_string(),
+                        },
+                        name,
+                    );
+                }
+            }
+            // Missed events may have been invalidations: forget everything rather than
+            // serve something stale.
+            BusNote::Lagged(n) => {
+                log::warn!("cache missed {n} events; dropping every entry to stay correct");
+                self.invalidate(Scope::All, "missed events");
+            }
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl Handler<Lookup> for CacheActor {
+    type Result = Option<Arc<Value>>;
+
+    fn handle(&mut self, msg: Lookup, _ctx: &mut Context<Self>) -> Self::Result {
+        self.cache.get(&msg.key, Instant::now()).map(|e| e.value)
+    }
+}
+
+impl Handler<Store> for CacheActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Store, _ctx: &mut Context<Self>) -> bool {
+        self.cache.put(
+            msg.key,
+            Entry {
+                server: msg.server.into(),
+                tool: msg.tool.into(),
+                value: msg.value,
+                size: msg.size,
+                expires_at: Instant::now() + msg.ttl,
+            },
+        )
+    }
+}
+
+impl Handler<Invalidate> for CacheActor {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Invalidate, _ctx: &mut Context<Self>) -> usize {
+        self.invalidate(msg.scope, &msg.reason)
+    }
+}
+
+impl Handler<GetStats> for CacheActor {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.cache.stats())
+    }
+}

@@ -1,0 +1,302 @@
+//! The Gateway: not an actor, a cheap handle shared by the HTTP API and the MCP endpoint.
+//! It does the whole path of a tool call: resolve the server and tool, check the arguments
+//! against the tool's schema, look in the cache, call the upstream through its actor (one
+//! call for any number of identical concurrent misses), fill the cache, and record the call
+//! in the audit log off the request path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use rmcp::model::{JsonObject, Tool};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use crate::audit::AuditLog;
+use crate::cache::actor::{Lookup, Store as CacheStore};
+use crate::cache::{CacheActor, CacheKey};
+use crate::error::ApiError;
+use crate::registry::{ServerName, ValidationError};
+use crate::store::invocations::NewInvocation;
+use crate::upstream::supervisor::GetUpstream;
+use crate::upstream::{CallError, CallTool, StatusBoard, UpstreamSupervisor};
+
+/// How a request wants the cache used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Serve from the cache when possible; fill it on a miss.
+    Use,
+    /// Neither read nor write the cache.
+    Bypass,
+    /// Skip the read, call the upstream, and store the fresh result.
+    Refresh,
+}
+
+pub struct CallOutcome {
+    /// The upstream's `CallToolResult`, as JSON.
+    pub result: Arc<Value>,
+    pub cached: bool,
+    pub duration: Duration,
+}
+
+type Flight = Arc<OnceCell<Result<Arc<Value>, CallError>>>;
+/// A compiled argument schema, with the schema it was compiled from.
+type CompiledSchema = (Arc<JsonObject>, Arc<jsonschema::Validator>);
+
+struct Inner {
+    board: StatusBoard,
+    supervisor: Addr<UpstreamSupervisor>,
+    cache: Addr<CacheActor>,
+    default_ttl: Duration,
+    audit: AuditLog,
+    /// Calls in flight by cache key, so identical concurrent misses share one call.
+    flights: Mutex<HashMap<CacheKey, Flight>>,
+    /// Compiled argument schemas, by server and tool; the schema's `Arc` tells a stale one.
+    validators: Mutex<HashMap<(ServerName, String), CompiledSchema>>,
+}
+
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+impl Gateway {
+    pub fn new(
+        board: StatusBoard,
+        supervisor: Addr<UpstreamSupervisor>,
+        cache: Addr<CacheActor>,
+        default_ttl: Duration,
+        audit: AuditLog,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                board,
+                supervisor,
+                cache,
+                default_ttl,
+                audit,
+                flights: Mutex::default(),
+                validators: Mutex::default(),
+            }),
+        }
+    }
+
+    pub fn cache(&self) -> &Addr<CacheActor> {
+        &self.inner.cache
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
+    }
+
+    /// Calls `tool` of `server`, through the cache where its policy allows.
+    pub async fn call(
+        &self,
+        server: &ServerName,
+        tool: &str,
+        arguments: Option<JsonObject>,
+        mode: CacheMode,
+        caller: Option<&str>,
+    ) -> Result<CallOutcome, ApiError> {
+        let started = Instant::now();
+        let args = Value::Object(arguments.clone().unwrap_or_default());
+        let key = CacheKey::new(server.as_str(), tool, &args);
+        let outcome = self
+            .call_inner(server, tool, arguments, &args, key, mode)
+            .await;
+        let (status, label, cached) = match &outcome {
+            Ok(o) if o.result.get("isError") == Some(&Value::Bool(true)) => {
+                (200, "tool_error".to_owned(), o.cached)
+            }
+            Ok(o) => (200, "ok".to_owned(), o.cached),
+            Err(e) => {
+                use actix_web::ResponseError;
+                (e.status_code().as_u16(), e.code().to_owned(), false)
+            }
+        };
+        self.inner.audit.record(NewInvocation {
+            server: server.to_string(),
+            tool: tool.to_owned(),
+            caller: caller.map(str::to_owned),
+            arguments_hash: key.to_hex(),
+            cached,
+            outcome: label,
+            status: i64::from(status),
+            duration_us: started.elapsed().as_micros() as i64,
+            created_at: crate::store::now(),
+        });
+        outcome.map(|mut o| {
+            o.duration = started.elapsed();
+            o
+        })
+    }
+
+    async fn call_inner(
+        &self,
+        server: &ServerName,
+        tool_name: &str,
+        arguments: Option<JsonObject>,
+        args: &Value,
+        key: CacheKey,
+        mode: CacheMode,
+    ) -> Result<CallOutcome, ApiError> {
+        let snapshot = self
+            .inner
+            .board
+            .get(server)
+            .ok_or_else(|| ApiError::ServerNotFound(server.to_string()))?;
+        if !snapshot.status.is_connected() {
+            return Err(ApiError::Call(CallError::NotConnected {
+                server: server.to_string(),
+                status: snapshot.status.as_str(),
+            }));
+        }
+        let tool = snapshot
+            .tools
+            .iter()
+            .find(|t| t.name == tool_name)
+            .ok_or_else(|| ApiError::ToolNotFound {
+                server: server.to_string(),
+                tool: tool_name.to_owned(),
+            })?;
+        self.check_arguments(server, tool, args)?;
+        let read_only = tool.annotations.as_ref().and_then(|a| a.read_only_hint);
+        let ttl = snapshot
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.cache_ttl_for(tool_name, read_only, self.inner.default_ttl));
+        let done = |result: Arc<Value>, cached| CallOutcome {
+            result,
+            cached,
+            duration: Duration::ZERO,
+        };
+        let Some(ttl) = ttl.filter(|_| mode != CacheMode::Bypass) else {
+            let result = self
+                .call_upstream(server, tool_name, arguments)
+                .await
+                .map_err(ApiError::Call)?;
+            return Ok(done(result, false));
+        };
+        if mode == CacheMode::Use
+            && let Ok(Some(hit)) = self.inner.cache.send(Lookup { key }).await
+        {
+            return Ok(done(hit, true));
+        }
+        // Single flight: the first caller runs the call; the others wait for its result.
+        let flight = {
+            let mut flights = self.inner.flights.lock().expect("flights lock");
+            flights.entry(key).or_default().clone()
+        };
+        let result = flight
+            .get_or_init(|| async {
+                let result = self.call_upstream(server, tool_name, arguments).await?;
+                if result.get("isError") != Some(&Value::Bool(true)) {
+                    let size = serde_json::to_string(&*result).map_or(0, |s| s.len());
+                    let _ = self
+                        .inner
+                        .cache
+                        .send(CacheStore {
+                            key,
+                            server: server.to_string(),
+                            tool: tool_name.to_owned(),
+                            value: result.clone(),
+                            size,
+                            ttl,
+                        })
+                        .await;
+                }
+                Ok(result)
+            })
+            .await
+            .clone();
+        {
+            let mut flights = self.inner.flights.lock().expect("flights lock");
+            if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                flights.remove(&key);
+            }
+        }
+        Ok(done(result.map_err(ApiError::Call)?, false))
+    }
+
+    async fn call_upstream(
+        &self,
+        server: &ServerName,
+        tool: &str,
+        arguments: Option<JsonObject>,
+    ) -> Result<Arc<Value>, CallError> {
+        let gone = || CallError::Gone {
+            server: server.to_string(),
+        };
+        let upstream = self
+            .inner
+            .supervisor
+            .send(GetUpstream {
+                name: server.clone(),
+            })
+            .await
+            .map_err(|_| gone())?
+            .ok_or_else(|| CallError::NotConnected {
+                server: server.to_string(),
+                status: "restarting",
+            })?;
+        let result = upstream
+            .send(CallTool {
+                tool: tool.to_owned(),
+                arguments,
+            })
+            .await
+            // The actor stopped with the call in flight: removed, reloaded or crashed.
+            .map_err(|_| gone())??;
+        Ok(Arc::new(
+            serde_json::to_value(&result).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// Checks the arguments against the tool's `inputSchema`; the error names the field. A
+    /// schema that does not compile is the upstream's problem: calls go through unchecked.
+    fn check_arguments(
+        &self,
+        server: &ServerName,
+        tool: &Tool,
+        args: &Value,
+    ) -> Result<(), ApiError> {
+        let validator = {
+            let mut cache = self.inner.validators.lock().expect("validators lock");
+            let slot = (server.clone(), tool.name.to_string());
+            match cache.get(&slot) {
+                Some((schema, v)) if Arc::ptr_eq(schema, &tool.input_schema) => Some(v.clone()),
+                _ => {
+                    let schema = Value::Object((*tool.input_schema).clone());
+                    match jsonschema::validator_for(&schema) {
+                        Ok(v) => {
+                            let v = Arc::new(v);
+                            cache.insert(slot, (tool.input_schema.clone(), v.clone()));
+                            Some(v)
+                        }
+                        Err(e) => {
+                            log::warn!("[{server}] tool {}: unusable inputSchema: {e}", tool.name);
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        let Some(validator) = validator else {
+            return Ok(());
+        };
+        if let Some(error) = validator.iter_errors(args).next() {
+            let path = error.instance_path().to_string();
+            let field = if path.is_empty() {
+                "arguments".to_owned()
+            } else {
+                format!("arguments{}", path.replace('/', "."))
+            };
+            return Err(ApiError::InvalidArguments(ValidationError::new(
+                field,
+                error.to_string(),
+            )));
+        }
+        Ok(())
+    }
+}

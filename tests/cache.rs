@@ -1,0 +1,533 @@
+//! The tool-call path with its cache, against the real gateway and our test MCP server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestDb, TestMcp, TestServer};
+use futures_util::future::join_all;
+use omni_bridge::config::Settings;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn settings(db: &TestDb) -> Settings {
+    let mut settings = db.settings();
+    settings.allow_stdio_via_api = true;
+    settings
+}
+
+fn stdio(name: &str) -> Value {
+    json!({"name": name, "transport": "stdio", "command": TestMcp::BIN,
+           "args": ["--name", name], "probe_interval": "1h", "timeout": "5s"})
+}
+
+/// Starts a gateway with one healthy stdio upstream declared by `body`.
+async fn with_upstream(settings: Settings, body: Value) -> TestServer {
+    let mut server = TestServer::start(settings).await;
+    let name = body["name"].as_str().unwrap().to_owned();
+    let resp = server
+        .http
+        .post(server.url("/api/v1/servers"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    server.events.status(&name, "healthy", WAIT).await;
+    server
+}
+
+async fn call_raw(server: &TestServer, path: &str, body: String) -> (StatusCode, Value) {
+    let resp = server
+        .http
+        .post(server.url(path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn call(server: &TestServer, name: &str, tool: &str, args: Value) -> (StatusCode, Value) {
+    let path = format!("/api/v1/servers/{name}/tools/{tool}/call");
+    call_raw(server, &path, json!({"arguments": args}).to_string()).await
+}
+
+fn text_of(body: &Value) -> &str {
+    body["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+async fn stats(server: &TestServer) -> Value {
+    server
+        .http
+        .get(server.url("/api/v1/cache/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_read_only_call_misses_then_hits_whatever_the_key_order() {
+    let db = TestDb::new();
+    let server = with_upstream(settings(&db), stdio("ro")).await;
+    let path = "/api/v1/servers/ro/tools/add/call";
+    let (status, first) = call_raw(&server, path, r#"{"arguments":{"a":1,"b":2}}"#.into()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (first["cached"].clone(), text_of(&first)),
+        (json!(false), "3")
+    );
+    let (_, second) = call_raw(
+        &server,
+        path,
+        "{ \"arguments\" : { \"b\" : 2,\n \"a\": 1 } }".into(),
+    )
+    .await;
+    assert_eq!(second["cached"], true);
+    assert_eq!(second["result"], first["result"]);
+    let (_, other) = call_raw(&server, path, r#"{"arguments":{"a":1,"b":3}}"#.into()).await;
+    assert_eq!(
+        (other["cached"].clone(), text_of(&other)),
+        (json!(false), "4")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn non_read_only_tools_and_tool_errors_are_never_cached() {
+    let db = TestDb::new();
+    let server = with_upstream(settings(&db), stdio("rw")).await;
+    for expected in ["1", "2", "3"] {
+        let (status, body) = call(&server, "rw", "counter", json!({})).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            (body["cached"].clone(), text_of(&body)),
+            (json!(false), expected)
+        );
+    }
+    for _ in 0..2 {
+        let (_, body) = call(&server, "rw", "tool_error", json!({})).await;
+        assert_eq!(body["result"]["isError"], true);
+        assert_eq!(body["cached"], false);
+    }
+    let s = stats(&server).await;
+    assert_eq!(s["insertions"], 0, "{s}");
+    assert_eq!(s["entries"], 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_identical_concurrent_misses_make_one_upstream_call() {
+    let db = TestDb::new();
+    let mut body = stdio("flight");
+    body["tools"] = json!({"counter": {"cache": "always"}});
+    let server = with_upstream(settings(&db), body).await;
+    let calls = (0..50).map(|_| call(&server, "flight", "counter", json!({"delay_ms": 1000})));
+    let results = join_all(calls).await;
+    for (status, body) in &results {
+        assert_eq!(*status, StatusCode::OK);
+        assert_eq!(text_of(body), "1", "every caller got the one call's result");
+    }
+    // Bypassing the cache reaches the upstream: its counter proves one call so far.
+    let resp = server
+        .http
+        .post(server.url("/api/v1/servers/flight/tools/counter/call"))
+        .header("cache-control", "no-cache")
+        .json(&json!({"arguments": {"delay_ms": 1000}}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (body["cached"].clone(), text_of(&body)),
+        (json!(false), "2")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bypass_and_refresh() {
+    let db = TestDb::new();
+    let mut body = stdio("modes");
+    body["tools"] = json!({"counter": {"cache": "always"}});
+    let server = with_upstream(settings(&db), body).await;
+    let (_, first) = call(&server, "modes", "counter", json!({})).await;
+    assert_eq!(
+        (first["cached"].clone(), text_of(&first)),
+        (json!(false), "1")
+    );
+    let (_, hit) = call(&server, "modes", "counter", json!({})).await;
+    assert_eq!((hit["cached"].clone(), text_of(&hit)), (json!(true), "1"));
+
+    // no-cache: straight to the upstream, and the cache keeps what it had.
+    let resp = server
+        .http
+        .post(server.url("/api/v1/servers/modes/tools/counter/call"))
+        .header("cache-control", "no-cache")
+        .json(&json!({"arguments": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-cache"], "miss");
+    let bypassed: Value = resp.json().await.unwrap();
+    assert_eq!(text_of(&bypassed), "2");
+    let (_, still) = call(&server, "modes", "counter", json!({})).await;
+    assert_eq!(
+        (still["cached"].clone(), text_of(&still)),
+        (json!(true), "1")
+    );
+
+    // refresh: a fresh call whose result replaces the entry.
+    let (_, refreshed) = call_raw(
+        &server,
+        "/api/v1/servers/modes/tools/counter/call?cache=refresh",
+        json!({"arguments": {}}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (refreshed["cached"].clone(), text_of(&refreshed)),
+        (json!(false), "3")
+    );
+    let (_, after) = call(&server, "modes", "counter", json!({})).await;
+    assert_eq!(
+        (after["cached"].clone(), text_of(&after)),
+        (json!(true), "3")
+    );
+    let (status, bad) = call_raw(
+        &server,
+        "/api/v1/servers/modes/tools/counter/call?cache=sometimes",
+        "{}".into(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stats_are_exact_after_a_scripted_sequence() {
+    let db = TestDb::new();
+    let server = with_upstream(settings(&db), stdio("counted")).await;
+    call(&server, "counted", "echo", json!({"text": "a"})).await; // miss
+    call(&server, "counted", "echo", json!({"text": "a"})).await; // hit
+    call(&server, "counted", "echo", json!({"text": "b"})).await; // miss
+    call(&server, "counted", "add", json!({"a": 1, "b": 1})).await; // miss
+    call(&server, "counted", "counter", json!({})).await; // not cacheable: no lookup
+    let resp = server
+        .http
+        .delete(server.url("/api/v1/cache/servers/counted/tools/echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await.unwrap()["invalidated"], 2);
+    let s = stats(&server).await;
+    assert_eq!(
+        (
+            s["hits"].as_u64(),
+            s["misses"].as_u64(),
+            s["insertions"].as_u64(),
+            s["invalidations"].as_u64(),
+            s["entries"].as_u64(),
+            s["evictions"].as_u64(),
+            s["expirations"].as_u64()
+        ),
+        (
+            Some(1),
+            Some(3),
+            Some(3),
+            Some(2),
+            Some(1),
+            Some(0),
+            Some(0)
+        ),
+        "{s}"
+    );
+    assert_eq!(s["hit_rate"], 0.25);
+    assert!(s["bytes"].as_u64().unwrap() > 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_count_bound_evicts_the_least_recently_used() {
+    let db = TestDb::new();
+    let mut settings = settings(&db);
+    settings.cache.limits.max_entries = 2;
+    let server = with_upstream(settings, stdio("small")).await;
+    for text in ["a", "b", "c"] {
+        call(&server, "small", "echo", json!({ "text": text })).await;
+    }
+    let s = stats(&server).await;
+    assert_eq!(
+        (s["entries"].as_u64(), s["evictions"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let (_, a) = call(&server, "small", "echo", json!({"text": "a"})).await;
+    assert_eq!(a["cached"], false, "a was the least recently used");
+    let (_, c) = call(&server, "small", "echo", json!({"text": "c"})).await;
+    assert_eq!(c["cached"], true);
+    server.stop().await;
+}
+
+/// Primes the cache with one echo result, then checks that `trigger` empties it: an
+/// invalidation event names the server and the reason, and the next call misses.
+async fn assert_invalidates(server: &mut TestServer, name: &str, reason: &str, reconnects: bool) {
+    if reconnects {
+        server.events.status(name, "healthy", WAIT).await;
+    }
+    let event = server
+        .events
+        .seen_or_wait(WAIT, &format!("cache_invalidated ({reason})"), |e| {
+            e.kind == omni_bridge::events::EventType::CacheInvalidated && e.data["reason"] == reason
+        })
+        .await;
+    assert_eq!(event.data["server"], name, "{}", event.data);
+    assert_eq!(event.data["entries"], 1, "{}", event.data);
+    let (status, body) = call(server, name, "echo", json!({"text": "primed"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["cached"], false, "{reason} left a stale entry");
+}
+
+async fn prime(server: &TestServer, name: &str) {
+    call(server, name, "echo", json!({"text": "primed"})).await;
+    let (_, body) = call(server, name, "echo", json!({"text": "primed"})).await;
+    assert_eq!(body["cached"], true);
+}
+
+#[tokio::test]
+async fn every_automatic_invalidation_path() {
+    let db = TestDb::new();
+    let mut server = with_upstream(settings(&db), stdio("auto")).await;
+
+    prime(&server, "auto").await;
+    let resp = server
+        .http
+        .post(server.url("/api/v1/servers/auto/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_invalidates(&mut server, "auto", "reloading", true).await;
+
+    prime(&server, "auto").await;
+    call(&server, "auto", "toggle_extra", json!({})).await;
+    assert_invalidates(&mut server, "auto", "tools_changed", false).await;
+
+    prime(&server, "auto").await;
+    call(&server, "auto", "crash", json!({})).await;
+    assert_invalidates(&mut server, "auto", "restarted", true).await;
+
+    prime(&server, "auto").await;
+    let mut changed = stdio("auto");
+    changed["timeout"] = json!("6s");
+    let resp = server
+        .http
+        .put(server.url("/api/v1/servers/auto"))
+        .json(&changed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_invalidates(&mut server, "auto", "reconfigured", true).await;
+
+    prime(&server, "auto").await;
+    let resp = server
+        .http
+        .delete(server.url("/api/v1/servers/auto"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let event = server
+        .events
+        .wait_for(WAIT, "cache_invalidated (removed)", |e| {
+            e.kind == omni_bridge::events::EventType::CacheInvalidated
+                && e.data["reason"] == "removed"
+        })
+        .await;
+    assert_eq!(event.data["entries"], 1);
+    assert_eq!(stats(&server).await["entries"], 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admin_invalidation_by_tool_server_and_all() {
+    let db = TestDb::new();
+    let server = with_upstream(settings(&db), stdio("adm")).await;
+    let fill = || async {
+        call(&server, "adm", "echo", json!({"text": "x"})).await;
+        call(&server, "adm", "add", json!({"a": 1, "b": 2})).await;
+    };
+    fill().await;
+    let delete = |path: &'static str| {
+        let url = server.url(path);
+        let http = server.http.clone();
+        async move {
+            let resp = http.delete(url).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            resp.json::<Value>().await.unwrap()["invalidated"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    assert_eq!(delete("/api/v1/cache/servers/adm/tools/echo").await, 1);
+    let (_, add) = call(&server, "adm", "add", json!({"a": 1, "b": 2})).await;
+    assert_eq!(add["cached"], true, "other tools keep their entries");
+    assert_eq!(delete("/api/v1/cache/servers/adm").await, 1);
+    fill().await;
+    assert_eq!(delete("/api/v1/cache").await, 2);
+    assert_eq!(stats(&server).await["entries"], 0);
+    let resp = server
+        .http
+        .delete(server.url("/api/v1/cache/servers/Bad_Name"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_error_status_of_the_call_endpoint() {
+    let db = TestDb::new();
+    let mut settings = settings(&db);
+    settings.body_limit = 64 * 1024;
+    let mut body = stdio("errs");
+    body["timeout"] = json!("300ms");
+    let mut server = with_upstream(settings, body).await;
+
+    let (status, body) = call(&server, "nobody", "echo", json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("server-not-found"))
+    );
+    let (status, body) = call(&server, "errs", "nothing", json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("tool-not-found"))
+    );
+
+    // Arguments are checked against the tool's inputSchema before any upstream call.
+    let (status, body) = call(&server, "errs", "echo", json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "invalid-arguments");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("text"),
+        "{body}"
+    );
+    let (status, body) = call(&server, "errs", "add", json!({"a": 1, "b": "two"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["field"], "arguments.b", "{body}");
+    let (status, _) = call_raw(&server, "/api/v1/servers/errs/tools/echo/call", "{".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let big = "x".repeat(100 * 1024);
+    let (status, body) = call(&server, "errs", "echo", json!({ "text": big })).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+
+    let (status, body) = call(&server, "errs", "sleep", json!({"ms": 5000})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, Some("upstream-timeout"))
+    );
+
+    let (status, body) = call(&server, "errs", "fail", json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_GATEWAY, Some("upstream-error"))
+    );
+
+    // Three more failures open the circuit (five in a row with the two above).
+    for _ in 0..3 {
+        call(&server, "errs", "fail", json!({})).await;
+    }
+    server.events.health("errs", "circuit_opened", WAIT).await;
+    let resp = server
+        .http
+        .post(server.url("/api/v1/servers/errs/tools/echo/call"))
+        .json(&json!({"arguments": {"text": "x"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "circuit-open"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_call_is_audited() {
+    let db = TestDb::new();
+    let server = with_upstream(settings(&db), stdio("audited")).await;
+    call(&server, "audited", "echo", json!({"text": "a"})).await;
+    call(&server, "audited", "echo", json!({"text": "a"})).await;
+    call(&server, "audited", "tool_error", json!({})).await;
+    call(&server, "audited", "nothing", json!({})).await;
+    // Rows are written in batches off the request path; wait until all four are there.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let rows = loop {
+        let page: Value = server
+            .http
+            .get(server.url("/api/v1/invocations?server=audited"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rows = page["invocations"].as_array().unwrap().clone();
+        if rows.len() == 4 {
+            break rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "audit rows so far: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let summary: Vec<(String, bool, String, i64)> = rows
+        .iter()
+        .rev()
+        .map(|r| {
+            (
+                r["tool"].as_str().unwrap().to_owned(),
+                r["cached"].as_bool().unwrap(),
+                r["outcome"].as_str().unwrap().to_owned(),
+                r["status"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("echo".to_owned(), false, "ok".to_owned(), 200),
+            ("echo".to_owned(), true, "ok".to_owned(), 200),
+            ("tool_error".to_owned(), false, "tool_error".to_owned(), 200),
+            (
+                "nothing".to_owned(),
+                false,
+                "tool-not-found".to_owned(),
+                404
+            ),
+        ]
+    );
+    assert_eq!(rows[3]["arguments_hash"], rows[2]["arguments_hash"]);
+    assert_eq!(rows[3]["arguments_hash"].as_str().unwrap().len(), 64);
+    server.stop().await;
+}
