@@ -682,3 +682,52 @@ async fn a_hanging_upstream_fails_its_probes_opens_the_circuit_and_recovers() {
     assert_eq!(status, StatusCode::OK);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn configured_headers_reach_http_and_sse_upstreams() {
+    let mcp = TestMcp::start_http_with(
+        "127.0.0.1:0",
+        "guarded",
+        &["--require-header", "Authorization:Bearer s3cret"],
+    );
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    for (name, transport, url) in [
+        ("guarded-http", "streamable_http", mcp.mcp_url()),
+        ("guarded-sse", "sse", mcp.sse_url()),
+    ] {
+        let body = json!({"name": name, "transport": transport, "url": url,
+                          "headers": {"Authorization": "Bearer s3cret"}, "probe_interval": "1h"});
+        register(&server, &body).await;
+        server.events.status(name, "healthy", WAIT).await;
+        let (status, _) = call(&server, name, "echo", json!({"text": "in"})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Without the header the upstream refuses the handshake: retried, never healthy.
+    let body = json!({"name": "unguarded", "transport": "streamable_http", "url": mcp.mcp_url()});
+    register(&server, &body).await;
+    let exited = server.events.health("unguarded", "exited", WAIT).await;
+    assert!(
+        exited["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("handshake"),
+        "{exited}"
+    );
+    server
+        .events
+        .health("unguarded", "restart_scheduled", WAIT)
+        .await;
+    // The secret never shows in what the API answers.
+    let list = server
+        .http
+        .get(server.url("/api/v1/servers"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!list.contains("s3cret"));
+    server.stop().await;
+}

@@ -272,9 +272,15 @@ impl TestMcp {
     /// Starts it on `addr` (port 0 for any free port), calling itself `name` in its
     /// handshake, and waits until it listens.
     pub fn start_http(addr: &str, name: &str) -> Self {
+        Self::start_http_with(addr, name, &[])
+    }
+
+    /// As [`Self::start_http`], with more arguments (e.g. `--require-header`).
+    pub fn start_http_with(addr: &str, name: &str, extra: &[&str]) -> Self {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(Self::BIN)
             .args(["--http", addr, "--name", name])
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()

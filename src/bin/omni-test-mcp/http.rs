@@ -22,7 +22,7 @@ use crate::tools::{Shared, TestServer};
 type Body = BoxBody<Bytes, Infallible>;
 type Sessions = Arc<Mutex<HashMap<String, mpsc::Sender<ClientJsonRpcMessage>>>>;
 
-pub async fn serve(addr: &str, shared: Arc<Shared>) {
+pub async fn serve(addr: &str, shared: Arc<Shared>, required_header: Option<(String, String)>) {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .unwrap_or_else(|e| panic!("cannot bind {addr}: {e}"));
@@ -43,10 +43,21 @@ pub async fn serve(addr: &str, shared: Arc<Shared>) {
             continue;
         };
         let (mcp, shared, sessions) = (mcp.clone(), shared.clone(), sessions.clone());
+        let required = required_header.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let (mcp, shared, sessions) = (mcp.clone(), shared.clone(), sessions.clone());
+                let required = required.clone();
                 async move {
+                    if let Some((name, value)) = &required {
+                        let given = req
+                            .headers()
+                            .get(name.as_str())
+                            .and_then(|v| v.to_str().ok());
+                        if given != Some(value.as_str()) {
+                            return Ok(plain(StatusCode::UNAUTHORIZED, "missing credentials"));
+                        }
+                    }
                     let path = req.uri().path().to_owned();
                     let response = match (req.method(), path.as_str()) {
                         (_, "/mcp") => mcp.handle(req).await,

@@ -17,6 +17,7 @@ use rmcp::ServiceExt;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut http_addr = None;
+    let mut required_header = None;
     let mut name = "omni-test-mcp".to_owned();
     let mut i = 0;
     while i < args.len() {
@@ -31,8 +32,18 @@ fn main() {
                 }
                 i += 1;
             }
+            "--require-header" => {
+                // NAME:VALUE that every HTTP request must carry, else 401.
+                required_header = args.get(i + 1).and_then(|h| {
+                    h.split_once(':')
+                        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                });
+                i += 1;
+            }
             "--help" | "-h" => {
-                println!("usage: omni-test-mcp [--http ADDR:PORT] [--name NAME]");
+                println!(
+                    "usage: omni-test-mcp [--http ADDR:PORT] [--name NAME] [--require-header NAME:VALUE]"
+                );
                 return;
             }
             other => {
@@ -50,7 +61,7 @@ fn main() {
     let shared = Arc::new(tools::Shared::new(name));
     runtime.block_on(async move {
         match http_addr {
-            Some(addr) => http::serve(&addr, shared).await,
+            Some(addr) => http::serve(&addr, shared, required_header).await,
             None => {
                 eprintln!("omni-test-mcp: serving stdio");
                 let server = tools::TestServer::new(shared);

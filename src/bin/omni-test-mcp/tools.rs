@@ -190,13 +190,26 @@ impl ServerHandler for TestServer {
         self.shared.peers.lock().unwrap().push(context.peer.clone());
     }
 
+    /// Pages of four tools, so that clients must follow `nextCursor`.
     async fn list_tools(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        const PAGE: usize = 4;
+        let all = catalogue(self.shared.extra.load(Ordering::SeqCst));
+        let start = match request.and_then(|r| r.cursor) {
+            Some(cursor) => cursor
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n < all.len())
+                .ok_or_else(|| ErrorData::invalid_params("bad cursor", None))?,
+            None => 0,
+        };
+        let end = (start + PAGE).min(all.len());
         Ok(ListToolsResult {
-            tools: catalogue(self.shared.extra.load(Ordering::SeqCst)),
+            tools: all[start..end].to_vec(),
+            next_cursor: (end < all.len()).then(|| end.to_string()),
             ..Default::default()
         })
     }
