@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::cache::CacheLimits;
 use crate::cli::ServeArgs;
 use crate::duration;
+use crate::live::LiveSettings;
 use crate::registry::{ServerInput, ServerSpec};
 use crate::store::{DatabaseUrl, StoreOptions};
 use crate::upstream::UpstreamSettings;
@@ -39,6 +40,7 @@ pub struct Settings {
     /// This process's name in shared history (host and process id by default).
     pub instance: String,
     pub cache: CacheSettings,
+    pub live: LiveSettings,
 }
 
 /// The result cache's bounds and timers.
@@ -85,6 +87,7 @@ impl Settings {
             upstreams: UpstreamSettings::default(),
             instance: default_instance(),
             cache: CacheSettings::default(),
+            live: LiveSettings::default(),
         }
     }
 }
@@ -131,6 +134,10 @@ struct FileConfig {
     cache_max_entry_bytes: Option<u64>,
     cache_ttl: Option<String>,
     cache_sweep_interval: Option<String>,
+    live_metrics_interval: Option<String>,
+    live_ping_interval: Option<String>,
+    live_ping_timeout: Option<String>,
+    live_queue: Option<u64>,
     #[serde(default)]
     servers: Vec<ServerInput>,
 }
@@ -162,6 +169,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
     };
     let upstreams = upstream_settings(&file)?;
     let cache = cache_settings(&file)?;
+    let live = live_settings(&file)?;
     let data_dir = args
         .data_dir
         .clone()
@@ -233,7 +241,45 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
         upstreams,
         instance: file.instance.unwrap_or_else(default_instance),
         cache,
+        live,
     })
+}
+
+fn live_settings(file: &FileConfig) -> Result<LiveSettings, ConfigError> {
+    let mut out = LiveSettings::default();
+    let day = Duration::from_secs(86_400);
+    let ms = Duration::from_millis(10);
+    for (key, text, slot) in [
+        (
+            "live_metrics_interval",
+            &file.live_metrics_interval,
+            &mut out.metrics_interval,
+        ),
+        (
+            "live_ping_interval",
+            &file.live_ping_interval,
+            &mut out.ping_interval,
+        ),
+        (
+            "live_ping_timeout",
+            &file.live_ping_timeout,
+            &mut out.ping_timeout,
+        ),
+    ] {
+        if let Some(text) = text {
+            *slot = duration::parse_within(text, ms, day).map_err(|m| ConfigError::new(key, m))?;
+        }
+    }
+    if let Some(n) = file.live_queue {
+        if n == 0 || n > 1_000_000 {
+            return Err(ConfigError::new(
+                "live_queue",
+                "must be between 1 and 1000000",
+            ));
+        }
+        out.queue = n as usize;
+    }
+    Ok(out)
 }
 
 fn cache_settings(file: &FileConfig) -> Result<CacheSettings, ConfigError> {

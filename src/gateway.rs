@@ -50,6 +50,7 @@ struct Inner {
     cache: Addr<CacheActor>,
     default_ttl: Duration,
     audit: AuditLog,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Calls in flight by cache key, so identical concurrent misses share one call.
     flights: Mutex<HashMap<CacheKey, Flight>>,
     /// Compiled argument schemas, by server and tool; the schema's `Arc` tells a stale one.
@@ -68,6 +69,7 @@ impl Gateway {
         cache: Addr<CacheActor>,
         default_ttl: Duration,
         audit: AuditLog,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -76,6 +78,7 @@ impl Gateway {
                 cache,
                 default_ttl,
                 audit,
+                metrics,
                 flights: Mutex::default(),
                 validators: Mutex::default(),
             }),
@@ -115,6 +118,12 @@ impl Gateway {
                 (e.status_code().as_u16(), e.code().to_owned(), false)
             }
         };
+        self.inner.metrics.record_call(
+            server.as_str(),
+            tool,
+            &label,
+            started.elapsed().as_secs_f64(),
+        );
         self.inner.audit.record(NewInvocation {
             server: server.to_string(),
             tool: tool.to_owned(),

@@ -11,6 +11,8 @@ pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod http;
+pub mod live;
+pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod store;

@@ -11,6 +11,8 @@ use crate::cache::CacheActor;
 use crate::config::Settings;
 use crate::gateway::Gateway;
 use crate::http::{self, AppState};
+use crate::live::EventHub;
+use crate::metrics::Metrics;
 use crate::store::{DatabaseUrl, Store, StoreError, migrate};
 use crate::upstream::supervisor::Reconcile;
 use crate::upstream::{StatusBoard, UpstreamSupervisor, history};
@@ -81,17 +83,29 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.cache.sweep_interval,
     )
     .start();
+    let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::new(
         board.clone(),
         supervisor.clone(),
-        cache,
+        cache.clone(),
         settings.cache.default_ttl,
         AuditLog::start(store.clone()),
+        metrics.clone(),
     );
+    let hub = EventHub::new(
+        bus.clone(),
+        board.clone(),
+        metrics.clone(),
+        cache,
+        settings.live.metrics_interval,
+    )
+    .start();
 
     let settings = Arc::new(settings);
     let state = web::Data::new(AppState {
         gateway,
+        hub,
+        metrics: metrics.clone(),
         store: store.clone(),
         settings: settings.clone(),
         supervisor,
@@ -100,8 +114,19 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     });
     let body_limit = settings.body_limit;
     let server = HttpServer::new(move || {
+        let counted = metrics.clone();
         App::new()
             .app_data(state.clone())
+            .wrap_fn(move |req, srv| {
+                use actix_web::dev::Service;
+                let metrics = counted.clone();
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    metrics.record_request(res.status().is_server_error());
+                    Ok(res)
+                }
+            })
             .wrap(middleware::Logger::new("%a \"%r\" %s %Dms").log_target("omni_bridge::access"))
             .configure(|cfg| http::configure(cfg, body_limit))
     })

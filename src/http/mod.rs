@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod health;
 pub mod invocations;
+pub mod live;
 pub mod servers;
 pub mod tools;
 pub mod upstreams;
@@ -26,6 +27,8 @@ use crate::upstream::{StatusBoard, UpstreamSupervisor};
 /// What every handler can reach (it lives in `web::Data`).
 pub struct AppState {
     pub gateway: Gateway,
+    pub hub: Addr<crate::live::EventHub>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub store: Store,
     pub settings: Arc<Settings>,
     pub supervisor: Addr<UpstreamSupervisor>,
@@ -57,6 +60,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     )
     .service(health::healthz)
     .service(health::readyz)
+    .service(live::dashboard)
+    .service(live::websocket)
+    .service(live::prometheus)
     .service(
         web::scope("/api/v1")
             .service(servers::list)

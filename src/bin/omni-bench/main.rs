@@ -1,0 +1,394 @@
+//! omni-bench: a reproducible load run against a real gateway. It starts the test MCP
+//! server and the gateway (release builds from the same target directory), then measures
+//! from the client side, with HDR histograms:
+//!
+//! - time from process start to `/readyz` answering 200, and idle resident memory;
+//! - cached tool calls over HTTP at concurrency 1 and 64;
+//! - uncached calls (cache bypassed) through the gateway against the same upstream called
+//!   directly by an MCP client, for a Streamable HTTP and a stdio upstream.
+//!
+//! Usage: `cargo run --release --bin omni-bench -- [--seconds 5] [--out BENCHMARKS.md]`
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{Peer, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Measured {
+    rps: f64,
+    p50_us: u64,
+    p99_us: u64,
+    errors: u64,
+}
+
+/// Runs `concurrency` loops of `op` for `duration`; latency per operation in microseconds.
+async fn load<F, Fut>(concurrency: usize, duration: Duration, op: F) -> Measured
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut errors = 0;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                if !op().await {
+                    errors += 1;
+                }
+                hist.saturating_record(t.elapsed().as_micros() as u64);
+            }
+            (hist, errors)
+        }));
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut errors = 0;
+    for task in tasks {
+        let (hist, e) = task.await.unwrap();
+        all.add(hist).unwrap();
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Measured {
+        rps: all.len() as f64 / elapsed,
+        p50_us: all.value_at_quantile(0.5),
+        p99_us: all.value_at_quantile(0.99),
+        errors,
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn start_test_mcp(bin: &Path) -> (Killed, String) {
+    let mut child = Command::new(bin)
+        .args(["--http", "127.0.0.1:0", "--name", "bench"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("omni-test-mcp starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("LISTENING ")
+        .expect("LISTENING line")
+        .to_owned();
+    (Killed(child), addr)
+}
+
+/// Starts the gateway; returns it, its address, and the time to a 200 from `/readyz`.
+async fn start_gateway(bin: &Path, config: &Path, data: &Path) -> (Killed, String, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .args(["--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env("OMNI_LOG", "warn,omni_bridge::server=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("omni-bridge starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("gateway address");
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(resp) = http.get(format!("http://{addr}/readyz")).send().await
+            && resp.status() == 200
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    (Killed(child), addr, started.elapsed())
+}
+
+async fn wait_healthy(http: &reqwest::Client, base: &str, names: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for name in names {
+        loop {
+            let got: Value = http
+                .get(format!("{base}/api/v1/servers/{name}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if got["status"] == "healthy" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never became healthy: {got}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn gateway_call(
+    http: reqwest::Client,
+    url: String,
+    bypass: bool,
+) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Clone + Send + 'static {
+    let body = Arc::new(json!({"arguments": {"text": "bench"}}).to_string());
+    move || {
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        Box::pin(async move {
+            let mut req = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body((*body).clone());
+            if bypass {
+                req = req.header("cache-control", "no-cache");
+            }
+            match req.send().await {
+                Ok(resp) => resp.status().is_success() && resp.bytes().await.is_ok(),
+                Err(_) => false,
+            }
+        })
+    }
+}
+
+fn direct_call(
+    peer: Peer<RoleClient>,
+) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Clone + Send + 'static {
+    move || {
+        let peer = peer.clone();
+        Box::pin(async move {
+            let args = json!({"text": "bench"}).as_object().cloned().unwrap();
+            peer.call_tool(CallToolRequestParams::new("echo").with_arguments(args))
+                .await
+                .is_ok()
+        })
+    }
+}
+
+fn row(label: &str, c: usize, m: Measured) -> String {
+    format!(
+        "| {label} | {c} | {:.0} | {} | {} | {} |",
+        m.rps, m.p50_us, m.p99_us, m.errors
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seconds: u64 = args
+        .iter()
+        .position(|a| a == "--seconds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let out: Option<PathBuf> = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
+    omni_bridge::tls::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = runtime.block_on(run(Duration::from_secs(seconds)));
+    println!("{report}");
+    if let Some(path) = out {
+        std::fs::write(&path, report).expect("report written");
+        eprintln!("wrote {}", path.display());
+    }
+}
+
+async fn run(duration: Duration) -> String {
+    let bin_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let gateway_bin = bin_dir.join("omni-bridge");
+    let mcp_bin = bin_dir.join("omni-test-mcp");
+    let work = std::env::temp_dir().join(format!("omni-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+
+    let (_mcp, mcp_addr) = start_test_mcp(&mcp_bin);
+    let config = work.join("omni.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[servers]]\nname = \"http-echo\"\ntransport = \"streamable_http\"\n\
+             url = \"http://{mcp_addr}/mcp\"\nprobe_interval = \"1h\"\n\n\
+             [[servers]]\nname = \"stdio-echo\"\ntransport = \"stdio\"\n\
+             command = \"{}\"\nprobe_interval = \"1h\"\n",
+            mcp_bin.display()
+        ),
+    )
+    .unwrap();
+    let (gateway, addr, ready) = start_gateway(&gateway_bin, &config, &work).await;
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .build()
+        .unwrap();
+    wait_healthy(&http, &base, &["http-echo", "stdio-echo"]).await;
+    let idle_rss = rss_kib(gateway.0.id());
+
+    let mut lines = vec![
+        "| scenario | concurrency | requests/s | p50 µs | p99 µs | errors |".to_owned(),
+        "| --- | --- | --- | --- | --- | --- |".to_owned(),
+    ];
+    let mut cached = Vec::new();
+    let url = |server: &str| format!("{base}/api/v1/servers/{server}/tools/echo/call");
+    gateway_call(http.clone(), url("http-echo"), false)().await; // prime the cache
+    for c in [1, 64] {
+        let m = load(
+            c,
+            duration,
+            gateway_call(http.clone(), url("http-echo"), false),
+        )
+        .await;
+        lines.push(row("cached call, HTTP API", c, m));
+        cached.push((c, m));
+    }
+
+    // The same upstreams, reached directly by an MCP client.
+    let http_peer = ()
+        .serve(StreamableHttpClientTransport::from_uri(format!(
+            "http://{mcp_addr}/mcp"
+        )))
+        .await
+        .expect("direct HTTP session");
+    let stdio_peer =
+        ().serve(TokioChildProcess::new(tokio::process::Command::new(&mcp_bin)).unwrap())
+            .await
+            .expect("direct stdio session");
+    let mut comparisons = Vec::new();
+    for (server, peer) in [
+        ("http-echo", http_peer.peer().clone()),
+        ("stdio-echo", stdio_peer.peer().clone()),
+    ] {
+        for c in [1, 64] {
+            let direct = load(c, duration, direct_call(peer.clone())).await;
+            let through = load(c, duration, gateway_call(http.clone(), url(server), true)).await;
+            lines.push(row(&format!("direct MCP call, {server}"), c, direct));
+            lines.push(row(
+                &format!("uncached call via gateway, {server}"),
+                c,
+                through,
+            ));
+            comparisons.push((server, c, direct, through));
+        }
+    }
+    let busy_rss = rss_kib(gateway.0.id());
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(&work);
+
+    let mut report = String::new();
+    report.push_str("# omni-bridge benchmarks\n\n");
+    report.push_str(&format!(
+        "Produced by `cargo run --release --bin omni-bench -- --seconds {}`: the gateway and \
+         the test MCP server run as separate processes on this machine ({} cores); \
+         latencies are measured by the client, in microseconds. One run; these machines \
+         are shared and noisy.\n\n",
+        duration.as_secs(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    report.push_str(&lines.join("\n"));
+    report.push_str("\n\n## Gateway versus direct (uncached)\n\n");
+    report.push_str("| upstream | concurrency | added p50 µs | p50 ratio | throughput ratio |\n");
+    report.push_str("| --- | --- | --- | --- | --- |\n");
+    for (server, c, direct, through) in &comparisons {
+        report.push_str(&format!(
+            "| {server} | {c} | {} | {:.2} | {:.2} |\n",
+            through.p50_us as i64 - direct.p50_us as i64,
+            through.p50_us as f64 / direct.p50_us.max(1) as f64,
+            through.rps / direct.rps.max(1.0),
+        ));
+    }
+    report.push_str("\n## Process\n\n");
+    report.push_str(&format!(
+        "- start to `/readyz` 200 (SQLite, two upstreams declared): {:.1} ms\n\
+         - resident memory idle (two upstreams connected): {:.1} MiB\n\
+         - resident memory after the load: {:.1} MiB\n",
+        ready.as_secs_f64() * 1000.0,
+        idle_rss as f64 / 1024.0,
+        busy_rss as f64 / 1024.0,
+    ));
+    report.push_str("\n## Against the targets\n\n");
+    if let Some((_, m)) = cached.iter().find(|(c, _)| *c == 64) {
+        report.push_str(&format!(
+            "- cached call at concurrency 64: {:.0} requests/s (target 30,000): {}; p99 {} µs (target < 2,000): {}\n",
+            m.rps,
+            if m.rps >= 30_000.0 { "met" } else { "missed" },
+            m.p99_us,
+            if m.p99_us < 2_000 { "met" } else { "missed" },
+        ));
+    }
+    for (server, c, direct, through) in &comparisons {
+        let added = through.p50_us as i64 - direct.p50_us as i64;
+        let ratio = through.p50_us as f64 / direct.p50_us.max(1) as f64;
+        let tput = through.rps / direct.rps.max(1.0);
+        report.push_str(&format!(
+            "- uncached, {server}, concurrency {c}: p50 ratio {ratio:.2} or +{added} µs (target ≤ 1.15 or ≤ 150 µs): {}; throughput ratio {tput:.2} (target ≥ 0.85): {}\n",
+            if ratio <= 1.15 || added <= 150 { "met" } else { "missed" },
+            if tput >= 0.85 { "met" } else { "missed" },
+        ));
+    }
+    report.push_str(&format!(
+        "- start to ready: {:.1} ms (target < 300 ms): {}\n- idle memory: {:.1} MiB (target < 30 MiB): {}\n",
+        ready.as_secs_f64() * 1000.0,
+        if ready < Duration::from_millis(300) { "met" } else { "missed" },
+        idle_rss as f64 / 1024.0,
+        if idle_rss < 30 * 1024 { "met" } else { "missed" },
+    ));
+    report
+}

@@ -1,0 +1,252 @@
+//! EventHub: holds every live session's queue and subscription, fans each event out, and
+//! emits `system_metrics` on a timer. An event is serialized once; each session gets a
+//! shared copy through a bounded queue. A session whose queue is full is too slow: it is
+//! dropped, never waited for, so one slow client cannot delay the others or grow memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::filter::Filter;
+use super::session::{CloseWith, Outgoing, SessionActor};
+use crate::cache::CacheActor;
+use crate::cache::actor::GetStats;
+use crate::cache::store::CacheStats;
+use crate::events::{Event, EventBus, EventType};
+use crate::metrics::{self, Metrics};
+use crate::upstream::StatusBoard;
+
+/// A new session: it gets `initial_status` first, then the events it subscribes to.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    pub id: u64,
+    pub queue: mpsc::Sender<Outgoing>,
+    pub session: Addr<SessionActor>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub id: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetFilter {
+    pub id: u64,
+    pub filter: Filter,
+}
+
+/// How many sessions are registered (for tests and metrics).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountSessions;
+
+struct Member {
+    queue: mpsc::Sender<Outgoing>,
+    session: Addr<SessionActor>,
+    filter: Filter,
+}
+
+pub struct EventHub {
+    members: HashMap<u64, Member>,
+    bus: EventBus,
+    board: StatusBoard,
+    metrics: Arc<Metrics>,
+    cache: Addr<CacheActor>,
+    cache_stats: Option<CacheStats>,
+    metrics_interval: Duration,
+    last_tick: (Instant, u64),
+    latest_metrics: Value,
+}
+
+impl EventHub {
+    pub fn new(
+        bus: EventBus,
+        board: StatusBoard,
+        metrics: Arc<Metrics>,
+        cache: Addr<CacheActor>,
+        metrics_interval: Duration,
+    ) -> Self {
+        Self {
+            members: HashMap::new(),
+            bus,
+            board,
+            metrics,
+            cache,
+            cache_stats: None,
+            metrics_interval,
+            last_tick: (Instant::now(), 0),
+            latest_metrics: json!({}),
+        }
+    }
+
+    fn message(kind: &str, data: Value) -> Arc<str> {
+        json!({"type": kind, "timestamp": chrono::Utc::now(), "data": data})
+            .to_string()
+            .into()
+    }
+
+    fn initial_status(&self) -> Arc<str> {
+        let servers: Vec<Value> = self
+            .board
+            .all()
+            .into_iter()
+            .map(|(name, snapshot)| {
+                let mut view = snapshot.to_json();
+                view["name"] = json!(name);
+                if let Some(spec) = &snapshot.spec {
+                    view["transport"] = json!(spec.transport.kind());
+                    view["enabled"] = json!(spec.enabled);
+                }
+                view
+            })
+            .collect();
+        Self::message(
+            "initial_status",
+            json!({"servers": servers, "cache": self.cache_stats, "metrics": self.latest_metrics}),
+        )
+    }
+
+    /// Offers `text` to one member; answers whether the member stays.
+    fn offer(metrics: &Metrics, member: &Member, text: &Arc<str>) -> bool {
+        match member.queue.try_send(Outgoing::Text(text.clone())) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                metrics.ws_dropped_slow.inc();
+                member.session.do_send(CloseWith::slow_consumer());
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn fan_out(&mut self, event: &Event) {
+        let text: Arc<str> = serde_json::to_string(event)
+            .unwrap_or_else(|_| "{}".into())
+            .into();
+        let metrics = &self.metrics;
+        self.members.retain(|_, member| {
+            !member.filter.accepts(event) || Self::offer(metrics, member, &text)
+        });
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let requests = self.metrics.requests_total();
+        let (then, before) = self.last_tick;
+        let per_second =
+            (requests - before) as f64 / now.duration_since(then).as_secs_f64().max(1e-3);
+        self.last_tick = (now, requests);
+        let (total, healthy) = metrics::upstream_counts(&self.board);
+        self.latest_metrics = json!({
+            "upstreams_total": total,
+            "upstreams_healthy": healthy,
+            "requests_total": requests,
+            "requests_per_second": per_second,
+            "errors_total": self.metrics.errors_total(),
+            "cache_hit_rate": self.cache_stats.as_ref().map_or(0.0, |s| s.hit_rate),
+            "cache_entries": self.cache_stats.as_ref().map_or(0, |s| s.entries),
+            "live_sessions": self.members.len(),
+            "memory_bytes": metrics::resident_bytes(),
+        });
+        self.bus.publish(Event::new(
+            EventType::SystemMetrics,
+            None,
+            self.latest_metrics.clone(),
+        ));
+        // Fresh cache numbers for the next tick and for new sessions.
+        ctx.spawn(
+            self.cache
+                .send(GetStats)
+                .into_actor(self)
+                .map(|stats, act, _| {
+                    if let Ok(stats) = stats {
+                        act.cache_stats = Some(stats);
+                    }
+                }),
+        );
+    }
+}
+
+enum BusNote {
+    Event(Arc<Event>),
+    Lagged(u64),
+}
+
+impl Actor for EventHub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let events = futures_util::stream::unfold(self.bus.subscribe(), |mut rx| async move {
+            match rx.recv().await {
+                Ok(event) => Some((BusNote::Event(event), rx)),
+                Err(RecvError::Lagged(n)) => Some((BusNote::Lagged(n), rx)),
+                Err(RecvError::Closed) => None,
+            }
+        });
+        ctx.add_stream(events);
+        ctx.run_interval(self.metrics_interval, |act, ctx| act.tick(ctx));
+        self.tick(ctx);
+    }
+}
+
+impl StreamHandler<BusNote> for EventHub {
+    fn handle(&mut self, note: BusNote, _ctx: &mut Context<Self>) {
+        match note {
+            BusNote::Event(event) => self.fan_out(&event),
+            BusNote::Lagged(n) => log::warn!("live hub fell {n} events behind the bus"),
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl Handler<Join> for EventHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Join, _ctx: &mut Context<Self>) {
+        let member = Member {
+            queue: msg.queue,
+            session: msg.session,
+            filter: Filter::default(),
+        };
+        // In the same handler as the registration, so no event slips in between.
+        if Self::offer(&self.metrics, &member, &self.initial_status()) {
+            self.members.insert(msg.id, member);
+        }
+    }
+}
+
+impl Handler<Leave> for EventHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _ctx: &mut Context<Self>) {
+        self.members.remove(&msg.id);
+    }
+}
+
+impl Handler<SetFilter> for EventHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetFilter, _ctx: &mut Context<Self>) {
+        if let Some(member) = self.members.get_mut(&msg.id) {
+            member.filter = msg.filter;
+        }
+    }
+}
+
+impl Handler<CountSessions> for EventHub {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountSessions, _ctx: &mut Context<Self>) -> usize {
+        self.members.len()
+    }
+}

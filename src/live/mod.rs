@@ -1,0 +1,43 @@
+//! The live stream: one EventHub fans events out to one SessionActor per WebSocket
+//! connection. See DESIGN.md sections 1 and 3 for the message types.
+
+pub mod filter;
+pub mod hub;
+pub mod session;
+
+use std::time::Duration;
+
+pub use hub::EventHub;
+
+/// Timers and bounds of the live stream.
+#[derive(Clone, Debug)]
+pub struct LiveSettings {
+    /// How often `system_metrics` is sent.
+    pub metrics_interval: Duration,
+    /// How often the server pings each session.
+    pub ping_interval: Duration,
+    /// A session that has not answered (pong, or any valid message) for this long is closed.
+    pub ping_timeout: Duration,
+    /// Messages waiting for one session before it counts as too slow and is dropped.
+    pub queue: usize,
+    /// Largest frame a client may send.
+    pub max_frame: usize,
+    /// Bad messages in a row before a client is closed.
+    pub max_strikes: u32,
+    /// Messages per second a client may send before it counts as flooding.
+    pub max_messages_per_second: u32,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self {
+            metrics_interval: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(45),
+            queue: 256,
+            max_frame: 64 * 1024,
+            max_strikes: 10,
+            max_messages_per_second: 50,
+        }
+    }
+}

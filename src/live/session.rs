@@ -1,0 +1,263 @@
+//! SessionActor: one per WebSocket connection. It reads the client's frames (subscribe,
+//! unsubscribe, pong), pings on a timer and closes a silent client, and deregisters from
+//! the hub in one place: when it stops. Writing is done by a separate task that owns the
+//! socket and drains a bounded queue, so a blocked socket never blocks the actor or the hub.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use actix::prelude::*;
+use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use super::LiveSettings;
+use super::filter::parse_client_message;
+use super::hub::{EventHub, Join, Leave, SetFilter};
+use crate::metrics::Metrics;
+
+/// What the writer task sends on the socket.
+#[derive(Debug)]
+pub enum Outgoing {
+    Text(Arc<str>),
+    Pong(Bytes),
+}
+
+/// Close the session with this code and reason.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct CloseWith(pub CloseReason);
+
+impl CloseWith {
+    pub fn slow_consumer() -> Self {
+        Self(CloseReason {
+            code: CloseCode::Again,
+            description: Some("slow consumer: too many messages waiting".into()),
+        })
+    }
+
+    fn new(code: CloseCode, description: &str) -> Self {
+        Self(CloseReason {
+            code,
+            description: Some(description.into()),
+        })
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub struct SessionActor {
+    id: u64,
+    hub: Addr<EventHub>,
+    queue: mpsc::Sender<Outgoing>,
+    close: Option<oneshot::Sender<CloseReason>>,
+    settings: LiveSettings,
+    metrics: Arc<Metrics>,
+    last_heard: Instant,
+    strikes: u32,
+    window: (Instant, u32),
+}
+
+impl SessionActor {
+    /// Starts the actor and its writer for an upgraded connection.
+    pub fn start(
+        session: actix_ws::Session,
+        stream: actix_ws::MessageStream,
+        hub: Addr<EventHub>,
+        settings: LiveSettings,
+        metrics: Arc<Metrics>,
+    ) -> Addr<Self> {
+        let (queue, rx) = mpsc::channel(settings.queue);
+        let (close_tx, close_rx) = oneshot::channel();
+        actix_rt::spawn(write_loop(session, rx, close_rx));
+        let stream = stream.max_frame_size(settings.max_frame);
+        SessionActor::create(move |ctx| {
+            ctx.add_stream(stream);
+            SessionActor {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                hub,
+                queue,
+                close: Some(close_tx),
+                settings,
+                metrics,
+                last_heard: Instant::now(),
+                strikes: 0,
+                window: (Instant::now(), 0),
+            }
+        })
+    }
+
+    fn send_json(&mut self, value: serde_json::Value, ctx: &mut Context<Self>) {
+        if self
+            .queue
+            .try_send(Outgoing::Text(value.to_string().into()))
+            .is_err()
+        {
+            self.metrics.ws_dropped_slow.inc();
+            self.close_with(CloseWith::slow_consumer(), ctx);
+        }
+    }
+
+    fn error(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
+        self.send_json(
+            json!({"type": "error", "timestamp": chrono::Utc::now(),
+                   "data": {"code": code, "message": message}}),
+            ctx,
+        );
+        self.strikes += 1;
+        if self.strikes >= self.settings.max_strikes {
+            self.metrics.ws_closed_abuse.inc();
+            self.close_with(
+                CloseWith::new(CloseCode::Policy, "too many invalid messages"),
+                ctx,
+            );
+        }
+    }
+
+    fn close_with(&mut self, reason: CloseWith, ctx: &mut Context<Self>) {
+        if let Some(close) = self.close.take() {
+            log::debug!("ws session {} closing: {:?}", self.id, reason.0);
+            let _ = close.send(reason.0);
+        }
+        ctx.stop();
+    }
+
+    /// Counts one client message; answers false when the client floods.
+    fn within_rate(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.window.0).as_secs() >= 1 {
+            self.window = (now, 0);
+        }
+        self.window.1 += 1;
+        self.window.1 <= self.settings.max_messages_per_second
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.metrics.session_opened();
+        self.hub.do_send(Join {
+            id: self.id,
+            queue: self.queue.clone(),
+            session: ctx.address(),
+        });
+        ctx.run_interval(self.settings.ping_interval, |act, ctx| {
+            if act.last_heard.elapsed() > act.settings.ping_timeout {
+                act.close_with(CloseWith::new(CloseCode::Away, "heartbeat timeout"), ctx);
+                return;
+            }
+            act.send_json(
+                json!({"type": "ping", "timestamp": chrono::Utc::now(), "data": {}}),
+                ctx,
+            );
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.hub.do_send(Leave { id: self.id });
+        self.metrics.session_closed();
+        if let Some(close) = self.close.take() {
+            let _ = close.send(CloseReason {
+                code: CloseCode::Normal,
+                description: None,
+            });
+        }
+    }
+}
+
+impl Handler<CloseWith> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseWith, ctx: &mut Context<Self>) {
+        self.close_with(msg, ctx);
+    }
+}
+
+impl StreamHandler<Result<Message, ProtocolError>> for SessionActor {
+    fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut Context<Self>) {
+        let message = match item {
+            Ok(message) => message,
+            Err(ProtocolError::Overflow) => {
+                self.metrics.ws_closed_abuse.inc();
+                return self.close_with(CloseWith::new(CloseCode::Size, "frame too large"), ctx);
+            }
+            Err(e) => {
+                return self.close_with(CloseWith::new(CloseCode::Protocol, &e.to_string()), ctx);
+            }
+        };
+        if !self.within_rate() {
+            self.metrics.ws_closed_abuse.inc();
+            return self.close_with(CloseWith::new(CloseCode::Policy, "too many messages"), ctx);
+        }
+        match message {
+            Message::Text(text) => match parse_client_message(&text) {
+                Ok(filter) => {
+                    self.last_heard = Instant::now();
+                    self.strikes = 0;
+                    if let Some(filter) = filter {
+                        self.hub.do_send(SetFilter {
+                            id: self.id,
+                            filter,
+                        });
+                    }
+                }
+                Err(reason) => self.error("invalid-message", &reason, ctx),
+            },
+            Message::Binary(_) => self.error("invalid-message", "binary frames are not used", ctx),
+            Message::Ping(bytes) => {
+                self.last_heard = Instant::now();
+                let _ = self.queue.try_send(Outgoing::Pong(bytes));
+            }
+            Message::Pong(_) => self.last_heard = Instant::now(),
+            Message::Close(_) => ctx.stop(),
+            Message::Continuation(_) | Message::Nop => {}
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Owns the socket: writes queued messages in order until told to close (or the queue
+/// ends), then sends the close frame. A close request wins even over a blocked write.
+async fn write_loop(
+    mut session: actix_ws::Session,
+    mut rx: mpsc::Receiver<Outgoing>,
+    mut close: oneshot::Receiver<CloseReason>,
+) {
+    let reason = loop {
+        tokio::select! {
+            biased;
+            reason = &mut close => break reason.ok(),
+            next = rx.recv() => {
+                let Some(item) = next else { break None };
+                let sent = tokio::select! {
+                    biased;
+                    reason = &mut close => {
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(1),
+                            session.close(reason.ok()),
+                        )
+                        .await;
+                        return;
+                    }
+                    sent = async {
+                        match item {
+                            Outgoing::Text(text) => session.text(&*text).await,
+                            Outgoing::Pong(bytes) => session.pong(&bytes).await,
+                        }
+                    } => sent,
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), session.close(reason)).await;
+}

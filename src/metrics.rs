@@ -1,0 +1,281 @@
+//! Process metrics: Prometheus families for `/metrics`, and plain counters that the live
+//! dashboard's `system_metrics` reads. Gauges that mirror the status board are set when
+//! `/metrics` is scraped, so nothing has to keep them in step.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::cache::CacheStats;
+use crate::upstream::{StatusBoard, UpstreamStatus};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub server: String,
+    pub tool: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub server: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabels {
+    pub name: String,
+}
+
+type HistogramFamily = Family<CallLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 26 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 19))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub tool_calls: Family<CallLabels, Counter>,
+    pub tool_call_seconds: HistogramFamily,
+    upstream_status: Family<StatusLabels, Gauge>,
+    upstream_circuit_open: Family<ServerLabels, Gauge>,
+    upstream_restarts: Family<ServerLabels, Gauge>,
+    upstream_tools: Family<ServerLabels, Gauge>,
+    cache: Family<NameLabels, Gauge>,
+    pub ws_sessions: Gauge,
+    pub ws_dropped_slow: Counter,
+    pub ws_closed_abuse: Counter,
+    pub http_requests: Counter,
+    pub http_errors: Counter,
+    /// For `system_metrics`: the same numbers without going through the registry.
+    requests_total: AtomicU64,
+    errors_total: AtomicU64,
+    live_sessions: AtomicI64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("omni");
+        let tool_calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "tool_calls",
+            "Tool calls by server, tool and outcome",
+            tool_calls.clone(),
+        );
+        let tool_call_seconds: HistogramFamily =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "tool_call_duration_seconds",
+            "Tool call latency inside the gateway, by server, tool and outcome",
+            tool_call_seconds.clone(),
+        );
+        let upstream_status = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "upstream_status",
+            "1 for the status each upstream is in",
+            upstream_status.clone(),
+        );
+        let upstream_circuit_open = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "upstream_circuit_open",
+            "1 while an upstream's circuit is open or half-open",
+            upstream_circuit_open.clone(),
+        );
+        let upstream_restarts = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "upstream_restarts",
+            "Restarts of each upstream since it was registered",
+            upstream_restarts.clone(),
+        );
+        let upstream_tools = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "upstream_tools",
+            "Tools each upstream offers",
+            upstream_tools.clone(),
+        );
+        let cache = Family::<NameLabels, Gauge>::default();
+        registry.register(
+            "cache",
+            "Result cache counters and sizes (entries, bytes, hits, misses, evictions, expirations, invalidations)",
+            cache.clone(),
+        );
+        let ws_sessions = Gauge::default();
+        registry.register(
+            "ws_sessions",
+            "Live WebSocket sessions",
+            ws_sessions.clone(),
+        );
+        let ws_dropped_slow = Counter::default();
+        registry.register(
+            "ws_dropped_slow_sessions",
+            "WebSocket sessions closed because they could not keep up",
+            ws_dropped_slow.clone(),
+        );
+        let ws_closed_abuse = Counter::default();
+        registry.register(
+            "ws_closed_bad_clients",
+            "WebSocket sessions closed for garbage, floods or oversized frames",
+            ws_closed_abuse.clone(),
+        );
+        let http_requests = Counter::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests served",
+            http_requests.clone(),
+        );
+        let http_errors = Counter::default();
+        registry.register(
+            "http_errors",
+            "HTTP requests answered 5xx",
+            http_errors.clone(),
+        );
+        Self {
+            registry,
+            tool_calls,
+            tool_call_seconds,
+            upstream_status,
+            upstream_circuit_open,
+            upstream_restarts,
+            upstream_tools,
+            cache,
+            ws_sessions,
+            ws_dropped_slow,
+            ws_closed_abuse,
+            http_requests,
+            http_errors,
+            requests_total: AtomicU64::new(0),
+            errors_total: AtomicU64::new(0),
+            live_sessions: AtomicI64::new(0),
+        }
+    }
+
+    pub fn record_request(&self, server_error: bool) {
+        self.http_requests.inc();
+        self.requests_total.fetch_add(1, Ordering::Relaxed);
+        if server_error {
+            self.http_errors.inc();
+            self.errors_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn record_call(&self, server: &str, tool: &str, outcome: &str, seconds: f64) {
+        let labels = CallLabels {
+            server: server.to_owned(),
+            tool: tool.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.tool_calls.get_or_create(&labels).inc();
+        self.tool_call_seconds
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+
+    pub fn session_opened(&self) {
+        self.ws_sessions.inc();
+        self.live_sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn session_closed(&self) {
+        self.ws_sessions.dec();
+        self.live_sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn requests_total(&self) -> u64 {
+        self.requests_total.load(Ordering::Relaxed)
+    }
+
+    pub fn errors_total(&self) -> u64 {
+        self.errors_total.load(Ordering::Relaxed)
+    }
+
+    pub fn live_sessions(&self) -> i64 {
+        self.live_sessions.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition, with board and cache gauges brought up to date.
+    pub fn render(&self, board: &StatusBoard, cache: Option<&CacheStats>) -> String {
+        self.upstream_status.clear();
+        self.upstream_circuit_open.clear();
+        self.upstream_restarts.clear();
+        self.upstream_tools.clear();
+        for (name, snapshot) in board.all() {
+            let server = name.to_string();
+            self.upstream_status
+                .get_or_create(&StatusLabels {
+                    server: server.clone(),
+                    status: snapshot.status.as_str().to_owned(),
+                })
+                .set(1);
+            let labels = ServerLabels { server };
+            let open = snapshot.circuit != crate::upstream::breaker::CircuitState::Closed;
+            self.upstream_circuit_open
+                .get_or_create(&labels)
+                .set(i64::from(open));
+            self.upstream_restarts
+                .get_or_create(&labels)
+                .set(snapshot.restart_count as i64);
+            self.upstream_tools
+                .get_or_create(&labels)
+                .set(snapshot.tools.len() as i64);
+        }
+        if let Some(stats) = cache {
+            for (name, value) in [
+                ("entries", stats.entries as u64),
+                ("bytes", stats.bytes as u64),
+                ("hits", stats.counters.hits),
+                ("misses", stats.counters.misses),
+                ("evictions", stats.counters.evictions),
+                ("expirations", stats.counters.expirations),
+                ("invalidations", stats.counters.invalidations),
+            ] {
+                self.cache
+                    .get_or_create(&NameLabels { name: name.into() })
+                    .set(value as i64);
+            }
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Counts of upstreams: total and healthy (healthy or degraded).
+pub fn upstream_counts(board: &StatusBoard) -> (usize, usize) {
+    let all = board.all();
+    let healthy = all
+        .values()
+        .filter(|s| matches!(s.status, UpstreamStatus::Healthy | UpstreamStatus::Degraded))
+        .count();
+    (all.len(), healthy)
+}
+
+/// Resident memory of this process, in bytes (Linux), for `system_metrics`.
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
