@@ -111,7 +111,7 @@ impl EventHub {
             .collect();
         Self::message(
             "initial_status",
-            json!({"servers": servers, "cache": self.cache_stats, "metrics": self.latest_metrics}),
+            json!({"servers": servers, "cache": self.cache_stats, "metrics": self.current_metrics()}),
         )
     }
 
@@ -136,6 +136,21 @@ impl EventHub {
         self.members.retain(|_, member| {
             !member.filter.accepts(event) || Self::offer(metrics, member, &text)
         });
+    }
+
+    /// The numbers of `system_metrics` as they are now; the request rate is the one of
+    /// the last interval.
+    fn current_metrics(&self) -> Value {
+        let (total, healthy) = metrics::upstream_counts(&self.board);
+        let mut current = self.latest_metrics.clone();
+        current["upstreams_total"] = json!(total);
+        current["upstreams_healthy"] = json!(healthy);
+        current["requests_total"] = json!(self.metrics.requests_total());
+        current["errors_total"] = json!(self.metrics.errors_total());
+        // The joining session counts.
+        current["live_sessions"] = json!(self.members.len() + 1);
+        current["memory_bytes"] = json!(metrics::resident_bytes());
+        current
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -236,9 +251,31 @@ impl Handler<Leave> for EventHub {
 impl Handler<SetFilter> for EventHub {
     type Result = ();
 
+    /// Applies the filter and confirms it, so the client knows from which message on it
+    /// holds.
     fn handle(&mut self, msg: SetFilter, _ctx: &mut Context<Self>) {
-        if let Some(member) = self.members.get_mut(&msg.id) {
-            member.filter = msg.filter;
+        let Some(member) = self.members.get_mut(&msg.id) else {
+            return;
+        };
+        let sorted = |set: &Option<std::collections::HashSet<String>>| {
+            set.as_ref().map(|s| {
+                let mut v: Vec<&String> = s.iter().collect();
+                v.sort();
+                json!(v)
+            })
+        };
+        let types = msg.filter.types.as_ref().map(|t| {
+            let mut v: Vec<&str> = t.iter().map(|t| t.as_str()).collect();
+            v.sort();
+            json!(v)
+        });
+        let confirmation = Self::message(
+            "subscribed",
+            json!({"event_types": types, "servers": sorted(&msg.filter.servers)}),
+        );
+        member.filter = msg.filter;
+        if !Self::offer(&self.metrics, member, &confirmation) {
+            self.members.remove(&msg.id);
         }
     }
 }

@@ -9,6 +9,8 @@
 //!
 //! Usage: `cargo run --release --bin omni-bench -- [--seconds 5] [--out BENCHMARKS.md]`
 
+mod fanout;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -329,6 +331,10 @@ async fn run(duration: Duration) -> String {
         }
     }
     let busy_rss = rss_kib(gateway.0.id());
+    let mut fan = Vec::new();
+    for sessions in [1_000, 10_000] {
+        fan.push(fanout::measure(&addr, &http, gateway.0.id(), sessions, 30, rss_kib).await);
+    }
     drop(gateway);
     let _ = std::fs::remove_dir_all(&work);
 
@@ -352,6 +358,20 @@ async fn run(duration: Duration) -> String {
             through.p50_us as i64 - direct.p50_us as i64,
             through.p50_us as f64 / direct.p50_us.max(1) as f64,
             through.rps / direct.rps.max(1.0),
+        ));
+    }
+    report.push_str("\n## WebSocket fan-out\n\n");
+    report.push_str(
+        "| sessions | event to last session p50 ms | p99 ms | memory per idle session KiB |\n",
+    );
+    report.push_str("| --- | --- | --- | --- |\n");
+    for f in &fan {
+        report.push_str(&format!(
+            "| {} | {:.1} | {:.1} | {:.1} |\n",
+            f.sessions,
+            f.p50.as_secs_f64() * 1000.0,
+            f.p99.as_secs_f64() * 1000.0,
+            f.rss_per_session_bytes / 1024.0,
         ));
     }
     report.push_str("\n## Process\n\n");
@@ -381,6 +401,15 @@ async fn run(duration: Duration) -> String {
             "- uncached, {server}, concurrency {c}: p50 ratio {ratio:.2} or +{added} µs (target ≤ 1.15 or ≤ 150 µs): {}; throughput ratio {tput:.2} (target ≥ 0.85): {}\n",
             if ratio <= 1.15 || added <= 150 { "met" } else { "missed" },
             if tput >= 0.85 { "met" } else { "missed" },
+        ));
+    }
+    for f in fan.iter().filter(|f| f.sessions == 10_000) {
+        report.push_str(&format!(
+            "- fan-out to 10,000 sessions: p99 {:.1} ms (target < 100 ms): {}; {:.1} KiB per idle session (target < 32 KiB): {}\n",
+            f.p99.as_secs_f64() * 1000.0,
+            if f.p99 < Duration::from_millis(100) { "met" } else { "missed" },
+            f.rss_per_session_bytes / 1024.0,
+            if f.rss_per_session_bytes < 32.0 * 1024.0 { "met" } else { "missed" },
         ));
     }
     report.push_str(&format!(
