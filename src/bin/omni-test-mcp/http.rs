@@ -42,6 +42,9 @@ pub async fn serve(addr: &str, shared: Arc<Shared>, required_header: Option<(Str
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        // Small SSE writes on a kept-alive connection would otherwise wait for the
+        // client's delayed ACK (40 ms) under Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
         let (mcp, shared, sessions) = (mcp.clone(), shared.clone(), sessions.clone());
         let required = required_header.clone();
         tokio::spawn(async move {
