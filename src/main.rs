@@ -22,8 +22,9 @@ fn main() -> ExitCode {
     let result = actix_web::rt::System::new().block_on(async move {
         let running = server::start(settings).await?;
         let store = running.store.clone();
-        // actix handles SIGINT and SIGTERM: it stops accepting, lets in-flight requests
-        // finish within the shutdown timeout, then this await returns.
+        // On SIGINT or SIGTERM: close live sessions, stop accepting, let in-flight requests
+        // finish within the shutdown timeout; then this await returns.
+        running.stopper.clone().on_signals();
         let outcome = running.server.await;
         store.close();
         log::info!("omni-bridge stopped");

@@ -40,6 +40,42 @@ pub struct Running {
     pub store: Store,
     /// The event bus, for in-process observers (tests, embedders).
     pub bus: crate::events::EventBus,
+    pub stopper: Stopper,
+}
+
+/// Stops the gateway gracefully: live sessions are closed (1001) first, since a
+/// WebSocket would otherwise hold the graceful stop for its whole timeout; then the
+/// listener stops and in-flight requests get `shutdown_timeout` to finish.
+#[derive(Clone)]
+pub struct Stopper {
+    hub: actix::Addr<EventHub>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Stopper {
+    pub async fn stop(&self) {
+        let _ = self.hub.send(crate::live::hub::CloseAll).await;
+        self.handle.stop(true).await;
+    }
+
+    /// Stops on SIGINT or SIGTERM.
+    pub fn on_signals(self) {
+        actix_rt::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                log::error!("cannot listen for signals; stop the process with SIGKILL");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => log::info!("SIGTERM received; shutting down"),
+                _ = int.recv() => log::info!("SIGINT received; shutting down"),
+            }
+            self.stop().await;
+        });
+    }
 }
 
 /// Prepares everything and binds the listener. Must run inside an actix system.
@@ -102,6 +138,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     .start();
 
     let settings = Arc::new(settings);
+    let hub_for_stop = hub.clone();
     let state = web::Data::new(AppState {
         gateway,
         hub,
@@ -131,6 +168,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .configure(|cfg| http::configure(cfg, body_limit))
     })
     .shutdown_timeout(settings.shutdown_timeout.as_secs())
+    .disable_signals()
     .bind(settings.bind)
     .map_err(|source| StartError::Bind {
         addr: settings.bind,
@@ -138,6 +176,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     })?;
     let addr = server.addrs()[0];
     let server = server.run();
+    let stopper = Stopper {
+        hub: hub_for_stop,
+        handle: server.handle(),
+    };
     log::info!(
         "omni-bridge listening on http://{addr} (store: {})",
         settings.database.display()
@@ -147,5 +189,6 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         server,
         store,
         bus,
+        stopper,
     })
 }

@@ -4,63 +4,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestDb, TestMcp, TestServer};
+use common::{TestDb, TestServer, WAIT, stdio, text_of};
 use futures_util::future::join_all;
 use omni_bridge::config::Settings;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(20);
-
-fn settings(db: &TestDb) -> Settings {
-    let mut settings = db.settings();
-    settings.allow_stdio_via_api = true;
-    settings
-}
-
-fn stdio(name: &str) -> Value {
-    json!({"name": name, "transport": "stdio", "command": TestMcp::BIN,
-           "args": ["--name", name], "probe_interval": "1h", "timeout": "5s"})
-}
-
 /// Starts a gateway with one healthy stdio upstream declared by `body`.
 async fn with_upstream(settings: Settings, body: Value) -> TestServer {
     let mut server = TestServer::start(settings).await;
-    let name = body["name"].as_str().unwrap().to_owned();
-    let resp = server
-        .http
-        .post(server.url("/api/v1/servers"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    server.events.status(&name, "healthy", WAIT).await;
+    server.register_healthy(&body).await;
     server
-}
-
-async fn call_raw(server: &TestServer, path: &str, body: String) -> (StatusCode, Value) {
-    let resp = server
-        .http
-        .post(server.url(path))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn call(server: &TestServer, name: &str, tool: &str, args: Value) -> (StatusCode, Value) {
-    let path = format!("/api/v1/servers/{name}/tools/{tool}/call");
-    call_raw(server, &path, json!({"arguments": args}).to_string()).await
-}
-
-fn text_of(body: &Value) -> &str {
-    body["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
 }
 
 async fn stats(server: &TestServer) -> Value {
@@ -78,23 +32,24 @@ async fn stats(server: &TestServer) -> Value {
 #[tokio::test]
 async fn a_read_only_call_misses_then_hits_whatever_the_key_order() {
     let db = TestDb::new();
-    let server = with_upstream(settings(&db), stdio("ro")).await;
+    let server = with_upstream(db.stdio_settings(), stdio("ro")).await;
     let path = "/api/v1/servers/ro/tools/add/call";
-    let (status, first) = call_raw(&server, path, r#"{"arguments":{"a":1,"b":2}}"#.into()).await;
+    let (status, first) = server
+        .post_raw(path, r#"{"arguments":{"a":1,"b":2}}"#.into())
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         (first["cached"].clone(), text_of(&first)),
         (json!(false), "3")
     );
-    let (_, second) = call_raw(
-        &server,
-        path,
-        "{ \"arguments\" : { \"b\" : 2,\n \"a\": 1 } }".into(),
-    )
-    .await;
+    let (_, second) = server
+        .post_raw(path, "{ \"arguments\" : { \"b\" : 2,\n \"a\": 1 } }".into())
+        .await;
     assert_eq!(second["cached"], true);
     assert_eq!(second["result"], first["result"]);
-    let (_, other) = call_raw(&server, path, r#"{"arguments":{"a":1,"b":3}}"#.into()).await;
+    let (_, other) = server
+        .post_raw(path, r#"{"arguments":{"a":1,"b":3}}"#.into())
+        .await;
     assert_eq!(
         (other["cached"].clone(), text_of(&other)),
         (json!(false), "4")
@@ -105,9 +60,9 @@ async fn a_read_only_call_misses_then_hits_whatever_the_key_order() {
 #[tokio::test]
 async fn non_read_only_tools_and_tool_errors_are_never_cached() {
     let db = TestDb::new();
-    let server = with_upstream(settings(&db), stdio("rw")).await;
+    let server = with_upstream(db.stdio_settings(), stdio("rw")).await;
     for expected in ["1", "2", "3"] {
-        let (status, body) = call(&server, "rw", "counter", json!({})).await;
+        let (status, body) = server.call("rw", "counter", json!({})).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             (body["cached"].clone(), text_of(&body)),
@@ -115,7 +70,7 @@ async fn non_read_only_tools_and_tool_errors_are_never_cached() {
         );
     }
     for _ in 0..2 {
-        let (_, body) = call(&server, "rw", "tool_error", json!({})).await;
+        let (_, body) = server.call("rw", "tool_error", json!({})).await;
         assert_eq!(body["result"]["isError"], true);
         assert_eq!(body["cached"], false);
     }
@@ -130,8 +85,8 @@ async fn fifty_identical_concurrent_misses_make_one_upstream_call() {
     let db = TestDb::new();
     let mut body = stdio("flight");
     body["tools"] = json!({"counter": {"cache": "always"}});
-    let server = with_upstream(settings(&db), body).await;
-    let calls = (0..50).map(|_| call(&server, "flight", "counter", json!({"delay_ms": 1000})));
+    let server = with_upstream(db.stdio_settings(), body).await;
+    let calls = (0..50).map(|_| server.call("flight", "counter", json!({"delay_ms": 1000})));
     let results = join_all(calls).await;
     for (status, body) in &results {
         assert_eq!(*status, StatusCode::OK);
@@ -159,13 +114,13 @@ async fn bypass_and_refresh() {
     let db = TestDb::new();
     let mut body = stdio("modes");
     body["tools"] = json!({"counter": {"cache": "always"}});
-    let server = with_upstream(settings(&db), body).await;
-    let (_, first) = call(&server, "modes", "counter", json!({})).await;
+    let server = with_upstream(db.stdio_settings(), body).await;
+    let (_, first) = server.call("modes", "counter", json!({})).await;
     assert_eq!(
         (first["cached"].clone(), text_of(&first)),
         (json!(false), "1")
     );
-    let (_, hit) = call(&server, "modes", "counter", json!({})).await;
+    let (_, hit) = server.call("modes", "counter", json!({})).await;
     assert_eq!((hit["cached"].clone(), text_of(&hit)), (json!(true), "1"));
 
     // no-cache: straight to the upstream, and the cache keeps what it had.
@@ -180,34 +135,34 @@ async fn bypass_and_refresh() {
     assert_eq!(resp.headers()["x-cache"], "miss");
     let bypassed: Value = resp.json().await.unwrap();
     assert_eq!(text_of(&bypassed), "2");
-    let (_, still) = call(&server, "modes", "counter", json!({})).await;
+    let (_, still) = server.call("modes", "counter", json!({})).await;
     assert_eq!(
         (still["cached"].clone(), text_of(&still)),
         (json!(true), "1")
     );
 
     // refresh: a fresh call whose result replaces the entry.
-    let (_, refreshed) = call_raw(
-        &server,
-        "/api/v1/servers/modes/tools/counter/call?cache=refresh",
-        json!({"arguments": {}}).to_string(),
-    )
-    .await;
+    let (_, refreshed) = server
+        .post_raw(
+            "/api/v1/servers/modes/tools/counter/call?cache=refresh",
+            json!({"arguments": {}}).to_string(),
+        )
+        .await;
     assert_eq!(
         (refreshed["cached"].clone(), text_of(&refreshed)),
         (json!(false), "3")
     );
-    let (_, after) = call(&server, "modes", "counter", json!({})).await;
+    let (_, after) = server.call("modes", "counter", json!({})).await;
     assert_eq!(
         (after["cached"].clone(), text_of(&after)),
         (json!(true), "3")
     );
-    let (status, bad) = call_raw(
-        &server,
-        "/api/v1/servers/modes/tools/counter/call?cache=sometimes",
-        "{}".into(),
-    )
-    .await;
+    let (status, bad) = server
+        .post_raw(
+            "/api/v1/servers/modes/tools/counter/call?cache=sometimes",
+            "{}".into(),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
     server.stop().await;
 }
@@ -215,12 +170,12 @@ async fn bypass_and_refresh() {
 #[tokio::test]
 async fn stats_are_exact_after_a_scripted_sequence() {
     let db = TestDb::new();
-    let server = with_upstream(settings(&db), stdio("counted")).await;
-    call(&server, "counted", "echo", json!({"text": "a"})).await; // miss
-    call(&server, "counted", "echo", json!({"text": "a"})).await; // hit
-    call(&server, "counted", "echo", json!({"text": "b"})).await; // miss
-    call(&server, "counted", "add", json!({"a": 1, "b": 1})).await; // miss
-    call(&server, "counted", "counter", json!({})).await; // not cacheable: no lookup
+    let server = with_upstream(db.stdio_settings(), stdio("counted")).await;
+    server.call("counted", "echo", json!({"text": "a"})).await; // miss
+    server.call("counted", "echo", json!({"text": "a"})).await; // hit
+    server.call("counted", "echo", json!({"text": "b"})).await; // miss
+    server.call("counted", "add", json!({"a": 1, "b": 1})).await; // miss
+    server.call("counted", "counter", json!({})).await; // not cacheable: no lookup
     let resp = server
         .http
         .delete(server.url("/api/v1/cache/servers/counted/tools/echo"))
@@ -259,20 +214,20 @@ async fn stats_are_exact_after_a_scripted_sequence() {
 #[tokio::test]
 async fn the_count_bound_evicts_the_least_recently_used() {
     let db = TestDb::new();
-    let mut settings = settings(&db);
+    let mut settings = db.stdio_settings();
     settings.cache.limits.max_entries = 2;
     let server = with_upstream(settings, stdio("small")).await;
     for text in ["a", "b", "c"] {
-        call(&server, "small", "echo", json!({ "text": text })).await;
+        server.call("small", "echo", json!({ "text": text })).await;
     }
     let s = stats(&server).await;
     assert_eq!(
         (s["entries"].as_u64(), s["evictions"].as_u64()),
         (Some(2), Some(1))
     );
-    let (_, a) = call(&server, "small", "echo", json!({"text": "a"})).await;
+    let (_, a) = server.call("small", "echo", json!({"text": "a"})).await;
     assert_eq!(a["cached"], false, "a was the least recently used");
-    let (_, c) = call(&server, "small", "echo", json!({"text": "c"})).await;
+    let (_, c) = server.call("small", "echo", json!({"text": "c"})).await;
     assert_eq!(c["cached"], true);
     server.stop().await;
 }
@@ -291,21 +246,21 @@ async fn assert_invalidates(server: &mut TestServer, name: &str, reason: &str, r
         .await;
     assert_eq!(event.data["server"], name, "{}", event.data);
     assert_eq!(event.data["entries"], 1, "{}", event.data);
-    let (status, body) = call(server, name, "echo", json!({"text": "primed"})).await;
+    let (status, body) = server.call(name, "echo", json!({"text": "primed"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["cached"], false, "{reason} left a stale entry");
 }
 
 async fn prime(server: &TestServer, name: &str) {
-    call(server, name, "echo", json!({"text": "primed"})).await;
-    let (_, body) = call(server, name, "echo", json!({"text": "primed"})).await;
+    server.call(name, "echo", json!({"text": "primed"})).await;
+    let (_, body) = server.call(name, "echo", json!({"text": "primed"})).await;
     assert_eq!(body["cached"], true);
 }
 
 #[tokio::test]
 async fn every_automatic_invalidation_path() {
     let db = TestDb::new();
-    let mut server = with_upstream(settings(&db), stdio("auto")).await;
+    let mut server = with_upstream(db.stdio_settings(), stdio("auto")).await;
 
     prime(&server, "auto").await;
     let resp = server
@@ -318,11 +273,11 @@ async fn every_automatic_invalidation_path() {
     assert_invalidates(&mut server, "auto", "reloading", true).await;
 
     prime(&server, "auto").await;
-    call(&server, "auto", "toggle_extra", json!({})).await;
+    server.call("auto", "toggle_extra", json!({})).await;
     assert_invalidates(&mut server, "auto", "tools_changed", false).await;
 
     prime(&server, "auto").await;
-    call(&server, "auto", "crash", json!({})).await;
+    server.call("auto", "crash", json!({})).await;
     assert_invalidates(&mut server, "auto", "restarted", true).await;
 
     prime(&server, "auto").await;
@@ -361,10 +316,10 @@ async fn every_automatic_invalidation_path() {
 #[tokio::test]
 async fn admin_invalidation_by_tool_server_and_all() {
     let db = TestDb::new();
-    let server = with_upstream(settings(&db), stdio("adm")).await;
+    let server = with_upstream(db.stdio_settings(), stdio("adm")).await;
     let fill = || async {
-        call(&server, "adm", "echo", json!({"text": "x"})).await;
-        call(&server, "adm", "add", json!({"a": 1, "b": 2})).await;
+        server.call("adm", "echo", json!({"text": "x"})).await;
+        server.call("adm", "add", json!({"a": 1, "b": 2})).await;
     };
     fill().await;
     let delete = |path: &'static str| {
@@ -379,7 +334,7 @@ async fn admin_invalidation_by_tool_server_and_all() {
         }
     };
     assert_eq!(delete("/api/v1/cache/servers/adm/tools/echo").await, 1);
-    let (_, add) = call(&server, "adm", "add", json!({"a": 1, "b": 2})).await;
+    let (_, add) = server.call("adm", "add", json!({"a": 1, "b": 2})).await;
     assert_eq!(add["cached"], true, "other tools keep their entries");
     assert_eq!(delete("/api/v1/cache/servers/adm").await, 1);
     fill().await;
@@ -398,48 +353,52 @@ async fn admin_invalidation_by_tool_server_and_all() {
 #[tokio::test]
 async fn every_error_status_of_the_call_endpoint() {
     let db = TestDb::new();
-    let mut settings = settings(&db);
+    let mut settings = db.stdio_settings();
     settings.body_limit = 64 * 1024;
     let mut body = stdio("errs");
     body["timeout"] = json!("300ms");
     let mut server = with_upstream(settings, body).await;
 
-    let (status, body) = call(&server, "nobody", "echo", json!({})).await;
+    let (status, body) = server.call("nobody", "echo", json!({})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("server-not-found"))
     );
-    let (status, body) = call(&server, "errs", "nothing", json!({})).await;
+    let (status, body) = server.call("errs", "nothing", json!({})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("tool-not-found"))
     );
 
     // Arguments are checked against the tool's inputSchema before any upstream call.
-    let (status, body) = call(&server, "errs", "echo", json!({})).await;
+    let (status, body) = server.call("errs", "echo", json!({})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "invalid-arguments");
     assert!(
         body["error"]["message"].as_str().unwrap().contains("text"),
         "{body}"
     );
-    let (status, body) = call(&server, "errs", "add", json!({"a": 1, "b": "two"})).await;
+    let (status, body) = server
+        .call("errs", "add", json!({"a": 1, "b": "two"}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["field"], "arguments.b", "{body}");
-    let (status, _) = call_raw(&server, "/api/v1/servers/errs/tools/echo/call", "{".into()).await;
+    let (status, _) = server
+        .post_raw("/api/v1/servers/errs/tools/echo/call", "{".into())
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     let big = "x".repeat(100 * 1024);
-    let (status, body) = call(&server, "errs", "echo", json!({ "text": big })).await;
+    let (status, body) = server.call("errs", "echo", json!({ "text": big })).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
 
-    let (status, body) = call(&server, "errs", "sleep", json!({"ms": 5000})).await;
+    let (status, body) = server.call("errs", "sleep", json!({"ms": 5000})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (StatusCode::GATEWAY_TIMEOUT, Some("upstream-timeout"))
     );
 
-    let (status, body) = call(&server, "errs", "fail", json!({})).await;
+    let (status, body) = server.call("errs", "fail", json!({})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (StatusCode::BAD_GATEWAY, Some("upstream-error"))
@@ -447,7 +406,7 @@ async fn every_error_status_of_the_call_endpoint() {
 
     // Three more failures open the circuit (five in a row with the two above).
     for _ in 0..3 {
-        call(&server, "errs", "fail", json!({})).await;
+        server.call("errs", "fail", json!({})).await;
     }
     server.events.health("errs", "circuit_opened", WAIT).await;
     let resp = server
@@ -474,11 +433,11 @@ async fn every_error_status_of_the_call_endpoint() {
 #[tokio::test]
 async fn every_call_is_audited() {
     let db = TestDb::new();
-    let server = with_upstream(settings(&db), stdio("audited")).await;
-    call(&server, "audited", "echo", json!({"text": "a"})).await;
-    call(&server, "audited", "echo", json!({"text": "a"})).await;
-    call(&server, "audited", "tool_error", json!({})).await;
-    call(&server, "audited", "nothing", json!({})).await;
+    let server = with_upstream(db.stdio_settings(), stdio("audited")).await;
+    server.call("audited", "echo", json!({"text": "a"})).await;
+    server.call("audited", "echo", json!({"text": "a"})).await;
+    server.call("audited", "tool_error", json!({})).await;
+    server.call("audited", "nothing", json!({})).await;
     // Rows are written in batches off the request path; wait until all four are there.
     let deadline = tokio::time::Instant::now() + WAIT;
     let rows = loop {

@@ -10,38 +10,12 @@ use std::time::Duration;
 use actix_codec::Framed;
 use awc::BoxedSocket;
 use awc::ws::{Codec, Frame, Message};
-use common::{TestDb, TestMcp, TestServer};
+use common::{TestDb, TestServer, WAIT, stdio};
 use futures_util::{SinkExt, StreamExt};
-use omni_bridge::config::Settings;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(20);
-
 type Conn = Framed<BoxedSocket, Codec>;
-
-fn settings(db: &TestDb) -> Settings {
-    let mut settings = db.settings();
-    settings.allow_stdio_via_api = true;
-    settings
-}
-
-fn stdio(name: &str) -> Value {
-    json!({"name": name, "transport": "stdio", "command": TestMcp::BIN,
-           "args": ["--name", name], "probe_interval": "1h", "timeout": "5s"})
-}
-
-async fn register(server: &mut TestServer, name: &str) {
-    let resp = server
-        .http
-        .post(server.url("/api/v1/servers"))
-        .json(&stdio(name))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    server.events.status(name, "healthy", WAIT).await;
-}
 
 async fn connect(server: &TestServer) -> Conn {
     let (resp, conn) = awc::Client::new()
@@ -97,8 +71,8 @@ async fn send(conn: &mut Conn, value: Value) {
 #[actix_rt::test]
 async fn initial_status_then_the_events_of_a_killed_upstream_in_order() {
     let db = TestDb::new();
-    let mut server = TestServer::start(settings(&db)).await;
-    register(&mut server, "victim").await;
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&stdio("victim")).await;
     let mut ws = connect(&server).await;
     let first = next(&mut ws, WAIT).await;
     assert_eq!(first["type"], "initial_status");
@@ -164,10 +138,10 @@ async fn initial_status_then_the_events_of_a_killed_upstream_in_order() {
 #[actix_rt::test]
 async fn system_metrics_arrive_on_their_interval() {
     let db = TestDb::new();
-    let mut settings = settings(&db);
+    let mut settings = db.stdio_settings();
     settings.live.metrics_interval = Duration::from_millis(100);
     let mut server = TestServer::start(settings).await;
-    register(&mut server, "m").await;
+    server.register_healthy(&stdio("m")).await;
     let mut ws = connect(&server).await;
     let seen = until(&mut ws, "system_metrics", |m| m["type"] == "system_metrics").await;
     let metrics = &seen.last().unwrap()["data"];
@@ -182,7 +156,7 @@ async fn system_metrics_arrive_on_their_interval() {
 #[actix_rt::test]
 async fn pings_are_answered_and_a_silent_client_is_closed() {
     let db = TestDb::new();
-    let mut settings = settings(&db);
+    let mut settings = db.stdio_settings();
     settings.live.ping_interval = Duration::from_millis(50);
     settings.live.ping_timeout = Duration::from_millis(300);
     let server = TestServer::start(settings).await;
@@ -211,9 +185,9 @@ async fn pings_are_answered_and_a_silent_client_is_closed() {
 #[actix_rt::test]
 async fn subscriptions_filter_by_type_and_server() {
     let db = TestDb::new();
-    let mut server = TestServer::start(settings(&db)).await;
-    register(&mut server, "wanted").await;
-    register(&mut server, "ignored").await;
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&stdio("wanted")).await;
+    server.register_healthy(&stdio("ignored")).await;
     let mut ws = connect(&server).await;
     assert_eq!(next(&mut ws, WAIT).await["type"], "initial_status");
     send(
@@ -274,7 +248,7 @@ async fn subscriptions_filter_by_type_and_server() {
 #[actix_rt::test]
 async fn bad_messages_get_errors_then_the_client_is_closed() {
     let db = TestDb::new();
-    let server = TestServer::start(settings(&db)).await;
+    let server = TestServer::start(db.stdio_settings()).await;
     let mut ws = connect(&server).await;
     assert_eq!(next(&mut ws, WAIT).await["type"], "initial_status");
     send(&mut ws, json!({"action": "dance"})).await;
@@ -394,7 +368,7 @@ async fn dropped_slow(server: &TestServer) -> u64 {
 #[actix_rt::test]
 async fn a_slow_client_is_dropped_while_a_normal_one_keeps_receiving() {
     let db = TestDb::new();
-    let mut settings = settings(&db);
+    let mut settings = db.stdio_settings();
     settings.live.queue = 32;
     let server = TestServer::start(settings).await;
 
@@ -424,8 +398,7 @@ async fn a_slow_client_is_dropped_while_a_normal_one_keeps_receiving() {
         }
     });
 
-    // Publish events, one at a time (a reader sharing this thread keeps up with that),
-    // until the hub gives up on the slow client.
+    // Publish events until the hub gives up on the slow client.
     let mut sent = 0usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while dropped_slow(&server).await == 0 {
@@ -459,7 +432,7 @@ async fn a_slow_client_is_dropped_while_a_normal_one_keeps_receiving() {
 #[actix_rt::test]
 async fn a_thousand_sessions_all_receive_one_broadcast() {
     let db = TestDb::new();
-    let server = TestServer::start(settings(&db)).await;
+    let server = TestServer::start(db.stdio_settings()).await;
     let mut sessions = Vec::with_capacity(1000);
     for _ in 0..10 {
         let batch = futures_util::future::join_all((0..100).map(|_| async {
@@ -490,8 +463,8 @@ async fn a_thousand_sessions_all_receive_one_broadcast() {
 #[actix_rt::test]
 async fn prometheus_metrics_describe_the_gateway() {
     let db = TestDb::new();
-    let mut server = TestServer::start(settings(&db)).await;
-    register(&mut server, "promo").await;
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&stdio("promo")).await;
     let resp = server
         .http
         .post(server.url("/api/v1/servers/promo/tools/echo/call"))
@@ -529,7 +502,7 @@ async fn prometheus_metrics_describe_the_gateway() {
 #[actix_rt::test]
 async fn the_dashboard_page_is_served() {
     let db = TestDb::new();
-    let server = TestServer::start(settings(&db)).await;
+    let server = TestServer::start(db.stdio_settings()).await;
     let resp = server.http.get(server.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(

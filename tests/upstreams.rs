@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestDb, TestMcp, TestServer, free_port};
+use common::{TestDb, TestMcp, TestServer, WAIT, free_port, stdio, text_of};
 use omni_bridge::config::Settings;
 use omni_bridge::upstream::UpstreamSettings;
 use omni_bridge::upstream::breaker::BreakerConfig;
@@ -13,12 +13,9 @@ use omni_bridge::upstream::restart::RestartConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(20);
-
 /// Fast restarts and breakers, so that tests take seconds.
 fn fast(db: &TestDb) -> Settings {
-    let mut settings = db.settings();
-    settings.allow_stdio_via_api = true;
+    let mut settings = db.stdio_settings();
     settings.upstreams = UpstreamSettings {
         breaker: BreakerConfig {
             failure_threshold: 5,
@@ -37,70 +34,13 @@ fn fast(db: &TestDb) -> Settings {
     settings
 }
 
-fn stdio(name: &str) -> Value {
-    json!({
-        "name": name,
-        "transport": "stdio",
-        "command": TestMcp::BIN,
-        "args": ["--name", name],
-        "probe_interval": "1h",
-        "timeout": "5s",
-    })
-}
-
-async fn register(server: &TestServer, body: &Value) {
-    let resp = server
-        .http
-        .post(server.url("/api/v1/servers"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        StatusCode::CREATED,
-        "{}",
-        resp.text().await.unwrap()
-    );
-}
-
-async fn call(server: &TestServer, name: &str, tool: &str, args: Value) -> (StatusCode, Value) {
-    let resp = server
-        .http
-        .post(server.url(&format!("/api/v1/servers/{name}/tools/{tool}/call")))
-        .json(&json!({"arguments": args}))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-fn text_of(body: &Value) -> &str {
-    body["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-}
-
-async fn get_server(server: &TestServer, name: &str) -> Value {
-    server
-        .http
-        .get(server.url(&format!("/api/v1/servers/{name}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// Registers, waits for healthy, and exercises the catalogue and a few calls.
 async fn healthy_and_callable(server: &mut TestServer, body: Value) {
     let name = body["name"].as_str().unwrap().to_owned();
-    register(server, &body).await;
+    server.register(&body).await;
     server.events.status(&name, "healthy", WAIT).await;
 
-    let got = get_server(server, &name).await;
+    let got = server.server_json(&name).await;
     assert_eq!(got["status"], "healthy");
     assert_eq!(got["circuit"], "closed");
     assert_eq!(got["server_info"]["name"], name);
@@ -140,17 +80,17 @@ async fn healthy_and_callable(server: &mut TestServer, body: Value) {
     assert_eq!(counter["cache"]["cached"], false);
     assert_eq!(echo["annotations"]["readOnlyHint"], true);
 
-    let (status, body) = call(server, &name, "echo", json!({"text": "hello"})).await;
+    let (status, body) = server.call(&name, "echo", json!({"text": "hello"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(text_of(&body), "hello");
     assert_eq!(body["cached"], false);
-    let (status, body) = call(server, &name, "add", json!({"a": 2, "b": 3.5})).await;
+    let (status, body) = server.call(&name, "add", json!({"a": 2, "b": 3.5})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(text_of(&body), "5.5");
-    let (status, body) = call(server, &name, "tool_error", json!({})).await;
+    let (status, body) = server.call(&name, "tool_error", json!({})).await;
     assert_eq!(status, StatusCode::OK, "a tool error is a result");
     assert_eq!(body["result"]["isError"], true);
-    let (status, body) = call(server, &name, "no_such_tool", json!({})).await;
+    let (status, body) = server.call(&name, "no_such_tool", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "tool-not-found");
 }
@@ -191,11 +131,11 @@ async fn an_upstream_down_at_start_is_retried_until_it_appears() {
     let db = TestDb::new();
     let mut server = TestServer::start(fast(&db)).await;
     let url = format!("http://127.0.0.1:{port}/mcp");
-    register(
-        &server,
-        &json!({"name": "late", "transport": "streamable_http", "url": url, "timeout": "2s"}),
-    )
-    .await;
+    server
+        .register(
+            &json!({"name": "late", "transport": "streamable_http", "url": url, "timeout": "2s"}),
+        )
+        .await;
     // Retries keep coming, with growing delays, and never end in `failed`.
     let mut delays = vec![];
     for _ in 0..5 {
@@ -206,7 +146,7 @@ async fn an_upstream_down_at_start_is_retried_until_it_appears() {
         delays.push(event["detail"]["delay_ms"].as_u64().unwrap());
     }
     assert!(delays.windows(2).take(3).all(|w| w[0] < w[1]), "{delays:?}");
-    assert_eq!(get_server(&server, "late").await["status"], "restarting");
+    assert_eq!(server.server_json("late").await["status"], "restarting");
 
     let _mcp = TestMcp::start_http(&format!("127.0.0.1:{port}"), "late");
     server.events.status("late", "healthy", WAIT).await;
@@ -218,7 +158,7 @@ async fn an_upstream_down_at_start_is_retried_until_it_appears() {
             .any(|e| e.data["event"] == "failed"),
         "an unreachable upstream is never given up on"
     );
-    let (status, body) = call(&server, "late", "echo", json!({"text": "up"})).await;
+    let (status, body) = server.call("late", "echo", json!({"text": "up"})).await;
     assert_eq!((status, text_of(&body)), (StatusCode::OK, "up"));
     server.stop().await;
 }
@@ -227,11 +167,11 @@ async fn an_upstream_down_at_start_is_retried_until_it_appears() {
 async fn failures_open_the_breaker_which_fails_fast_then_half_opens_and_closes() {
     let db = TestDb::new();
     let mut server = TestServer::start(fast(&db)).await;
-    register(&server, &stdio("flaky")).await;
+    server.register(&stdio("flaky")).await;
     server.events.status("flaky", "healthy", WAIT).await;
 
     for i in 0..5 {
-        let (status, body) = call(&server, "flaky", "fail", json!({})).await;
+        let (status, body) = server.call("flaky", "fail", json!({})).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY, "call {i}: {body}");
         assert_eq!(body["error"]["code"], "upstream-error");
     }
@@ -249,7 +189,7 @@ async fn failures_open_the_breaker_which_fails_fast_then_half_opens_and_closes()
     assert!(resp.headers().contains_key("retry-after"));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "circuit-open");
-    assert_eq!(get_server(&server, "flaky").await["circuit"], "open");
+    assert_eq!(server.server_json("flaky").await["circuit"], "open");
 
     // After the cool-down a probe is the trial; the upstream answers, so it closes.
     server
@@ -258,7 +198,7 @@ async fn failures_open_the_breaker_which_fails_fast_then_half_opens_and_closes()
         .await;
     server.events.health("flaky", "circuit_closed", WAIT).await;
     server.events.status("flaky", "healthy", WAIT).await;
-    let (status, body) = call(&server, "flaky", "counter", json!({})).await;
+    let (status, body) = server.call("flaky", "counter", json!({})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         text_of(&body),
@@ -274,18 +214,18 @@ async fn a_call_past_its_deadline_is_504() {
     let mut server = TestServer::start(fast(&db)).await;
     let mut body = stdio("slow");
     body["timeout"] = json!("300ms");
-    register(&server, &body).await;
+    server.register(&body).await;
     server.events.status("slow", "healthy", WAIT).await;
     let (status, body) = tokio::time::timeout(
         Duration::from_secs(5),
-        call(&server, "slow", "sleep", json!({"ms": 10_000})),
+        server.call("slow", "sleep", json!({"ms": 10_000})),
     )
     .await
     .expect("the gateway answers at the deadline, not when the upstream does");
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     assert_eq!(body["error"]["code"], "upstream-timeout");
     // The upstream is slow, not broken for everything: other calls still work.
-    let (status, _) = call(&server, "slow", "echo", json!({"text": "x"})).await;
+    let (status, _) = server.call("slow", "echo", json!({"text": "x"})).await;
     assert_eq!(status, StatusCode::OK);
     server.stop().await;
 }
@@ -294,12 +234,12 @@ async fn a_call_past_its_deadline_is_504() {
 async fn crashes_are_restarted_with_growing_delays_then_failed_and_reset() {
     let db = TestDb::new();
     let mut server = TestServer::start(fast(&db)).await;
-    register(&server, &stdio("crashy")).await;
+    server.register(&stdio("crashy")).await;
     server.events.status("crashy", "healthy", WAIT).await;
 
     let mut delays = vec![];
     for _ in 0..3 {
-        let (status, _) = call(&server, "crashy", "crash", json!({})).await;
+        let (status, _) = server.call("crashy", "crash", json!({})).await;
         assert!(status.is_server_error(), "{status}");
         let event = server
             .events
@@ -310,15 +250,15 @@ async fn crashes_are_restarted_with_growing_delays_then_failed_and_reset() {
         server.events.status("crashy", "healthy", WAIT).await;
     }
     assert!(delays.windows(2).all(|w| w[0] < w[1]), "{delays:?}");
-    let got = get_server(&server, "crashy").await;
+    let got = server.server_json("crashy").await;
     assert_eq!(got["restart_count"], 3);
 
     // A fourth crash inside the window is one too many: failed, and left alone.
-    call(&server, "crashy", "crash", json!({})).await;
+    server.call("crashy", "crash", json!({})).await;
     let failed = server.events.health("crashy", "failed", WAIT).await;
     assert_eq!(failed["detail"]["max_restarts"], 3);
-    assert_eq!(get_server(&server, "crashy").await["status"], "failed");
-    let (status, body) = call(&server, "crashy", "echo", json!({"text": "x"})).await;
+    assert_eq!(server.server_json("crashy").await["status"], "failed");
+    let (status, body) = server.call("crashy", "echo", json!({"text": "x"})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"]["code"], "upstream-unavailable");
 
@@ -330,7 +270,7 @@ async fn crashes_are_restarted_with_growing_delays_then_failed_and_reset() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     server.events.status("crashy", "healthy", WAIT).await;
-    let (status, body) = call(&server, "crashy", "echo", json!({"text": "back"})).await;
+    let (status, body) = server.call("crashy", "echo", json!({"text": "back"})).await;
     assert_eq!((status, text_of(&body)), (StatusCode::OK, "back"));
     server.stop().await;
 }
@@ -355,9 +295,9 @@ async fn wait_gone(pid: u64) {
 async fn deleting_a_server_fails_its_calls_in_flight_and_reaps_its_process() {
     let db = TestDb::new();
     let mut server = TestServer::start(fast(&db)).await;
-    register(&server, &stdio("doomed")).await;
+    server.register(&stdio("doomed")).await;
     server.events.status("doomed", "healthy", WAIT).await;
-    let pid = get_server(&server, "doomed").await["pid"].as_u64().unwrap();
+    let pid = server.server_json("doomed").await["pid"].as_u64().unwrap();
     assert!(process_alive(pid));
 
     let in_flight = {
@@ -376,7 +316,7 @@ async fn deleting_a_server_fails_its_calls_in_flight_and_reaps_its_process() {
     // Wait until the upstream is really running the call.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let (_, body) = call(&server, "doomed", "sleeping", json!({})).await;
+        let (_, body) = server.call("doomed", "sleeping", json!({})).await;
         if text_of(&body) == "1" {
             break;
         }
@@ -447,15 +387,15 @@ async fn a_hundred_crash_restart_cycles_leave_one_child_and_no_zombie() {
     };
     let mut server = TestServer::start(settings).await;
     let marker = format!("zombie-check-{}", rand::random::<u32>());
-    register(&server, &stdio(&marker)).await;
+    server.register(&stdio(&marker)).await;
     server.events.status(&marker, "healthy", WAIT).await;
     for cycle in 0..100 {
-        let (status, _) = call(&server, &marker, "crash", json!({})).await;
+        let (status, _) = server.call(&marker, "crash", json!({})).await;
         assert!(status.is_server_error(), "cycle {cycle}: {status}");
         server.events.health(&marker, "restarted", WAIT).await;
         server.events.status(&marker, "healthy", WAIT).await;
     }
-    let pid = get_server(&server, &marker).await["pid"].as_u64().unwrap();
+    let pid = server.server_json(&marker).await["pid"].as_u64().unwrap();
     // Reaping of the last crashed child can trail its restart by a moment.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -469,7 +409,7 @@ async fn a_hundred_crash_restart_cycles_leave_one_child_and_no_zombie() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(get_server(&server, &marker).await["restart_count"], 100);
+    assert_eq!(server.server_json(&marker).await["restart_count"], 100);
     server.stop().await;
 }
 
@@ -477,9 +417,9 @@ async fn a_hundred_crash_restart_cycles_leave_one_child_and_no_zombie() {
 async fn reload_reconnects_and_disable_stops() {
     let db = TestDb::new();
     let mut server = TestServer::start(fast(&db)).await;
-    register(&server, &stdio("tuned")).await;
+    server.register(&stdio("tuned")).await;
     server.events.status("tuned", "healthy", WAIT).await;
-    let first_pid = get_server(&server, "tuned").await["pid"].as_u64().unwrap();
+    let first_pid = server.server_json("tuned").await["pid"].as_u64().unwrap();
 
     let resp = server
         .http
@@ -490,7 +430,7 @@ async fn reload_reconnects_and_disable_stops() {
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     server.events.health("tuned", "reloading", WAIT).await;
     server.events.status("tuned", "healthy", WAIT).await;
-    let second_pid = get_server(&server, "tuned").await["pid"].as_u64().unwrap();
+    let second_pid = server.server_json("tuned").await["pid"].as_u64().unwrap();
     assert_ne!(first_pid, second_pid);
     wait_gone(first_pid).await;
 
@@ -506,7 +446,7 @@ async fn reload_reconnects_and_disable_stops() {
     assert_eq!(resp.status(), StatusCode::OK);
     server.events.status("tuned", "disabled", WAIT).await;
     wait_gone(second_pid).await;
-    let (status, body) = call(&server, "tuned", "echo", json!({"text": "x"})).await;
+    let (status, body) = server.call("tuned", "echo", json!({"text": "x"})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let resp = server
         .http
@@ -533,20 +473,17 @@ async fn reload_reconnects_and_disable_stops() {
 async fn a_changed_tool_list_refreshes_the_catalogue() {
     let db = TestDb::new();
     let mut server = TestServer::start(fast(&db)).await;
-    register(&server, &stdio("shifty")).await;
+    server.register(&stdio("shifty")).await;
     server.events.status("shifty", "healthy", WAIT).await;
-    let before = get_server(&server, "shifty").await["tool_count"]
+    let before = server.server_json("shifty").await["tool_count"]
         .as_u64()
         .unwrap();
-    let (status, _) = call(&server, "shifty", "toggle_extra", json!({})).await;
+    let (status, _) = server.call("shifty", "toggle_extra", json!({})).await;
     assert_eq!(status, StatusCode::OK);
     let changed = server.events.health("shifty", "tools_changed", WAIT).await;
     assert_eq!(changed["detail"]["tool_count"], before + 1);
-    assert_eq!(
-        get_server(&server, "shifty").await["tool_count"],
-        before + 1
-    );
-    let (status, body) = call(&server, "shifty", "extra", json!({})).await;
+    assert_eq!(server.server_json("shifty").await["tool_count"], before + 1);
+    let (status, body) = server.call("shifty", "extra", json!({})).await;
     assert_eq!((status, text_of(&body)), (StatusCode::OK, "extra"));
     server.stop().await;
 }
@@ -555,9 +492,9 @@ async fn a_changed_tool_list_refreshes_the_catalogue() {
 async fn health_history_is_stored_and_paged() {
     let db = TestDb::new();
     let mut server = TestServer::start(fast(&db)).await;
-    register(&server, &stdio("recorded")).await;
+    server.register(&stdio("recorded")).await;
     server.events.status("recorded", "healthy", WAIT).await;
-    call(&server, "recorded", "crash", json!({})).await;
+    server.call("recorded", "crash", json!({})).await;
     server.events.status("recorded", "healthy", WAIT).await;
 
     // The writer batches off the request path: wait until the history has caught up.
@@ -647,13 +584,13 @@ async fn a_hanging_upstream_fails_its_probes_opens_the_circuit_and_recovers() {
     let mut body = stdio("hangs");
     body["probe_interval"] = json!("100ms");
     body["timeout"] = json!("200ms");
-    register(&server, &body).await;
+    server.register(&body).await;
     server.events.status("hangs", "healthy", WAIT).await;
     server.events.health("hangs", "connected", WAIT).await;
 
     // Pings hang for 3 s: probes time out, the status turns unhealthy, and after five
     // failures the circuit opens; calls then fail fast instead of waiting.
-    let (status, _) = call(&server, "hangs", "freeze", json!({"ms": 3000})).await;
+    let (status, _) = server.call("hangs", "freeze", json!({"ms": 3000})).await;
     assert_eq!(status, StatusCode::OK);
     let failed = server.events.health("hangs", "probe_failed", WAIT).await;
     assert!(
@@ -665,20 +602,20 @@ async fn a_hanging_upstream_fails_its_probes_opens_the_circuit_and_recovers() {
     );
     server.events.status("hangs", "unhealthy", WAIT).await;
     server.events.health("hangs", "circuit_opened", WAIT).await;
-    let (status, body) = call(&server, "hangs", "echo", json!({"text": "x"})).await;
+    let (status, body) = server.call("hangs", "echo", json!({"text": "x"})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    let got = get_server(&server, "hangs").await;
+    let got = server.server_json("hangs").await;
     assert_eq!(got["last_probe_ok"], false);
     assert_eq!(got["status"], "unhealthy");
 
     // Once pings answer again, a half-open probe closes the circuit: recovered.
     server.events.health("hangs", "recovered", WAIT).await;
     server.events.status("hangs", "healthy", WAIT).await;
-    let got = get_server(&server, "hangs").await;
+    let got = server.server_json("hangs").await;
     assert_eq!(got["circuit"], "closed");
     assert_eq!(got["last_probe_ok"], true);
     assert!(got["latency_ms"].as_f64().unwrap() >= 0.0);
-    let (status, _) = call(&server, "hangs", "echo", json!({"text": "x"})).await;
+    let (status, _) = server.call("hangs", "echo", json!({"text": "x"})).await;
     assert_eq!(status, StatusCode::OK);
     server.stop().await;
 }
@@ -698,14 +635,14 @@ async fn configured_headers_reach_http_and_sse_upstreams() {
     ] {
         let body = json!({"name": name, "transport": transport, "url": url,
                           "headers": {"Authorization": "Bearer s3cret"}, "probe_interval": "1h"});
-        register(&server, &body).await;
+        server.register(&body).await;
         server.events.status(name, "healthy", WAIT).await;
-        let (status, _) = call(&server, name, "echo", json!({"text": "in"})).await;
+        let (status, _) = server.call(name, "echo", json!({"text": "in"})).await;
         assert_eq!(status, StatusCode::OK);
     }
     // Without the header the upstream refuses the handshake: retried, never healthy.
     let body = json!({"name": "unguarded", "transport": "streamable_http", "url": mcp.mcp_url()});
-    register(&server, &body).await;
+    server.register(&body).await;
     let exited = server.events.health("unguarded", "exited", WAIT).await;
     assert!(
         exited["detail"]["reason"]

@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::servers::parse_name;
 use crate::error::ApiError;
-use crate::registry::ValidationError;
+use crate::registry::{ServerName, ValidationError};
+use crate::upstream::UpstreamSupervisor;
 use crate::upstream::supervisor::{Reload, Reset, SupervisorError};
 
 fn supervisor_error(e: SupervisorError) -> ApiError {
@@ -17,21 +18,34 @@ fn supervisor_error(e: SupervisorError) -> ApiError {
     }
 }
 
+/// Sends an operator's command about one server to the supervisor; 202 with the status.
+async fn command<M>(
+    state: &AppState,
+    path: &str,
+    make: impl FnOnce(ServerName) -> M,
+) -> Result<HttpResponse, ApiError>
+where
+    M: actix::Message<Result = Result<(), SupervisorError>> + Send + 'static,
+    UpstreamSupervisor: actix::Handler<M>,
+{
+    let name = parse_name(path)?;
+    state
+        .supervisor
+        .send(make(name.clone()))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(supervisor_error)?;
+    let snapshot = state.board.get(&name).unwrap_or_default();
+    Ok(HttpResponse::Accepted().json(json!({"name": name, "status": snapshot.status})))
+}
+
 /// Closes the breaker, clears `failed`, forgets the restart history, and starts the server.
 #[post("/servers/{name}/reset")]
 pub async fn reset(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = parse_name(&path)?;
-    state
-        .supervisor
-        .send(Reset { name: name.clone() })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(supervisor_error)?;
-    let snapshot = state.board.get(&name).unwrap_or_default();
-    Ok(HttpResponse::Accepted().json(json!({"name": name, "status": snapshot.status})))
+    command(&state, &path, |name| Reset { name }).await
 }
 
 /// Reconnects: a fresh session and catalogue.
@@ -40,15 +54,7 @@ pub async fn reload(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = parse_name(&path)?;
-    state
-        .supervisor
-        .send(Reload { name: name.clone() })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(supervisor_error)?;
-    let snapshot = state.board.get(&name).unwrap_or_default();
-    Ok(HttpResponse::Accepted().json(json!({"name": name, "status": snapshot.status})))
+    command(&state, &path, |name| Reload { name }).await
 }
 
 #[derive(Deserialize)]

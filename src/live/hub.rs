@@ -44,6 +44,11 @@ pub struct SetFilter {
     pub filter: Filter,
 }
 
+/// Close every session (the server is shutting down): 1001, going away.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseAll;
+
 /// How many sessions are registered (for tests and metrics).
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -276,6 +281,16 @@ impl Handler<SetFilter> for EventHub {
         member.filter = msg.filter;
         if !Self::offer(&self.metrics, member, &confirmation) {
             self.members.remove(&msg.id);
+        }
+    }
+}
+
+impl Handler<CloseAll> for EventHub {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseAll, _ctx: &mut Context<Self>) {
+        for (_, member) in self.members.drain() {
+            member.session.do_send(CloseWith::shutting_down());
         }
     }
 }

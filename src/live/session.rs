@@ -38,6 +38,10 @@ impl CloseWith {
         })
     }
 
+    pub fn shutting_down() -> Self {
+        Self::new(CloseCode::Away, "server shutting down")
+    }
+
     fn new(code: CloseCode, description: &str) -> Self {
         Self(CloseReason {
             code,

@@ -140,14 +140,7 @@ async fn connect_inner(
                 .map_err(|e| handshake(&e))?
         }
         Transport::StreamableHttp { url, headers } => {
-            let mut custom = HashMap::new();
-            for (key, value) in headers {
-                let name = http::HeaderName::from_bytes(key.as_bytes())
-                    .map_err(|e| ConnectError::Transport(format!("header {key}: {e}")))?;
-                let value = http::HeaderValue::from_str(value)
-                    .map_err(|_| ConnectError::Transport(format!("header {key}: bad value")))?;
-                custom.insert(name, value);
-            }
+            let custom: HashMap<_, _> = header_pairs(headers)?.into_iter().collect();
             let mut config =
                 StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
             config.max_concurrent_requests = 256;
@@ -162,14 +155,7 @@ async fn connect_inner(
                 .map_err(|e| handshake(&e))?
         }
         Transport::Sse { url, headers } => {
-            let mut map = reqwest::header::HeaderMap::new();
-            for (key, value) in headers {
-                let name = reqwest::header::HeaderName::from_bytes(key.as_bytes())
-                    .map_err(|e| ConnectError::Transport(format!("header {key}: {e}")))?;
-                let value = reqwest::header::HeaderValue::from_str(value)
-                    .map_err(|_| ConnectError::Transport(format!("header {key}: bad value")))?;
-                map.insert(name, value);
-            }
+            let map: http::HeaderMap = header_pairs(headers)?.into_iter().collect();
             let transport =
                 LegacySseTransport::connect(http_client()?, url.clone(), map, spec.timeout)
                     .await
@@ -209,6 +195,23 @@ fn watch(
         };
         let _ = notes.send(SessionNote::Ended(why));
     });
+}
+
+/// The configured headers as HTTP types (validated at registration; checked again here
+/// because stored data is not trusted blindly).
+fn header_pairs(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ConnectError> {
+    headers
+        .iter()
+        .map(|(key, value)| {
+            let name = http::HeaderName::from_bytes(key.as_bytes())
+                .map_err(|e| ConnectError::Transport(format!("header {key}: {e}")))?;
+            let value = http::HeaderValue::from_str(value)
+                .map_err(|_| ConnectError::Transport(format!("header {key}: bad value")))?;
+            Ok((name, value))
+        })
+        .collect()
 }
 
 fn http_client() -> Result<reqwest::Client, ConnectError> {

@@ -353,25 +353,40 @@ impl Handler<ChildExited> for UpstreamSupervisor {
     }
 }
 
+impl UpstreamSupervisor {
+    /// An operator's restart: replaces whatever runs now with a fresh child. A reset
+    /// also forgets the restart history (and so clears `failed`).
+    fn restart_by_operator(
+        &mut self,
+        name: &ServerName,
+        event: &str,
+        reason: &str,
+        forget_history: bool,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), SupervisorError> {
+        let slot = self
+            .slots
+            .get(name)
+            .ok_or_else(|| SupervisorError::NotFound(name.clone()))?;
+        if !slot.spec.enabled {
+            return Err(SupervisorError::Disabled(name.clone()));
+        }
+        self.stop_child(name, reason, ctx);
+        if forget_history && let Some(slot) = self.slots.get_mut(name) {
+            slot.restart.reset();
+        }
+        publish_health(&self.bus, name, event, json!({}));
+        self.set_status(name, UpstreamStatus::Starting, reason);
+        self.start_child(name, ctx);
+        Ok(())
+    }
+}
+
 impl Handler<Reset> for UpstreamSupervisor {
     type Result = Result<(), SupervisorError>;
 
     fn handle(&mut self, msg: Reset, ctx: &mut Context<Self>) -> Self::Result {
-        let slot = self
-            .slots
-            .get(&msg.name)
-            .ok_or_else(|| SupervisorError::NotFound(msg.name.clone()))?;
-        if !slot.spec.enabled {
-            return Err(SupervisorError::Disabled(msg.name));
-        }
-        self.stop_child(&msg.name, "reset by an operator", ctx);
-        if let Some(slot) = self.slots.get_mut(&msg.name) {
-            slot.restart.reset();
-        }
-        publish_health(&self.bus, &msg.name, "reset", json!({}));
-        self.set_status(&msg.name, UpstreamStatus::Starting, "reset by an operator");
-        self.start_child(&msg.name, ctx);
-        Ok(())
+        self.restart_by_operator(&msg.name, "reset", "reset by an operator", true, ctx)
     }
 }
 
@@ -379,18 +394,13 @@ impl Handler<Reload> for UpstreamSupervisor {
     type Result = Result<(), SupervisorError>;
 
     fn handle(&mut self, msg: Reload, ctx: &mut Context<Self>) -> Self::Result {
-        let slot = self
-            .slots
-            .get(&msg.name)
-            .ok_or_else(|| SupervisorError::NotFound(msg.name.clone()))?;
-        if !slot.spec.enabled {
-            return Err(SupervisorError::Disabled(msg.name));
-        }
-        self.stop_child(&msg.name, "reloaded by an operator", ctx);
-        publish_health(&self.bus, &msg.name, "reloading", json!({}));
-        self.set_status(&msg.name, UpstreamStatus::Starting, "reloading");
-        self.start_child(&msg.name, ctx);
-        Ok(())
+        self.restart_by_operator(
+            &msg.name,
+            "reloading",
+            "reloaded by an operator",
+            false,
+            ctx,
+        )
     }
 }
 

@@ -86,6 +86,13 @@ impl TestDb {
     pub fn settings(&self) -> Settings {
         Settings::with_database(self.url.clone())
     }
+
+    /// Settings that let the API register stdio servers (our test MCP server).
+    pub fn stdio_settings(&self) -> Settings {
+        let mut settings = self.settings();
+        settings.allow_stdio_via_api = true;
+        settings
+    }
 }
 
 impl Drop for TestDb {
@@ -106,7 +113,7 @@ pub struct TestServer {
     pub http: reqwest::Client,
     /// Every event the gateway publishes from the moment it listens.
     pub events: Events,
-    handle: actix_web::dev::ServerHandle,
+    handle: omni_bridge::server::Stopper,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -123,7 +130,7 @@ impl TestServer {
                 match omni_bridge::server::start(settings).await {
                     Ok(running) => {
                         let events = running.bus.subscribe();
-                        let _ = tx.send(Ok((running.addr, running.server.handle(), events)));
+                        let _ = tx.send(Ok((running.addr, running.stopper.clone(), events)));
                         let _ = running.server.await;
                         running.store.close();
                     }
@@ -157,9 +164,70 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// Registers an upstream through the API; it must be accepted.
+    pub async fn register(&self, body: &Value) {
+        let resp = self
+            .http
+            .post(self.url("/api/v1/servers"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    }
+
+    /// Registers an upstream and waits until it is healthy.
+    pub async fn register_healthy(&mut self, body: &Value) {
+        self.register(body).await;
+        let name = body["name"].as_str().unwrap().to_owned();
+        self.events.status(&name, "healthy", WAIT).await;
+    }
+
+    /// POSTs a raw body; answers the status and the JSON body (null if none).
+    pub async fn post_raw(&self, path: &str, body: String) -> (reqwest::StatusCode, Value) {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Calls a tool through the HTTP API.
+    pub async fn call(
+        &self,
+        server: &str,
+        tool: &str,
+        args: Value,
+    ) -> (reqwest::StatusCode, Value) {
+        let path = format!("/api/v1/servers/{server}/tools/{tool}/call");
+        self.post_raw(&path, serde_json::json!({"arguments": args}).to_string())
+            .await
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// One registry entry with its live state.
+    pub async fn server_json(&self, name: &str) -> Value {
+        self.get_json(&format!("/api/v1/servers/{name}")).await
+    }
+
     /// Graceful stop; returns when the server's thread has ended.
     pub async fn stop(mut self) {
-        self.handle.stop(true).await;
+        self.handle.stop().await;
         if let Some(thread) = self.thread.take() {
             tokio::task::spawn_blocking(move || thread.join())
                 .await
@@ -176,12 +244,35 @@ impl Drop for TestServer {
             let handle = self.handle.clone();
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
                     .build()
                     .unwrap();
-                rt.block_on(handle.stop(false));
+                rt.block_on(handle.stop());
             });
         }
     }
+}
+
+/// How long a test waits for any one thing to happen.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Our test MCP server over stdio, as a registry entry.
+pub fn stdio(name: &str) -> Value {
+    serde_json::json!({
+        "name": name,
+        "transport": "stdio",
+        "command": TestMcp::BIN,
+        "args": ["--name", name],
+        "probe_interval": "1h",
+        "timeout": "5s",
+    })
+}
+
+/// The text of a call answer's first content block.
+pub fn text_of(body: &Value) -> &str {
+    body["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
 }
 
 /// The gateway's event stream, as a test sees it.
