@@ -24,6 +24,8 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{Peer, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
+const CRITERION_HEADING: &str = "## Hot paths (criterion)";
+
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -246,7 +248,12 @@ fn main() {
     let report = runtime.block_on(run(Duration::from_secs(seconds)));
     println!("{report}");
     if let Some(path) = out {
-        std::fs::write(&path, report).expect("report written");
+        // Keep the criterion section (written by hand from `cargo bench`) if there is one.
+        let kept = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|old| old.find(CRITERION_HEADING).map(|at| old[at..].to_owned()))
+            .unwrap_or_default();
+        std::fs::write(&path, format!("{report}\n{kept}")).expect("report written");
         eprintln!("wrote {}", path.display());
     }
 }
