@@ -120,7 +120,6 @@ async fn connect_inner(
 ) -> Result<Session, ConnectError> {
     let cancel = CancellationToken::new();
     let mut pid = None;
-    let handshake = |e: &dyn std::fmt::Display| ConnectError::Handshake(e.to_string());
     let running = match &spec.transport {
         Transport::Stdio {
             command,
@@ -130,14 +129,7 @@ async fn connect_inner(
         } => {
             let transport = spawn_child(&spec.name, command, args, env, cwd.as_deref())?;
             pid = transport.id();
-            let client = GatewayClient {
-                notes: notes.clone(),
-                protocol: ProtocolVersion::V_2025_06_18,
-            };
-            client
-                .serve_with_ct(transport, cancel.clone())
-                .await
-                .map_err(|e| handshake(&e))?
+            handshake(transport, ProtocolVersion::V_2025_06_18, &notes, &cancel).await?
         }
         Transport::StreamableHttp { url, headers } => {
             let custom: HashMap<_, _> = header_pairs(headers)?.into_iter().collect();
@@ -145,14 +137,7 @@ async fn connect_inner(
                 StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
             config.max_concurrent_requests = 256;
             let transport = StreamableHttpClientTransport::with_client(http_client()?, config);
-            let client = GatewayClient {
-                notes: notes.clone(),
-                protocol: ProtocolVersion::V_2025_06_18,
-            };
-            client
-                .serve_with_ct(transport, cancel.clone())
-                .await
-                .map_err(|e| handshake(&e))?
+            handshake(transport, ProtocolVersion::V_2025_06_18, &notes, &cancel).await?
         }
         Transport::Sse { url, headers } => {
             let map: http::HeaderMap = header_pairs(headers)?.into_iter().collect();
@@ -160,14 +145,8 @@ async fn connect_inner(
                 LegacySseTransport::connect(http_client()?, url.clone(), map, spec.timeout)
                     .await
                     .map_err(|e| ConnectError::Transport(e.to_string()))?;
-            let client = GatewayClient {
-                notes: notes.clone(),
-                protocol: ProtocolVersion::V_2024_11_05,
-            };
-            client
-                .serve_with_ct(transport, cancel.clone())
-                .await
-                .map_err(|e| handshake(&e))?
+            // The legacy transport belongs to the 2024-11-05 protocol.
+            handshake(transport, ProtocolVersion::V_2024_11_05, &notes, &cancel).await?
         }
     };
     let peer = running.peer().clone();
@@ -179,6 +158,27 @@ async fn connect_inner(
         pid,
         cancel,
     })
+}
+
+/// Runs the MCP `initialize` handshake over `transport`, offering `protocol`.
+async fn handshake<T, E, A>(
+    transport: T,
+    protocol: ProtocolVersion,
+    notes: &mpsc::UnboundedSender<SessionNote>,
+    cancel: &CancellationToken,
+) -> Result<RunningService<RoleClient, GatewayClient>, ConnectError>
+where
+    T: rmcp::transport::IntoTransport<RoleClient, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let client = GatewayClient {
+        notes: notes.clone(),
+        protocol,
+    };
+    client
+        .serve_with_ct(transport, cancel.clone())
+        .await
+        .map_err(|e| ConnectError::Handshake(e.to_string()))
 }
 
 /// Reports the end of the session, whatever ends it.
