@@ -150,29 +150,30 @@ impl Gateway {
         key: CacheKey,
         mode: CacheMode,
     ) -> Result<CallOutcome, ApiError> {
-        let snapshot = self
+        // Only what the call needs, both behind `Arc`s: a whole snapshot clone per call
+        // would copy strings and JSON on the hot path.
+        let (status, tools, spec) = self
             .inner
             .board
-            .get(server)
+            .read(server, |s| (s.status, s.tools.clone(), s.spec.clone()))
             .ok_or_else(|| ApiError::ServerNotFound(server.to_string()))?;
-        if !snapshot.status.is_connected() {
+        if !status.is_connected() {
             return Err(ApiError::Call(CallError::NotConnected {
                 server: server.to_string(),
-                status: snapshot.status.as_str(),
+                status: status.as_str(),
             }));
         }
-        let tool = snapshot
-            .tools
-            .iter()
-            .find(|t| t.name == tool_name)
-            .ok_or_else(|| ApiError::ToolNotFound {
-                server: server.to_string(),
-                tool: tool_name.to_owned(),
-            })?;
+        let tool =
+            tools
+                .iter()
+                .find(|t| t.name == tool_name)
+                .ok_or_else(|| ApiError::ToolNotFound {
+                    server: server.to_string(),
+                    tool: tool_name.to_owned(),
+                })?;
         self.check_arguments(server, tool, args)?;
         let read_only = tool.annotations.as_ref().and_then(|a| a.read_only_hint);
-        let ttl = snapshot
-            .spec
+        let ttl = spec
             .as_ref()
             .and_then(|spec| spec.cache_ttl_for(tool_name, read_only, self.inner.default_ttl));
         let done = |result: Arc<Value>, cached| CallOutcome {

@@ -115,6 +115,11 @@ impl StatusBoard {
         self.inner.read().expect("board lock").get(name).cloned()
     }
 
+    /// Reads one entry in place, without cloning it (the call path needs three fields).
+    pub fn read<R>(&self, name: &ServerName, f: impl FnOnce(&Snapshot) -> R) -> Option<R> {
+        self.inner.read().expect("board lock").get(name).map(f)
+    }
+
     pub fn all(&self) -> BTreeMap<ServerName, Snapshot> {
         self.inner.read().expect("board lock").clone()
     }
