@@ -73,6 +73,9 @@ async fn initial_status_then_the_events_of_a_killed_upstream_in_order() {
     let db = TestDb::new();
     let mut server = TestServer::start(db.stdio_settings()).await;
     server.register_healthy(&stdio("victim")).await;
+    // The status turns healthy just before the `connected` event is published; wait for
+    // that event too, so the stream below cannot mistake it for the recovery.
+    server.events.health("victim", "connected", WAIT).await;
     let mut ws = connect(&server).await;
     let first = next(&mut ws, WAIT).await;
     assert_eq!(first["type"], "initial_status");
@@ -96,8 +99,14 @@ async fn initial_status_then_the_events_of_a_killed_upstream_in_order() {
     // SAFETY: kill(2) on a child this test's gateway started.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
 
+    // Recovery is the first `connected` after the `exited` this kill causes.
+    let exited = std::cell::Cell::new(false);
     let seen = until(&mut ws, "recovery", |m| {
-        m["type"] == "health_event" && m["data"]["event"] == "connected"
+        let event = &m["data"]["event"];
+        if m["type"] == "health_event" && event == "exited" {
+            exited.set(true);
+        }
+        exited.get() && m["type"] == "health_event" && event == "connected"
     })
     .await;
     let labels: Vec<String> = seen
