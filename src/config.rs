@@ -12,6 +12,7 @@ use crate::cache::CacheLimits;
 use crate::cli::ServeArgs;
 use crate::duration;
 use crate::live::LiveSettings;
+use crate::mcp::McpSettings;
 use crate::registry::{ServerInput, ServerSpec};
 use crate::store::{DatabaseUrl, StoreOptions};
 use crate::upstream::UpstreamSettings;
@@ -41,6 +42,7 @@ pub struct Settings {
     pub instance: String,
     pub cache: CacheSettings,
     pub live: LiveSettings,
+    pub mcp: McpSettings,
 }
 
 /// The result cache's bounds and timers.
@@ -88,6 +90,7 @@ impl Settings {
             instance: default_instance(),
             cache: CacheSettings::default(),
             live: LiveSettings::default(),
+            mcp: McpSettings::default(),
         }
     }
 }
@@ -138,6 +141,11 @@ struct FileConfig {
     live_ping_interval: Option<String>,
     live_ping_timeout: Option<String>,
     live_queue: Option<u64>,
+    mcp_page_size: Option<u64>,
+    mcp_max_sessions: Option<u64>,
+    mcp_session_idle: Option<String>,
+    mcp_allowed_origins: Option<Vec<String>>,
+    mcp_allowed_hosts: Option<Vec<String>>,
     #[serde(default)]
     servers: Vec<ServerInput>,
 }
@@ -170,6 +178,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
     let upstreams = upstream_settings(&file)?;
     let cache = cache_settings(&file)?;
     let live = live_settings(&file)?;
+    let mcp = mcp_settings(&file)?;
     let data_dir = args
         .data_dir
         .clone()
@@ -222,6 +231,23 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
                 "declared twice",
             ));
         }
+        let prefix = |s: &ServerSpec| {
+            crate::mcp::names::effective_prefix(s.name.as_str(), s.tool_prefix.as_deref())
+                .map(str::to_owned)
+        };
+        if let Some(other) = servers
+            .iter()
+            .find(|s| prefix(s).is_some() && prefix(s) == prefix(&spec))
+        {
+            return Err(ConfigError::new(
+                format!("servers[{label}].tool_prefix"),
+                format!(
+                    "'{}' is already the tool prefix of server '{}'",
+                    prefix(&spec).unwrap_or_default(),
+                    other.name
+                ),
+            ));
+        }
         servers.push(spec);
     }
     Ok(Settings {
@@ -242,7 +268,47 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
         instance: file.instance.unwrap_or_else(default_instance),
         cache,
         live,
+        mcp,
     })
+}
+
+fn mcp_settings(file: &FileConfig) -> Result<McpSettings, ConfigError> {
+    let mut out = McpSettings::default();
+    let count = |key: &str, value: Option<u64>, max: u64| match value {
+        Some(n) if n == 0 || n > max => Err(ConfigError::new(
+            key,
+            format!("must be between 1 and {max}"),
+        )),
+        Some(n) => Ok(Some(n as usize)),
+        None => Ok(None),
+    };
+    if let Some(n) = count("mcp_page_size", file.mcp_page_size, 10_000)? {
+        out.page_size = n;
+    }
+    if let Some(n) = count("mcp_max_sessions", file.mcp_max_sessions, 1_000_000)? {
+        out.max_sessions = n;
+    }
+    if let Some(text) = &file.mcp_session_idle {
+        out.session_idle = duration::parse_within(
+            text,
+            Duration::from_millis(100),
+            Duration::from_secs(86_400),
+        )
+        .map_err(|m| ConfigError::new("mcp_session_idle", m))?;
+    }
+    for origin in file.mcp_allowed_origins.iter().flatten() {
+        let ok = url::Url::parse(origin)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+        if !ok {
+            return Err(ConfigError::new(
+                "mcp_allowed_origins",
+                format!("'{origin}' is not an origin such as https://app.example.com"),
+            ));
+        }
+    }
+    out.allowed_origins = file.mcp_allowed_origins.clone().unwrap_or_default();
+    out.allowed_hosts = file.mcp_allowed_hosts.clone().unwrap_or_default();
+    Ok(out)
 }
 
 fn live_settings(file: &FileConfig) -> Result<LiveSettings, ConfigError> {

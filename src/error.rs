@@ -27,6 +27,8 @@ pub enum ApiError {
     RouteNotFound(String),
     #[error("a server named '{0}' already exists")]
     ServerExists(String),
+    #[error("tool names at /mcp would collide: {0}")]
+    NameCollision(String),
     #[error("server '{0}' is declared in the config file; change it there")]
     ManagedByConfig(String),
     #[error(
@@ -59,6 +61,7 @@ impl ApiError {
             Self::ServerNotFound(_) => "server-not-found",
             Self::RouteNotFound(_) => "not-found",
             Self::ServerExists(_) => "server-exists",
+            Self::NameCollision(_) => "tool-name-collision",
             Self::ManagedByConfig(_) => "managed-by-config",
             Self::StdioNotAllowed => "stdio-not-allowed",
             Self::RevisionMismatch { .. } => "revision-mismatch",
@@ -116,7 +119,9 @@ impl ResponseError for ApiError {
                 CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 CallError::Upstream { .. } | CallError::Transport { .. } => StatusCode::BAD_GATEWAY,
             },
-            Self::ServerExists(_) | Self::ManagedByConfig(_) => StatusCode::CONFLICT,
+            Self::ServerExists(_) | Self::ManagedByConfig(_) | Self::NameCollision(_) => {
+                StatusCode::CONFLICT
+            }
             Self::StdioNotAllowed => StatusCode::FORBIDDEN,
             Self::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             Self::StoreBusy | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,

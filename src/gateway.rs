@@ -20,7 +20,9 @@ use crate::error::ApiError;
 use crate::registry::{ServerName, ValidationError};
 use crate::store::invocations::NewInvocation;
 use crate::upstream::supervisor::GetUpstream;
-use crate::upstream::{CallError, CallTool, StatusBoard, UpstreamSupervisor};
+use crate::upstream::{
+    CallError, CallTool, Forward, Forwarded, StatusBoard, UpstreamActor, UpstreamSupervisor,
+};
 
 /// How a request wants the cache used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +93,10 @@ impl Gateway {
 
     pub fn audit(&self) -> &AuditLog {
         &self.inner.audit
+    }
+
+    pub fn board(&self) -> &StatusBoard {
+        &self.inner.board
     }
 
     /// Calls `tool` of `server`, through the cache where its policy allows.
@@ -229,38 +235,60 @@ impl Gateway {
         Ok(done(result.map_err(ApiError::Call)?, false))
     }
 
+    /// The actor of a connected upstream.
+    async fn upstream(&self, server: &ServerName) -> Result<Addr<UpstreamActor>, CallError> {
+        self.inner
+            .supervisor
+            .send(GetUpstream {
+                name: server.clone(),
+            })
+            .await
+            .map_err(|_| CallError::Gone {
+                server: server.to_string(),
+            })?
+            .ok_or_else(|| CallError::NotConnected {
+                server: server.to_string(),
+                status: "restarting",
+            })
+    }
+
     async fn call_upstream(
         &self,
         server: &ServerName,
         tool: &str,
         arguments: Option<JsonObject>,
     ) -> Result<Arc<Value>, CallError> {
-        let gone = || CallError::Gone {
-            server: server.to_string(),
-        };
-        let upstream = self
-            .inner
-            .supervisor
-            .send(GetUpstream {
-                name: server.clone(),
-            })
-            .await
-            .map_err(|_| gone())?
-            .ok_or_else(|| CallError::NotConnected {
-                server: server.to_string(),
-                status: "restarting",
-            })?;
-        let result = upstream
+        let result = self
+            .upstream(server)
+            .await?
             .send(CallTool {
                 tool: tool.to_owned(),
                 arguments,
             })
             .await
             // The actor stopped with the call in flight: removed, reloaded or crashed.
-            .map_err(|_| gone())??;
+            .map_err(|_| CallError::Gone {
+                server: server.to_string(),
+            })??;
         Ok(Arc::new(
             serde_json::to_value(&result).unwrap_or(Value::Null),
         ))
+    }
+
+    /// Passes a resources or prompts request through to one upstream (for `/mcp`); it
+    /// goes through that upstream's breaker and deadline like a tool call.
+    pub async fn forward(
+        &self,
+        server: &ServerName,
+        request: Forward,
+    ) -> Result<Forwarded, CallError> {
+        self.upstream(server)
+            .await?
+            .send(request)
+            .await
+            .map_err(|_| CallError::Gone {
+                server: server.to_string(),
+            })?
     }
 
     /// Checks the arguments against the tool's `inputSchema`; the error names the field. A

@@ -12,6 +12,7 @@ pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod live;
+pub mod mcp;
 pub mod metrics;
 pub mod registry;
 pub mod server;

@@ -12,6 +12,8 @@ use crate::config::Settings;
 use crate::gateway::Gateway;
 use crate::http::{self, AppState};
 use crate::live::EventHub;
+use crate::mcp::McpEndpoint;
+use crate::mcp::catalogue::CatalogueActor;
 use crate::metrics::Metrics;
 use crate::store::{DatabaseUrl, Store, StoreError, migrate};
 use crate::upstream::supervisor::Reconcile;
@@ -49,12 +51,15 @@ pub struct Running {
 #[derive(Clone)]
 pub struct Stopper {
     hub: actix::Addr<EventHub>,
+    mcp: tokio_util::sync::CancellationToken,
     handle: actix_web::dev::ServerHandle,
 }
 
 impl Stopper {
     pub async fn stop(&self) {
         let _ = self.hub.send(crate::live::hub::CloseAll).await;
+        // MCP sessions hold SSE streams open just like WebSockets.
+        self.mcp.cancel();
         self.handle.stop(true).await;
     }
 
@@ -137,6 +142,15 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     )
     .start();
 
+    let catalogue = CatalogueActor::spawn(board.clone(), bus.clone());
+    let mcp = McpEndpoint::new(
+        gateway.clone(),
+        catalogue,
+        settings.mcp.clone(),
+        settings.bind.ip().is_loopback(),
+        settings.body_limit,
+    );
+
     let settings = Arc::new(settings);
     let hub_for_stop = hub.clone();
     let state = web::Data::new(AppState {
@@ -148,11 +162,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         supervisor,
         board,
         bus: bus.clone(),
+        mcp: mcp.clone(),
     });
     let body_limit = settings.body_limit;
+    let mcp_for_stop = mcp.shutdown.clone();
     let server = HttpServer::new(move || {
         let counted = metrics.clone();
         App::new()
+            .service(mcp.service())
             .app_data(state.clone())
             .wrap_fn(move |req, srv| {
                 use actix_web::dev::Service;
@@ -178,6 +195,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let server = server.run();
     let stopper = Stopper {
         hub: hub_for_stop,
+        mcp: mcp_for_stop,
         handle: server.handle(),
     };
     log::info!(

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod health;
 pub mod invocations;
 pub mod live;
+pub mod mcp;
 pub mod servers;
 pub mod tools;
 pub mod upstreams;
@@ -34,6 +35,7 @@ pub struct AppState {
     pub supervisor: Addr<UpstreamSupervisor>,
     pub board: StatusBoard,
     pub bus: EventBus,
+    pub mcp: crate::mcp::McpEndpoint,
 }
 
 impl AppState {
@@ -79,7 +81,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
             .service(cache::clear)
             .service(cache::clear_server)
             .service(cache::clear_tool)
-            .service(invocations::list),
+            .service(invocations::list)
+            .service(mcp::status),
     )
     .default_service(web::to(not_found));
 }

@@ -32,6 +32,27 @@ fn etag(stored: &StoredServer) -> (header::HeaderName, String) {
     (header::ETAG, format!("\"{}\"", stored.revision))
 }
 
+/// Refuses a spec whose `/mcp` names would collide with another server's: the same
+/// prefix, or (for a server whose tools are known) the same exposed tool name.
+fn check_names(state: &AppState, spec: &ServerSpec) -> Result<(), ApiError> {
+    let board = state.board.all();
+    let tools = board
+        .get(&spec.name)
+        .map(|s| s.tools.clone())
+        .unwrap_or_default();
+    let found = crate::mcp::catalogue::collisions_with(
+        &board,
+        &spec.name,
+        spec.tool_prefix.as_deref(),
+        &tools,
+    );
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::NameCollision(found.join("; ")))
+    }
+}
+
 fn check_stdio_allowed(state: &AppState, spec: &ServerSpec) -> Result<(), ApiError> {
     if matches!(spec.transport, Transport::Stdio { .. }) && !state.settings.allow_stdio_via_api {
         return Err(ApiError::StdioNotAllowed);
@@ -91,6 +112,7 @@ pub async fn create(
         .validate()
         .map_err(ApiError::InvalidField)?;
     check_stdio_allowed(&state, &spec)?;
+    check_names(&state, &spec)?;
     let stored = match state.store.insert_server(&spec, Source::Api).await {
         Err(StoreError::Conflict) => return Err(ApiError::ServerExists(spec.name.to_string())),
         other => other?,
@@ -123,6 +145,7 @@ pub async fn update(
     }
     let mut spec = input.validate().map_err(ApiError::InvalidField)?;
     check_stdio_allowed(&state, &spec)?;
+    check_names(&state, &spec)?;
     let expected = if_match(&req)?;
     let current = state
         .store

@@ -16,6 +16,17 @@ use crate::registry::ValidationError;
 #[get("/tools")]
 pub async fn catalogue(state: web::Data<AppState>) -> HttpResponse {
     let default_ttl = state.settings.cache.default_ttl;
+    let catalogue = state.mcp.catalogue();
+    let exposed: std::collections::HashMap<_, _> = catalogue
+        .tools
+        .iter()
+        .map(|t| ((&t.server, t.upstream_name.as_str()), &*t.tool.name))
+        .collect();
+    let withheld: std::collections::HashMap<_, _> = catalogue
+        .withheld
+        .iter()
+        .map(|w| ((&w.server, w.tool.as_str()), w.reason.as_str()))
+        .collect();
     let mut tools = Vec::new();
     for (server, snapshot) in state.board.all() {
         for tool in snapshot.tools.iter() {
@@ -31,6 +42,10 @@ pub async fn catalogue(state: web::Data<AppState>) -> HttpResponse {
                 "inputSchema": tool.input_schema,
                 "annotations": tool.annotations,
                 "cache": {"cached": ttl.is_some(), "ttl": ttl.map(crate::duration::format)},
+                "mcp": {
+                    "name": exposed.get(&(&server, &*tool.name)),
+                    "withheld": withheld.get(&(&server, &*tool.name)),
+                },
             }));
         }
     }

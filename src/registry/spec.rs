@@ -199,6 +199,9 @@ pub struct ServerSpec {
     pub cache_ttl: Option<Duration>,
     /// Per-tool overrides, by the upstream's tool name.
     pub tools: BTreeMap<String, ToolOverride>,
+    /// How this server's tools are named at `/mcp`: `None` means `{server}__{tool}`,
+    /// `Some("")` the upstream's own names, `Some(p)` means `{p}__{tool}`.
+    pub tool_prefix: Option<String>,
 }
 
 impl ServerSpec {
@@ -240,6 +243,7 @@ impl ServerSpec {
             "timeout": duration::format(self.timeout),
             "cache": self.cache,
             "cache_ttl": self.cache_ttl.map(duration::format),
+            "tool_prefix": self.tool_prefix,
             "tools": self.tools.iter().map(|(name, o)| {
                 (name.clone(), json!({
                     "cache": o.cache,
@@ -357,6 +361,7 @@ pub struct ServerInput {
     pub cache: Option<String>,
     pub cache_ttl: Option<String>,
     pub tools: Option<BTreeMap<String, ToolOverrideInput>>,
+    pub tool_prefix: Option<String>,
 }
 
 impl ServerInput {
@@ -478,6 +483,11 @@ impl ServerInput {
                 },
             );
         }
+        let tool_prefix = self
+            .tool_prefix
+            .map(|p| crate::mcp::names::validate_prefix(&p).map(|()| p))
+            .transpose()
+            .map_err(|m| ValidationError::new("tool_prefix", m))?;
         Ok(ServerSpec {
             name,
             transport,
@@ -487,6 +497,7 @@ impl ServerInput {
             cache,
             cache_ttl,
             tools,
+            tool_prefix,
         })
     }
 }

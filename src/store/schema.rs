@@ -18,6 +18,7 @@ diesel::table! {
         cache_policy -> Text,
         cache_ttl_ms -> Nullable<BigInt>,
         tool_overrides -> Text,
+        tool_prefix -> Nullable<Text>,
         source -> Text,
         revision -> BigInt,
         created_at -> Timestamp,

@@ -42,6 +42,7 @@ struct ServerRow {
     cache_policy: String,
     cache_ttl_ms: Option<i64>,
     tool_overrides: String,
+    tool_prefix: Option<String>,
     source: String,
     revision: i64,
     created_at: NaiveDateTime,
@@ -66,6 +67,7 @@ struct ServerFields {
     cache_policy: String,
     cache_ttl_ms: Option<i64>,
     tool_overrides: String,
+    tool_prefix: Option<String>,
     source: String,
     updated_at: NaiveDateTime,
 }
@@ -119,6 +121,7 @@ impl ServerFields {
             cache_policy: spec.cache.as_str().to_owned(),
             cache_ttl_ms: spec.cache_ttl.map(millis),
             tool_overrides: to_json(&spec.tools),
+            tool_prefix: spec.tool_prefix.clone(),
             source: source.as_str().to_owned(),
             updated_at: now(),
         }
@@ -173,6 +176,7 @@ impl TryFrom<ServerRow> for StoredServer {
                 cache_ttl: row.cache_ttl_ms.map(duration),
                 tools: serde_json::from_str(&row.tool_overrides)
                     .map_err(|e| corrupt("tool_overrides", &e))?,
+                tool_prefix: row.tool_prefix.clone(),
             },
             source: Source::parse(&row.source).map_err(|e| corrupt("source", &e))?,
             revision: row.revision,
@@ -303,6 +307,7 @@ impl Store {
                         servers::cache_policy.eq(excluded(servers::cache_policy)),
                         servers::cache_ttl_ms.eq(excluded(servers::cache_ttl_ms)),
                         servers::tool_overrides.eq(excluded(servers::tool_overrides)),
+                        servers::tool_prefix.eq(excluded(servers::tool_prefix)),
                         servers::source.eq(excluded(servers::source)),
                         servers::updated_at.eq(excluded(servers::updated_at)),
                         servers::revision.eq(servers::revision + 1),

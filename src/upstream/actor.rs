@@ -7,16 +7,20 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
+use futures_util::future::BoxFuture;
 use rmcp::ServiceError;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientRequest, ErrorCode, JsonObject, PingRequest,
+    CallToolRequestParams, CallToolResult, ClientRequest, ErrorCode, GetPromptRequestParams,
+    GetPromptResult, JsonObject, PingRequest, Prompt, ReadResourceRequestParams,
+    ReadResourceResult, Resource, ResourceTemplate,
 };
+use rmcp::service::{Peer, RoleClient};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::breaker::{Breaker, CircuitState, Transition};
 use super::connect::{self, Session, SessionNote};
-use super::status::{StatusBoard, UpstreamStatus};
+use super::status::{Offers, StatusBoard, UpstreamStatus};
 use super::supervisor::{ChildExited, ChildUp};
 use crate::events::{Event, EventBus, EventType};
 use crate::registry::{ServerName, ServerSpec};
@@ -144,6 +148,9 @@ impl UpstreamActor {
     }
 
     fn on_transition(&mut self, transition: Transition, ctx: &mut Context<Self>) {
+        // The board first: observers of the event (the /mcp catalogue) read it.
+        let circuit = self.breaker.state();
+        self.board.update(self.name(), |s| s.circuit = circuit);
         match transition {
             Transition::Opened { cooldown } => {
                 self.health_event(
@@ -157,8 +164,6 @@ impl UpstreamActor {
             Transition::HalfOpened => self.health_event("circuit_half_open", json!({})),
             Transition::Closed => self.health_event("circuit_closed", json!({})),
         }
-        let circuit = self.breaker.state();
-        self.board.update(self.name(), |s| s.circuit = circuit);
     }
 
     fn record(&mut self, ok: bool, error: Option<String>, ctx: &mut Context<Self>) {
@@ -198,11 +203,19 @@ impl UpstreamActor {
                 .as_ref()
                 .map(|s| json!({"name": s.name, "version": s.version, "protocol": i.protocol_version.to_string()}))
         });
+        let offers = session
+            .info
+            .as_ref()
+            .map_or_else(Offers::default, |i| Offers {
+                resources: i.capabilities.resources.is_some(),
+                prompts: i.capabilities.prompts.is_some(),
+            });
         let pid = session.pid;
         self.session = Some(Arc::new(session));
         self.board.update(self.name(), |s| {
             s.pid = pid;
             s.server_info = info;
+            s.offers = offers;
         });
         self.refresh_tools(ctx, true);
     }
@@ -383,10 +396,14 @@ fn is_callers_fault(code: ErrorCode) -> bool {
     code == ErrorCode::INVALID_PARAMS || code == ErrorCode::METHOD_NOT_FOUND
 }
 
-impl Handler<CallTool> for UpstreamActor {
-    type Result = ResponseActFuture<Self, Result<CallToolResult, CallError>>;
-
-    fn handle(&mut self, msg: CallTool, ctx: &mut Context<Self>) -> Self::Result {
+impl UpstreamActor {
+    /// Runs one request on the session through the breaker and under the deadline, and
+    /// feeds its outcome back to the breaker: the shared path of calls and pass-through.
+    fn guarded<T: 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        run: impl FnOnce(Peer<RoleClient>) -> BoxFuture<'static, Result<T, ServiceError>>,
+    ) -> ResponseActFuture<Self, Result<T, CallError>> {
         let server = self.name().to_string();
         let Some(session) = &self.session else {
             let status = self.status.as_str();
@@ -404,11 +421,7 @@ impl Handler<CallTool> for UpstreamActor {
             })));
         }
         let timeout = self.spec.timeout;
-        let mut params = CallToolRequestParams::new(msg.tool);
-        if let Some(arguments) = msg.arguments {
-            params = params.with_arguments(arguments);
-        }
-        let call = async move { tokio::time::timeout(timeout, peer.call_tool(params)).await };
+        let call = tokio::time::timeout(timeout, run(peer));
         Box::pin(call.into_actor(self).map(move |outcome, act, ctx| {
             let result = match outcome {
                 Ok(Ok(result)) => Ok(result),
@@ -432,5 +445,77 @@ impl Handler<CallTool> for UpstreamActor {
             act.record(healthy, result.as_ref().err().map(ToString::to_string), ctx);
             result
         }))
+    }
+}
+
+impl Handler<CallTool> for UpstreamActor {
+    type Result = ResponseActFuture<Self, Result<CallToolResult, CallError>>;
+
+    fn handle(&mut self, msg: CallTool, ctx: &mut Context<Self>) -> Self::Result {
+        let mut params = CallToolRequestParams::new(msg.tool);
+        if let Some(arguments) = msg.arguments {
+            params = params.with_arguments(arguments);
+        }
+        self.guarded(ctx, move |peer| {
+            Box::pin(async move { peer.call_tool(params).await })
+        })
+    }
+}
+
+/// A resources or prompts request passed through from `/mcp`.
+#[derive(Message)]
+#[rtype(result = "Result<Forwarded, CallError>")]
+pub enum Forward {
+    /// Every page of `resources/list`.
+    ListResources,
+    /// Every page of `resources/templates/list`.
+    ListResourceTemplates,
+    ReadResource {
+        uri: String,
+    },
+    /// Every page of `prompts/list`.
+    ListPrompts,
+    GetPrompt {
+        name: String,
+        arguments: Option<JsonObject>,
+    },
+}
+
+pub enum Forwarded {
+    Resources(Vec<Resource>),
+    ResourceTemplates(Vec<ResourceTemplate>),
+    Read(ReadResourceResult),
+    Prompts(Vec<Prompt>),
+    Prompt(GetPromptResult),
+}
+
+impl Handler<Forward> for UpstreamActor {
+    type Result = ResponseActFuture<Self, Result<Forwarded, CallError>>;
+
+    fn handle(&mut self, msg: Forward, ctx: &mut Context<Self>) -> Self::Result {
+        self.guarded(ctx, move |peer| {
+            Box::pin(async move {
+                Ok(match msg {
+                    Forward::ListResources => {
+                        Forwarded::Resources(peer.list_all_resources().await?)
+                    }
+                    Forward::ListResourceTemplates => {
+                        Forwarded::ResourceTemplates(peer.list_all_resource_templates().await?)
+                    }
+                    Forward::ReadResource { uri } => Forwarded::Read(
+                        peer.read_resource(ReadResourceRequestParams::new(uri))
+                            .await?,
+                    ),
+                    Forward::ListPrompts => Forwarded::Prompts(peer.list_all_prompts().await?),
+                    Forward::GetPrompt { name, arguments } => {
+                        let mut params = GetPromptRequestParams::new(name);
+                        if let Some(arguments) = arguments {
+                            params = params.with_arguments(arguments);
+                        }
+                        Forwarded::Prompt(peer.get_prompt(params).await?)
+                    }
+                })
+            })
+        })
     }
 }

@@ -10,8 +10,8 @@ pub mod sse;
 pub mod status;
 pub mod supervisor;
 
-pub use actor::{CallError, CallTool, UpstreamActor};
-pub use status::{Snapshot, StatusBoard, UpstreamStatus};
+pub use actor::{CallError, CallTool, Forward, Forwarded, UpstreamActor};
+pub use status::{Offers, Snapshot, StatusBoard, UpstreamStatus};
 pub use supervisor::UpstreamSupervisor;
 
 /// Tuning of breakers and restarts, for every upstream.

@@ -63,6 +63,15 @@ pub struct Snapshot {
     pub connected_since: Option<DateTime<Utc>>,
     pub server_info: Option<Value>,
     pub next_restart_at: Option<DateTime<Utc>>,
+    /// What the upstream said it offers besides tools, at its handshake.
+    pub offers: Offers,
+}
+
+/// The optional capabilities `/mcp` passes through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Offers {
+    pub resources: bool,
+    pub prompts: bool,
 }
 
 impl Default for Snapshot {
@@ -81,6 +90,7 @@ impl Default for Snapshot {
             connected_since: None,
             server_info: None,
             next_restart_at: None,
+            offers: Offers::default(),
         }
     }
 }

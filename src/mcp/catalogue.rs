@@ -1,0 +1,354 @@
+//! The aggregate catalogue `/mcp` serves: every live upstream's tools under their exposed
+//! names, and which upstreams offer resources and prompts. The [`CatalogueActor`] rebuilds
+//! it from the status board after every upstream event and publishes it on a `watch`
+//! channel, so a `tools/list` reads a finished list and every session learns of a change
+//! (for `notifications/tools/list_changed`) from one place.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use rmcp::model::Tool;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
+
+use super::names;
+use crate::events::{Event, EventBus};
+use crate::registry::ServerName;
+use crate::upstream::breaker::CircuitState;
+use crate::upstream::{Snapshot, StatusBoard};
+
+/// One upstream tool as `/mcp` shows it.
+#[derive(Debug)]
+pub struct ExposedTool {
+    pub server: ServerName,
+    /// The upstream's own name, which the call uses.
+    pub upstream_name: String,
+    /// The upstream's definition with `name` set to the exposed name.
+    pub tool: Tool,
+}
+
+/// An upstream tool that is not exposed, and why; shown by `GET /api/v1/tools` and logged.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Withheld {
+    pub server: ServerName,
+    pub tool: String,
+    /// The name it would have had, when it has one (a collision).
+    pub exposed: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Catalogue {
+    /// Live tools in a stable order: by server, then the upstream's own order.
+    pub tools: Vec<Arc<ExposedTool>>,
+    by_name: HashMap<String, usize>,
+    /// Tools withheld from every upstream, live or not.
+    pub withheld: Vec<Withheld>,
+    /// Live upstreams that offer resources, with their effective prefix.
+    pub resources: Vec<(ServerName, Option<String>)>,
+    /// Live upstreams that offer prompts, with their effective prefix.
+    pub prompts: Vec<(ServerName, Option<String>)>,
+    /// Changes whenever anything a client could list changes.
+    pub fingerprint: u64,
+}
+
+/// Whether an upstream's tools are offered: connected and the circuit not open.
+fn is_live(s: &Snapshot) -> bool {
+    s.status.is_connected() && s.circuit != CircuitState::Open && s.spec.is_some()
+}
+
+fn prefix_of(name: &ServerName, s: &Snapshot) -> Option<String> {
+    let configured = s.spec.as_ref().and_then(|spec| spec.tool_prefix.as_deref());
+    names::effective_prefix(name.as_str(), configured).map(str::to_owned)
+}
+
+impl Catalogue {
+    /// Builds the catalogue. Collisions are judged over every upstream whose tools are
+    /// known, live or not, so that a colliding pair does not flap as one goes down.
+    pub fn build(board: &BTreeMap<ServerName, Snapshot>) -> Self {
+        let mut claims: HashMap<String, Vec<(&ServerName, &str)>> = HashMap::new();
+        let mut withheld = vec![];
+        for (server, snap) in board {
+            let prefix = prefix_of(server, snap);
+            for tool in snap.tools.iter() {
+                match names::expose(prefix.as_deref(), &tool.name) {
+                    Ok(exposed) => claims
+                        .entry(exposed)
+                        .or_default()
+                        .push((server, &tool.name)),
+                    Err(reason) => withheld.push(Withheld {
+                        server: server.clone(),
+                        tool: tool.name.to_string(),
+                        exposed: None,
+                        reason,
+                    }),
+                }
+            }
+        }
+        let mut out = Catalogue::default();
+        let mut hasher = DefaultHasher::new();
+        for (server, snap) in board {
+            let prefix = prefix_of(server, snap);
+            if !is_live(snap) {
+                continue;
+            }
+            if snap.offers.resources {
+                out.resources.push((server.clone(), prefix.clone()));
+            }
+            if snap.offers.prompts {
+                out.prompts.push((server.clone(), prefix.clone()));
+            }
+            // The same list `Arc` means the same definitions; a refresh replaces it.
+            (
+                server,
+                prefix.as_deref(),
+                Arc::as_ptr(&snap.tools) as usize,
+                snap.offers,
+            )
+                .hash(&mut hasher);
+            for tool in snap.tools.iter() {
+                let Ok(exposed) = names::expose(prefix.as_deref(), &tool.name) else {
+                    continue;
+                };
+                let claimants = &claims[&exposed];
+                if claimants.len() > 1 {
+                    continue;
+                }
+                let mut shown = tool.clone();
+                shown.name = exposed.clone().into();
+                out.by_name.insert(exposed, out.tools.len());
+                out.tools.push(Arc::new(ExposedTool {
+                    server: server.clone(),
+                    upstream_name: tool.name.to_string(),
+                    tool: shown,
+                }));
+            }
+        }
+        let mut collisions: Vec<_> = claims.into_iter().filter(|(_, c)| c.len() > 1).collect();
+        collisions.sort();
+        for (exposed, claimants) in collisions {
+            for (server, tool) in &claimants {
+                let others: Vec<String> = claimants
+                    .iter()
+                    .filter(|(s, t)| (s, t) != (server, tool))
+                    .map(|(s, t)| format!("{s}/{t}"))
+                    .collect();
+                withheld.push(Withheld {
+                    server: (*server).clone(),
+                    tool: (*tool).to_owned(),
+                    exposed: Some(exposed.clone()),
+                    reason: format!(
+                        "exposed name '{exposed}' collides with {}; set tool_prefix on one of them",
+                        others.join(", ")
+                    ),
+                });
+            }
+        }
+        withheld.sort_by(|a, b| (&a.server, &a.tool).cmp(&(&b.server, &b.tool)));
+        out.withheld = withheld;
+        out.fingerprint = hasher.finish();
+        out
+    }
+
+    pub fn get(&self, exposed: &str) -> Option<&Arc<ExposedTool>> {
+        self.by_name.get(exposed).map(|&i| &self.tools[i])
+    }
+}
+
+/// The names a server's tools would be exposed under that another server already
+/// claims, for refusing a registration. `tools` are the candidate's known tools (an
+/// update of a connected server has them; a new server has none yet).
+pub fn collisions_with(
+    board: &BTreeMap<ServerName, Snapshot>,
+    candidate: &ServerName,
+    prefix: Option<&str>,
+    tools: &[Tool],
+) -> Vec<String> {
+    let prefix = names::effective_prefix(candidate.as_str(), prefix);
+    let mut found = vec![];
+    for (server, snap) in board {
+        if server == candidate {
+            continue;
+        }
+        let theirs = prefix_of(server, snap);
+        if let (Some(mine), Some(theirs)) = (prefix, theirs.as_deref())
+            && mine == theirs
+        {
+            found.push(format!(
+                "prefix '{mine}' is already used by server '{server}'"
+            ));
+            continue;
+        }
+        for tool in tools {
+            let Ok(mine) = names::expose(prefix, &tool.name) else {
+                continue;
+            };
+            if snap
+                .tools
+                .iter()
+                .any(|t| names::expose(theirs.as_deref(), &t.name).as_deref() == Ok(&mine))
+            {
+                found.push(format!("'{mine}' is already exposed by server '{server}'"));
+            }
+        }
+    }
+    found
+}
+
+/// Keeps the catalogue current. Readers hold a `watch::Receiver` from [`Self::spawn`].
+pub struct CatalogueActor {
+    board: StatusBoard,
+    bus: EventBus,
+    tx: watch::Sender<Arc<Catalogue>>,
+}
+
+impl CatalogueActor {
+    pub fn spawn(board: StatusBoard, bus: EventBus) -> watch::Receiver<Arc<Catalogue>> {
+        let (tx, rx) = watch::channel(Arc::new(Catalogue::build(&board.all())));
+        CatalogueActor { board, bus, tx }.start();
+        rx
+    }
+
+    fn rebuild(&mut self) {
+        let next = Catalogue::build(&self.board.all());
+        let current = self.tx.borrow().clone();
+        if next.fingerprint == current.fingerprint && next.withheld == current.withheld {
+            return;
+        }
+        for w in next
+            .withheld
+            .iter()
+            .filter(|w| !current.withheld.contains(w))
+        {
+            log::warn!("/mcp does not expose {}/{}: {}", w.server, w.tool, w.reason);
+        }
+        self.tx.send_replace(Arc::new(next));
+    }
+}
+
+impl Actor for CatalogueActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let events = futures_util::stream::unfold(self.bus.subscribe(), |mut rx| async move {
+            match rx.recv().await {
+                Ok(event) => Some((Some(event), rx)),
+                // Missed events: rebuilding from the board catches up all the same.
+                Err(RecvError::Lagged(_)) => Some((None, rx)),
+                Err(RecvError::Closed) => None,
+            }
+        });
+        ctx.add_stream(events);
+        // Upstreams that connected before this actor subscribed.
+        self.rebuild();
+    }
+}
+
+impl StreamHandler<Option<Arc<Event>>> for CatalogueActor {
+    fn handle(&mut self, event: Option<Arc<Event>>, _ctx: &mut Context<Self>) {
+        // Only upstream events can change the catalogue; metrics ticks and cache
+        // invalidations cannot.
+        if event.as_ref().is_none_or(|e| e.server.is_some()) {
+            self.rebuild();
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::ServerInput;
+    use crate::upstream::UpstreamStatus;
+    use rmcp::model::JsonObject;
+
+    fn tool(name: &str) -> Tool {
+        Tool::new(name.to_owned(), "d", Arc::new(JsonObject::new()))
+    }
+
+    fn snap(name: &str, prefix: Option<&str>, status: UpstreamStatus, tools: &[&str]) -> Snapshot {
+        let spec = ServerInput {
+            name: Some(name.into()),
+            transport: Some("stdio".into()),
+            command: Some("x".into()),
+            tool_prefix: prefix.map(str::to_owned),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        Snapshot {
+            spec: Some(Arc::new(spec)),
+            status,
+            tools: Arc::new(tools.iter().map(|t| tool(t)).collect()),
+            ..Default::default()
+        }
+    }
+
+    fn board(entries: Vec<Snapshot>) -> BTreeMap<ServerName, Snapshot> {
+        entries
+            .into_iter()
+            .map(|s| (s.spec.as_ref().unwrap().name.clone(), s))
+            .collect()
+    }
+
+    fn names(c: &Catalogue) -> Vec<&str> {
+        c.tools.iter().map(|t| &*t.tool.name).collect()
+    }
+
+    #[test]
+    fn live_tools_are_prefixed_and_down_ones_left_out() {
+        use UpstreamStatus::*;
+        let b = board(vec![
+            snap("a", None, Healthy, &["x", "y"]),
+            snap("b", Some(""), Degraded, &["z"]),
+            snap("c", Some("see"), Restarting, &["w"]),
+        ]);
+        let c = Catalogue::build(&b);
+        assert_eq!(names(&c), ["a__x", "a__y", "z"]);
+        assert_eq!(c.get("a__y").unwrap().upstream_name, "y");
+        assert!(c.get("see__w").is_none());
+    }
+
+    #[test]
+    fn an_open_circuit_hides_the_tools_and_changes_the_fingerprint() {
+        let mut s = snap("a", None, UpstreamStatus::Unhealthy, &["x"]);
+        let before = Catalogue::build(&board(vec![s.clone()]));
+        s.circuit = CircuitState::Open;
+        let after = Catalogue::build(&board(vec![s]));
+        assert_eq!(names(&before), ["a__x"]);
+        assert!(after.tools.is_empty());
+        assert_ne!(before.fingerprint, after.fingerprint);
+    }
+
+    #[test]
+    fn colliding_names_are_withheld_on_both_sides_even_when_one_is_down() {
+        use UpstreamStatus::*;
+        let b = board(vec![
+            snap("a", Some(""), Healthy, &["echo", "only-a"]),
+            snap("b", Some(""), Restarting, &["echo"]),
+        ]);
+        let c = Catalogue::build(&b);
+        assert_eq!(names(&c), ["only-a"]);
+        let reasons: Vec<_> = c
+            .withheld
+            .iter()
+            .map(|w| (w.server.as_str(), &*w.tool))
+            .collect();
+        assert_eq!(reasons, [("a", "echo"), ("b", "echo")]);
+        assert!(c.withheld[0].reason.contains("b/echo"));
+    }
+
+    #[test]
+    fn registration_collisions_name_the_other_server() {
+        let b = board(vec![snap("a", Some("p"), UpstreamStatus::Healthy, &["x"])]);
+        let new = ServerName::parse("n").unwrap();
+        assert_eq!(collisions_with(&b, &new, None, &[]), Vec::<String>::new());
+        assert!(collisions_with(&b, &new, Some("p"), &[])[0].contains("server 'a'"));
+        let found = collisions_with(&b, &new, Some(""), &[tool("p__x")]);
+        assert!(found[0].contains("'p__x'"), "{found:?}");
+    }
+}

@@ -1,0 +1,656 @@
+//! The MCP endpoint `/mcp` against real gateways, real upstreams (our test MCP server
+//! over stdio) and a real MCP client (rmcp), plus the transport rules checked on the wire.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestDb, TestServer, WAIT, stdio};
+use omni_bridge::config::Settings;
+use reqwest::StatusCode;
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
+};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// An MCP client that reports `notifications/tools/list_changed`.
+#[derive(Clone)]
+struct Client {
+    changes: mpsc::UnboundedSender<()>,
+}
+
+impl ClientHandler for Client {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("omni-bridge-tests", "0"),
+        )
+        .with_protocol_version(ProtocolVersion::V_2025_06_18)
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.changes.send(());
+    }
+}
+
+async fn connect(
+    server: &TestServer,
+) -> (
+    RunningService<RoleClient, Client>,
+    mpsc::UnboundedReceiver<()>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let transport = StreamableHttpClientTransport::from_uri(server.url("/mcp"));
+    let client = Client { changes: tx }
+        .serve(transport)
+        .await
+        .expect("MCP handshake with the gateway");
+    (client, rx)
+}
+
+async fn names(client: &RunningService<RoleClient, Client>) -> Vec<String> {
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn call(name: &str, args: Value) -> CallToolRequestParams {
+    CallToolRequestParams::new(name.to_owned()).with_arguments(args.as_object().unwrap().clone())
+}
+
+fn first_text(result: &rmcp::model::CallToolResult) -> String {
+    let value = serde_json::to_value(result).unwrap();
+    value["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn small_pages(db: &TestDb) -> Settings {
+    let mut settings = db.stdio_settings();
+    settings.mcp.page_size = 3;
+    settings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sees_every_upstreams_tools_and_calls_them_through_the_gateway() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(small_pages(&db)).await;
+    server.register_healthy(&stdio("alpha")).await;
+    server.register_healthy(&stdio("beta")).await;
+    let (client, _changes) = connect(&server).await;
+    let info = client.peer_info().unwrap();
+    assert_eq!(info.server_info.as_ref().unwrap().name, "omni-bridge");
+
+    // The upstream's own catalogue, as the HTTP API shows it, prefixed per server.
+    let catalogue = server.get_json("/api/v1/tools").await;
+    let mut expected: Vec<String> = catalogue["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            format!(
+                "{}__{}",
+                t["server"].as_str().unwrap(),
+                t["tool"].as_str().unwrap()
+            )
+        })
+        .collect();
+    expected.sort();
+    assert!(expected.len() > 6, "enough tools for several pages of 3");
+    assert_eq!(names(&client).await, expected);
+
+    let result = client
+        .call_tool(call("beta__add", json!({"a": 2, "b": 3})))
+        .await
+        .unwrap();
+    assert_eq!(first_text(&result), "5");
+    assert_ne!(result.is_error, Some(true));
+
+    // The same gateway path as the HTTP API: arguments are checked against the schema.
+    let bad = client
+        .call_tool(call("beta__add", json!({"a": "two"})))
+        .await
+        .unwrap();
+    assert_eq!(bad.is_error, Some(true));
+    assert!(
+        first_text(&bad).starts_with("invalid-arguments"),
+        "{}",
+        first_text(&bad)
+    );
+
+    // An unknown tool is a protocol error.
+    let unknown = client
+        .call_tool(call("beta__nope", json!({})))
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("beta__nope"), "{unknown}");
+
+    // Each call was audited like an HTTP one.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rows = server.get_json("/api/v1/invocations?server=beta").await;
+        let items = rows["invocations"].as_array().cloned().unwrap_or_default();
+        if items
+            .iter()
+            .any(|r| r["tool"] == "add" && r["outcome"] == "ok")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no audit row: {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.cancel().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_upstream_leaves_the_list_and_clients_are_told_both_ways() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&stdio("steady")).await;
+    server.register_healthy(&stdio("victim")).await;
+    let (client, mut changes) = connect(&server).await;
+    assert!(names(&client).await.iter().any(|n| n == "victim__echo"));
+
+    let pid = server.server_json("victim").await["pid"].as_i64().unwrap();
+    // SAFETY: kill(2) on a child this test's gateway started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    // Told it went, then that it came back; the list follows.
+    tokio::time::timeout(WAIT, changes.recv())
+        .await
+        .expect("list_changed on exit");
+    server.events.health("victim", "connected", WAIT).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        tokio::time::timeout_at(deadline, changes.recv())
+            .await
+            .expect("list_changed on recovery");
+        if names(&client).await.iter().any(|n| n == "victim__echo") {
+            break;
+        }
+    }
+    // A removal is a change too.
+    let resp = server
+        .http
+        .delete(server.url("/api/v1/servers/victim"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    tokio::time::timeout(WAIT, changes.recv())
+        .await
+        .expect("list_changed on removal");
+    let now = names(&client).await;
+    assert!(now.iter().all(|n| !n.starts_with("victim__")), "{now:?}");
+    assert!(now.iter().any(|n| n == "steady__echo"));
+    client.cancel().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_are_configurable_and_collisions_are_refused_or_withheld_never_merged() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    let mut plain = stdio("plain");
+    plain["tool_prefix"] = json!("");
+    server.register_healthy(&plain).await;
+    let mut short = stdio("long-name");
+    short["tool_prefix"] = json!("ln");
+    server.register_healthy(&short).await;
+    let (client, _changes) = connect(&server).await;
+    let listed = names(&client).await;
+    assert!(listed.iter().any(|n| n == "echo"), "{listed:?}");
+    assert!(listed.iter().any(|n| n == "ln__echo"), "{listed:?}");
+    let result = client
+        .call_tool(call("echo", json!({"text": "hi"})))
+        .await
+        .unwrap();
+    assert_eq!(first_text(&result), "hi");
+
+    // Refused at registration: a prefix already in use, and a bad prefix.
+    let mut taken = stdio("other");
+    taken["tool_prefix"] = json!("ln");
+    let (status, body) = server.post_raw("/api/v1/servers", taken.to_string()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "tool-name-collision");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("long-name"),
+        "{body}"
+    );
+    let mut bad = stdio("bad");
+    bad["tool_prefix"] = json!("a b");
+    let (status, body) = server.post_raw("/api/v1/servers", bad.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["field"], "tool_prefix");
+
+    // Refused at update: unprefixing a connected server whose tools are known.
+    short["tool_prefix"] = json!("");
+    let resp = server
+        .http
+        .put(server.url("/api/v1/servers/long-name"))
+        .json(&short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'echo'"),
+        "{body}"
+    );
+
+    // A collision only visible once a new server connects: both sides are withheld,
+    // said so everywhere, and a call names the reason.
+    let mut twin = stdio("twin");
+    twin["tool_prefix"] = json!("");
+    server.register_healthy(&twin).await;
+    let status = server.get_json("/api/v1/mcp").await;
+    let withheld = status["withheld"].as_array().unwrap();
+    assert!(
+        withheld
+            .iter()
+            .any(|w| w["server"] == "plain" && w["tool"] == "echo"),
+        "{status}"
+    );
+    assert!(
+        withheld
+            .iter()
+            .any(|w| w["server"] == "twin" && w["tool"] == "echo")
+    );
+    let listed = names(&client).await;
+    assert!(!listed.iter().any(|n| n == "echo"), "{listed:?}");
+    let err = client
+        .call_tool(call("echo", json!({"text": "x"})))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("collides"), "{err}");
+    let tools = server.get_json("/api/v1/tools").await;
+    let entry = tools["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["server"] == "twin" && t["tool"] == "echo")
+        .unwrap();
+    assert!(entry["mcp"]["name"].is_null());
+    assert!(
+        entry["mcp"]["withheld"]
+            .as_str()
+            .unwrap()
+            .contains("plain/echo")
+    );
+    client.cancel().await.unwrap();
+    server.stop().await;
+}
+
+/// One raw exchange with `/mcp`: status, headers, and the JSON-RPC message (from a JSON
+/// body or from the SSE stream's data lines).
+async fn raw(
+    server: &TestServer,
+    method: reqwest::Method,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut req = server
+        .http
+        .request(method, server.url("/mcp"))
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(body) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let sse = headers
+        .get("content-type")
+        .is_some_and(|c| c.to_str().unwrap().starts_with("text/event-stream"));
+    let text = resp.text().await.unwrap();
+    let message = if sse {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .find(|m| m.get("id").is_some())
+            .unwrap_or(Value::Null)
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    };
+    (status, headers, message)
+}
+
+fn initialize(version: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": version,
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    }})
+}
+
+/// Initializes a session at `version`; answers its id.
+async fn open_session(server: &TestServer, version: &str) -> String {
+    let (status, headers, message) = raw(
+        server,
+        reqwest::Method::POST,
+        &[],
+        Some(initialize(version)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{message}");
+    assert_eq!(message["result"]["protocolVersion"], version);
+    let id = headers["mcp-session-id"].to_str().unwrap().to_owned();
+    let (status, _, _) = raw(
+        server,
+        reqwest::Method::POST,
+        &[("mcp-session-id", &id), ("mcp-protocol-version", version)],
+        Some(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_era_transport_rules_hold_on_the_wire() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(small_pages(&db)).await;
+    server.register_healthy(&stdio("wire")).await;
+    let list = |id: u32, cursor: Option<&str>| {
+        let mut m = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {}});
+        if let Some(c) = cursor {
+            m["params"]["cursor"] = json!(c);
+        }
+        m
+    };
+    use reqwest::Method;
+
+    // Each handshake revision is negotiated as asked; an unknown one gets the newest.
+    for version in ["2025-03-26", "2025-06-18", "2025-11-25"] {
+        open_session(&server, version).await;
+    }
+    let (_, _, message) = raw(&server, Method::POST, &[], Some(initialize("2099-01-01"))).await;
+    assert_eq!(message["result"]["protocolVersion"], "2025-11-25");
+
+    let session = open_session(&server, "2025-06-18").await;
+    let s = session.as_str();
+    let v = ("mcp-protocol-version", "2025-06-18");
+
+    // A request without a session, with an unknown one, with a bad version header.
+    let (status, _, _) = raw(&server, Method::POST, &[v], Some(list(2, None))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = raw(
+        &server,
+        Method::POST,
+        &[("mcp-session-id", "no-such-session"), v],
+        Some(list(3, None)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = raw(
+        &server,
+        Method::POST,
+        &[
+            ("mcp-session-id", s),
+            ("mcp-protocol-version", "1999-01-01"),
+        ],
+        Some(list(4, None)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Pages follow the cursor; a made-up cursor is -32602; an unknown method -32601.
+    let (status, _, first) = raw(
+        &server,
+        Method::POST,
+        &[("mcp-session-id", s), v],
+        Some(list(5, None)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["result"]["tools"].as_array().unwrap().len(), 3);
+    let cursor = first["result"]["nextCursor"].as_str().unwrap();
+    let (_, _, second) = raw(
+        &server,
+        Method::POST,
+        &[("mcp-session-id", s), v],
+        Some(list(6, Some(cursor))),
+    )
+    .await;
+    assert_ne!(
+        second["result"]["tools"][0]["name"],
+        first["result"]["tools"][0]["name"]
+    );
+    let (_, _, bad) = raw(
+        &server,
+        Method::POST,
+        &[("mcp-session-id", s), v],
+        Some(list(7, Some("made-up"))),
+    )
+    .await;
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    let (_, _, unknown) = raw(
+        &server,
+        Method::POST,
+        &[("mcp-session-id", s), v],
+        Some(json!({"jsonrpc": "2.0", "id": 8, "method": "no/such/method"})),
+    )
+    .await;
+    assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
+    let (_, _, pong) = raw(
+        &server,
+        Method::POST,
+        &[("mcp-session-id", s), v],
+        Some(json!({"jsonrpc": "2.0", "id": 9, "method": "ping"})),
+    )
+    .await;
+    assert_eq!(pong["result"], json!({}), "{pong}");
+
+    // The server-to-client stream opens as SSE.
+    let resp = server
+        .http
+        .get(server.url("/mcp"))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", s)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    drop(resp);
+
+    // A browser page from elsewhere is refused; the gateway's own origin is not.
+    let evil = ("origin", "http://evil.example");
+    let (status, _, refusal) = raw(
+        &server,
+        Method::POST,
+        &[evil],
+        Some(initialize("2025-06-18")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("evil.example")
+    );
+    let own = format!("http://{}", server.addr);
+    let (status, _, _) = raw(
+        &server,
+        Method::POST,
+        &[("origin", &own)],
+        Some(initialize("2025-06-18")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // DELETE ends the session; it is unknown afterwards.
+    let (status, _, _) = raw(&server, Method::DELETE, &[("mcp-session-id", s), v], None).await;
+    assert!(status.is_success(), "{status}");
+    let (status, _, _) = raw(
+        &server,
+        Method::POST,
+        &[("mcp-session-id", s), v],
+        Some(list(10, None)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+fn modern(method: &str, id: u32, mut params: Value) -> Value {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+    });
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stateless_revision_discovers_lists_and_calls_without_a_session() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&stdio("now")).await;
+    use reqwest::Method;
+    let v = ("mcp-protocol-version", "2026-07-28");
+
+    let started = std::time::Instant::now();
+    let (status, headers, found) = raw(
+        &server,
+        Method::POST,
+        &[v, ("mcp-method", "server/discover")],
+        Some(modern("server/discover", 1, json!({}))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert!(headers.get("mcp-session-id").is_none());
+    let versions = found["result"]["supportedVersions"].as_array().unwrap();
+    for v in ["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"] {
+        assert!(versions.iter().any(|x| x == v), "{found}");
+    }
+    assert_eq!(
+        found["result"]["capabilities"]["tools"]["listChanged"],
+        true
+    );
+    log_duration("server/discover", started.elapsed());
+
+    let (status, _, listed) = raw(
+        &server,
+        Method::POST,
+        &[v, ("mcp-method", "tools/list")],
+        Some(modern("tools/list", 2, json!({}))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let tools = listed["result"]["tools"].as_array().unwrap();
+    assert!(tools.iter().any(|t| t["name"] == "now__echo"), "{listed}");
+
+    let (status, _, called) = raw(
+        &server,
+        Method::POST,
+        &[v, ("mcp-method", "tools/call"), ("mcp-name", "now__echo")],
+        Some(modern(
+            "tools/call",
+            3,
+            json!({"name": "now__echo", "arguments": {"text": "hey"}}),
+        )),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{called}");
+    assert_eq!(called["result"]["content"][0]["text"], "hey");
+
+    // An unsupported version is named, with what is supported.
+    let mut odd = modern("tools/list", 4, json!({}));
+    odd["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
+    let (status, _, refused) = raw(
+        &server,
+        Method::POST,
+        &[
+            ("mcp-protocol-version", "2099-01-01"),
+            ("mcp-method", "tools/list"),
+        ],
+        Some(odd),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["error"]["code"], -32022, "{refused}");
+    server.stop().await;
+}
+
+fn log_duration(what: &str, took: Duration) {
+    eprintln!("{what} answered in {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_bounded_and_idle_ones_expire() {
+    let db = TestDb::new();
+    let mut settings = db.stdio_settings();
+    settings.mcp.max_sessions = 2;
+    settings.mcp.session_idle = Duration::from_millis(500);
+    let server = TestServer::start(settings).await;
+    use reqwest::Method;
+    let first = open_session(&server, "2025-06-18").await;
+    open_session(&server, "2025-06-18").await;
+    let (status, headers, refused) =
+        raw(&server, Method::POST, &[], Some(initialize("2025-06-18"))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 MCP sessions")
+    );
+
+    // Idle sessions end and are forgotten, which makes room again.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.get_json("/api/v1/mcp").await["sessions"] != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sessions never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _, _) = raw(
+        &server,
+        Method::POST,
+        &[
+            ("mcp-session-id", &first),
+            ("mcp-protocol-version", "2025-06-18"),
+        ],
+        Some(json!({"jsonrpc": "2.0", "id": 2, "method": "ping"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    open_session(&server, "2025-06-18").await;
+    server.stop().await;
+}
