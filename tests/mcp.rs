@@ -587,6 +587,8 @@ async fn the_stateless_revision_discovers_lists_and_calls_without_a_session() {
     .await;
     assert_eq!(status, StatusCode::OK, "{called}");
     assert_eq!(called["result"]["content"][0]["text"], "hey");
+    // Required of every 2026-07-28 result, even when the upstream speaks an older one.
+    assert_eq!(called["result"]["resultType"], "complete", "{called}");
 
     // An unsupported version is named, with what is supported.
     let mut odd = modern("tools/list", 4, json!({}));

@@ -11,8 +11,8 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
     GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
-    ServerConfig, SubscriptionFilter,
+    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ResultType,
+    ServerCapabilities, ServerConfig, SubscriptionFilter,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -247,10 +247,13 @@ impl ServerHandler for McpHandler {
             .await;
         match outcome {
             Ok(outcome) => {
-                let result: CallToolResult = serde_json::from_value((*outcome.result).clone())
+                let mut result: CallToolResult = serde_json::from_value((*outcome.result).clone())
                     .map_err(|e| {
                         ErrorData::internal_error(format!("upstream result unreadable: {e}"), None)
                     })?;
+                // An upstream on an older revision sends none; rmcp strips it again for
+                // clients on those revisions, and 2026-07-28 clients require it.
+                result.result_type.get_or_insert(ResultType::COMPLETE);
                 Ok(result.into())
             }
             Err(ApiError::ToolNotFound { .. }) | Err(ApiError::ServerNotFound(_)) => Err(
@@ -340,7 +343,10 @@ impl ServerHandler for McpHandler {
             .forward(&server, Forward::ReadResource { uri: request.uri })
             .await
         {
-            Ok(Forwarded::Read(result)) => Ok(result.into()),
+            Ok(Forwarded::Read(mut result)) => {
+                result.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(result.into())
+            }
             Ok(_) => Err(ErrorData::internal_error("unexpected answer", None)),
             Err(e) => Err(upstream_failed(e)),
         }
@@ -388,7 +394,10 @@ impl ServerHandler for McpHandler {
             arguments: request.arguments,
         };
         match self.shared.gateway.forward(&server, forward).await {
-            Ok(Forwarded::Prompt(result)) => Ok(result.into()),
+            Ok(Forwarded::Prompt(mut result)) => {
+                result.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(result.into())
+            }
             Ok(_) => Err(ErrorData::internal_error("unexpected answer", None)),
             Err(e) => Err(upstream_failed(e)),
         }

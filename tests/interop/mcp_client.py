@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Drives omni-bridge's /mcp with the official Python MCP SDK (PyPI `mcp` 2.x).
+
+    mcp_client.py URL [TOOL [ARGS_JSON]] [--mode auto|legacy]
+
+Lists every tool (following nextCursor), optionally calls TOOL with ARGS_JSON, and
+prints one JSON document: {"protocolVersion", "serverInfo", "tools", "call"?}.
+`--mode auto`, the SDK's default, probes `server/discover` (2026-07-28) first and falls
+back to `initialize`; `legacy` goes straight to `initialize`.
+Exit codes: 0 done, 1 error (on stderr), 3 the call answered isError.
+"""
+import argparse
+import json
+import sys
+
+import anyio
+from mcp import Client
+
+
+def dump(model):
+    return model.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def innermost(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def run(url: str, tool: str | None, args: dict, mode: str) -> int:
+    async with Client(url, mode=mode, read_timeout_seconds=30) as client:
+        out = {
+            "protocolVersion": client.protocol_version,
+            "serverInfo": dump(client.server_info) if client.server_info else None,
+            "tools": [],
+        }
+        cursor = None
+        for _ in range(1000):
+            page = await client.list_tools(cursor=cursor)
+            out["tools"].extend(dump(t) for t in page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        code = 0
+        if tool:
+            result = await client.call_tool(tool, args)
+            out["call"] = dump(result)
+            code = 3 if result.is_error else 0
+    print(json.dumps(out))
+    return code
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("url")
+    p.add_argument("tool", nargs="?")
+    p.add_argument("args", nargs="?", default="{}")
+    p.add_argument("--mode", default="auto", choices=["auto", "legacy"])
+    ns = p.parse_args()
+    try:
+        return anyio.run(run, ns.url, ns.tool, json.loads(ns.args), ns.mode)
+    except Exception as e:  # anyio wraps failures in exception groups
+        e = innermost(e)
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
