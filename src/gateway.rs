@@ -19,6 +19,7 @@ use crate::cache::{CacheActor, CacheKey};
 use crate::error::ApiError;
 use crate::registry::{ServerName, ValidationError};
 use crate::store::invocations::NewInvocation;
+use crate::upstream::relay::Relay;
 use crate::upstream::supervisor::GetUpstream;
 use crate::upstream::{
     CallError, CallTool, Forward, Forwarded, StatusBoard, UpstreamActor, UpstreamSupervisor,
@@ -107,12 +108,13 @@ impl Gateway {
         arguments: Option<JsonObject>,
         mode: CacheMode,
         caller: Option<&str>,
+        relay: Option<Relay>,
     ) -> Result<CallOutcome, ApiError> {
         let started = Instant::now();
         let args = Value::Object(arguments.clone().unwrap_or_default());
         let key = CacheKey::new(server.as_str(), tool, &args);
         let outcome = self
-            .call_inner(server, tool, arguments, &args, key, mode)
+            .call_inner(server, tool, arguments, (&args, key), mode, relay)
             .await;
         let (status, label, cached) = match &outcome {
             Ok(o) if o.result.get("isError") == Some(&Value::Bool(true)) => {
@@ -152,9 +154,9 @@ impl Gateway {
         server: &ServerName,
         tool_name: &str,
         arguments: Option<JsonObject>,
-        args: &Value,
-        key: CacheKey,
+        (args, key): (&Value, CacheKey),
         mode: CacheMode,
+        relay: Option<Relay>,
     ) -> Result<CallOutcome, ApiError> {
         // Only what the call needs, both behind `Arc`s: a whole snapshot clone per call
         // would copy strings and JSON on the hot path.
@@ -189,7 +191,7 @@ impl Gateway {
         };
         let Some(ttl) = ttl.filter(|_| mode != CacheMode::Bypass) else {
             let result = self
-                .call_upstream(server, tool_name, arguments)
+                .call_upstream(server, tool_name, arguments, relay)
                 .await
                 .map_err(ApiError::Call)?;
             return Ok(done(result, false));
@@ -206,7 +208,10 @@ impl Gateway {
         };
         let result = flight
             .get_or_init(|| async {
-                let result = self.call_upstream(server, tool_name, arguments).await?;
+                // The flight's leader relays; followers only share the result.
+                let result = self
+                    .call_upstream(server, tool_name, arguments, relay)
+                    .await?;
                 if result.get("isError") != Some(&Value::Bool(true)) {
                     let size = serde_json::to_string(&*result).map_or(0, |s| s.len());
                     let _ = self
@@ -257,6 +262,7 @@ impl Gateway {
         server: &ServerName,
         tool: &str,
         arguments: Option<JsonObject>,
+        relay: Option<Relay>,
     ) -> Result<Arc<Value>, CallError> {
         let result = self
             .upstream(server)
@@ -264,6 +270,7 @@ impl Gateway {
             .send(CallTool {
                 tool: tool.to_owned(),
                 arguments,
+                relay,
             })
             .await
             // The actor stopped with the call in flight: removed, reloaded or crashed.

@@ -147,3 +147,51 @@ async fn inspector_cli_lists_and_calls() {
     assert_eq!(called["content"][0]["text"], "hello", "{called}");
     server.stop().await;
 }
+
+/// The official conformance suite, in server mode, against `/mcp` with our test MCP
+/// server's conformance fixtures behind it, exposed without a prefix (the scenarios call
+/// fixed names). Scenarios that cannot pass through a gateway are listed, with the
+/// reason, in `tests/interop/conformance-expected-failures.yml`; the suite fails on any
+/// other failure and on any listed scenario that starts passing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs @modelcontextprotocol/conformance and Node 22 from npm; .ci/run installs them"]
+async fn conformance_suite_passes_against_the_gateway() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    let mut fixtures = stdio("conformance");
+    fixtures["args"] = serde_json::json!(["--name", "conformance", "--conformance"]);
+    fixtures["tool_prefix"] = serde_json::json!("");
+    server.register_healthy(&fixtures).await;
+    let dir = interop("");
+    let results = tempfile::tempdir().unwrap();
+    let mut command = Command::new("npx");
+    command
+        .current_dir(&dir)
+        .args([
+            "--no-install",
+            "conformance",
+            "server",
+            "--suite",
+            "all",
+            "--url",
+        ])
+        .arg(server.url("/mcp"))
+        .arg("--expected-failures")
+        .arg(interop("conformance-expected-failures.yml"))
+        .arg("-o")
+        .arg(results.path());
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("npx runs the conformance suite");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout.split("=== SUMMARY ===").nth(1).unwrap_or(&stdout);
+    eprintln!("{summary}");
+    assert!(
+        output.status.success(),
+        "conformance suite failed ({}):\n{summary}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    server.stop().await;
+}

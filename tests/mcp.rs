@@ -17,23 +17,55 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-/// An MCP client that reports `notifications/tools/list_changed`.
+/// An MCP client that reports `notifications/tools/list_changed`, progress and log
+/// messages, and answers sampling requests as a canned LLM.
 #[derive(Clone)]
 struct Client {
     changes: mpsc::UnboundedSender<()>,
+    heard: mpsc::UnboundedSender<String>,
 }
 
+#[allow(deprecated)] // sampling and logging, relayed for clients before 2026-07-28
 impl ClientHandler for Client {
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("omni-bridge-tests", "0"),
-        )
-        .with_protocol_version(ProtocolVersion::V_2025_06_18)
+        let capabilities: ClientCapabilities =
+            serde_json::from_value(json!({"sampling": {}})).unwrap();
+        ClientConfig::new(capabilities, Implementation::new("omni-bridge-tests", "0"))
+            .with_protocol_version(ProtocolVersion::V_2025_06_18)
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         let _ = self.changes.send(());
+    }
+
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.heard.send(format!("progress {}", params.progress));
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.heard.send(format!("log {}", params.data));
+    }
+
+    async fn create_message(
+        &self,
+        params: rmcp::model::CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        let asked = serde_json::to_value(&params.messages).unwrap()[0]["content"]["text"].clone();
+        let _ = self.heard.send(format!("sampling {asked}"));
+        Ok(serde_json::from_value(json!({
+            "role": "assistant", "model": "canned", "stopReason": "endTurn",
+            "content": {"type": "text", "text": format!("canned answer to {asked}")},
+        }))
+        .unwrap())
     }
 }
 
@@ -43,13 +75,25 @@ async fn connect(
     RunningService<RoleClient, Client>,
     mpsc::UnboundedReceiver<()>,
 ) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (client, changes, _heard) = connect_listening(server).await;
+    (client, changes)
+}
+
+async fn connect_listening(
+    server: &TestServer,
+) -> (
+    RunningService<RoleClient, Client>,
+    mpsc::UnboundedReceiver<()>,
+    mpsc::UnboundedReceiver<String>,
+) {
+    let (changes, changes_rx) = mpsc::unbounded_channel();
+    let (heard, heard_rx) = mpsc::unbounded_channel();
     let transport = StreamableHttpClientTransport::from_uri(server.url("/mcp"));
-    let client = Client { changes: tx }
+    let client = Client { changes, heard }
         .serve(transport)
         .await
         .expect("MCP handshake with the gateway");
-    (client, rx)
+    (client, changes_rx, heard_rx)
 }
 
 async fn names(client: &RunningService<RoleClient, Client>) -> Vec<String> {
@@ -211,7 +255,8 @@ async fn prefixes_are_configurable_and_collisions_are_refused_or_withheld_never_
     let mut short = stdio("long-name");
     short["tool_prefix"] = json!("ln");
     server.register_healthy(&short).await;
-    let (client, _changes) = connect(&server).await;
+    server.events.health("long-name", "connected", WAIT).await;
+    let (client, mut changes) = connect(&server).await;
     let listed = names(&client).await;
     assert!(listed.iter().any(|n| n == "echo"), "{listed:?}");
     assert!(listed.iter().any(|n| n == "ln__echo"), "{listed:?}");
@@ -264,6 +309,10 @@ async fn prefixes_are_configurable_and_collisions_are_refused_or_withheld_never_
     let mut twin = stdio("twin");
     twin["tool_prefix"] = json!("");
     server.register_healthy(&twin).await;
+    // The catalogue follows the upstream's events; its change is announced.
+    tokio::time::timeout(WAIT, changes.recv())
+        .await
+        .expect("list_changed after the twin connects");
     let status = server.get_json("/api/v1/mcp").await;
     let withheld = status["withheld"].as_array().unwrap();
     assert!(
@@ -654,5 +703,144 @@ async fn sessions_are_bounded_and_idle_ones_expire() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     open_session(&server, "2025-06-18").await;
+    server.stop().await;
+}
+
+/// Our test MCP server with the conformance fixtures (resources, prompts, progress,
+/// logging, sampling), as a registry entry.
+fn fixtures(name: &str) -> Value {
+    let mut body = stdio(name);
+    body["args"] = json!(["--name", name, "--conformance"]);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_and_prompts_pass_through_under_the_servers_prefix() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&fixtures("fx")).await;
+    server.register_healthy(&stdio("plain")).await;
+    let (client, _changes) = connect(&server).await;
+
+    let resources = client.list_all_resources().await.unwrap();
+    let names: Vec<&str> = resources.iter().map(|r| r.name.as_str()).collect();
+    assert!(names.contains(&"fx__static-text"), "{names:?}");
+    // URIs stay the upstream's own, so a client can use one it already knows.
+    let read = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "test://static-text",
+        ))
+        .await
+        .unwrap();
+    let read = serde_json::to_value(&read).unwrap();
+    assert_eq!(
+        read["contents"][0]["text"],
+        "This is the content of the static text resource."
+    );
+    // A templated URI finds its upstream without a listing first.
+    let templated = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "test://template/42/data",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        serde_json::to_value(&templated).unwrap()["contents"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("42")
+    );
+    let missing = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "test://nowhere",
+        ))
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("test://nowhere"), "{missing}");
+
+    let prompts = client.list_all_prompts().await.unwrap();
+    let names: Vec<&str> = prompts.iter().map(|p| p.name.as_str()).collect();
+    assert!(
+        names.contains(&"fx__test_prompt_with_arguments"),
+        "{names:?}"
+    );
+    let prompt = client
+        .get_prompt(
+            rmcp::model::GetPromptRequestParams::new("fx__test_prompt_with_arguments")
+                .with_arguments(
+                    json!({"arg1": "one", "arg2": "two"})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                ),
+        )
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&prompt.messages).unwrap();
+    assert!(
+        text.contains("arg1='one'") && text.contains("arg2='two'"),
+        "{text}"
+    );
+    client.cancel().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_logs_and_sampling_reach_the_client_that_made_the_call() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&fixtures("fx")).await;
+    let (client, _changes, mut heard) = connect_listening(&server).await;
+
+    let sampled = client
+        .call_tool(call(
+            "fx__test_sampling",
+            json!({"prompt": "capital of France?"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        first_text(&sampled),
+        "LLM response: canned answer to \"capital of France?\""
+    );
+    let mut seen = vec![];
+    let want = |seen: &[String]| {
+        seen.iter().any(|h| h.starts_with("sampling"))
+            && seen.iter().filter(|h| h.starts_with("log")).count() == 3
+            && seen.iter().any(|h| h == "progress 100")
+    };
+    client
+        .call_tool(call("fx__test_tool_with_logging", json!({})))
+        .await
+        .unwrap();
+    client
+        .call_tool(call("fx__test_tool_with_progress", json!({})))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !want(&seen) {
+        match tokio::time::timeout_at(deadline, heard.recv()).await {
+            Ok(Some(h)) => seen.push(h),
+            _ => panic!("not everything relayed: {seen:?}"),
+        }
+    }
+    assert!(
+        seen.contains(&"log \"Tool processing data\"".to_owned()),
+        "{seen:?}"
+    );
+
+    // Over plain HTTP there is no client to ask: the upstream is told so, and says so.
+    let (status, body) = server
+        .call("fx", "test_sampling", json!({"prompt": "x"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot tell"),
+        "{body}"
+    );
+    client.cancel().await.unwrap();
     server.stop().await;
 }

@@ -16,6 +16,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "sessions": state.mcp.session_count().await,
         "tools": catalogue.tools.len(),
+        "live_servers": catalogue.live,
         "withheld": withheld,
         "resource_servers": catalogue.resources.iter().map(|(s, _)| s).collect::<Vec<_>>(),
         "prompt_servers": catalogue.prompts.iter().map(|(s, _)| s).collect::<Vec<_>>(),

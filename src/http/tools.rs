@@ -104,7 +104,7 @@ pub async fn call(
     let mode = cache_mode(&req, &query)?;
     let outcome = state
         .gateway
-        .call(&name, &tool, body.into_inner().arguments, mode, None)
+        .call(&name, &tool, body.into_inner().arguments, mode, None, None)
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("x-cache", if outcome.cached { "hit" } else { "miss" }))

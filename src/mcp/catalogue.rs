@@ -47,6 +47,8 @@ pub struct Catalogue {
     by_name: HashMap<String, usize>,
     /// Tools withheld from every upstream, live or not.
     pub withheld: Vec<Withheld>,
+    /// Upstreams whose tools are offered now.
+    pub live: Vec<ServerName>,
     /// Live upstreams that offer resources, with their effective prefix.
     pub resources: Vec<(ServerName, Option<String>)>,
     /// Live upstreams that offer prompts, with their effective prefix.
@@ -95,6 +97,7 @@ impl Catalogue {
             if !is_live(snap) {
                 continue;
             }
+            out.live.push(server.clone());
             if snap.offers.resources {
                 out.resources.push((server.clone(), prefix.clone()));
             }

@@ -3,20 +3,25 @@
 //! aggregate [`Catalogue`] and are called through the same [`Gateway`] path as the HTTP
 //! API; resources and prompts are passed through to the upstreams that offer them.
 
+// Logging, sampling and elicitation are deprecated in 2026-07-28; the handshake-era
+// clients this endpoint serves still use them, so the gateway relays them.
+#![allow(deprecated)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::join_all;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
-    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ResultType,
-    ServerCapabilities, ServerConfig, SubscriptionFilter,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    ContentBlock, ErrorCode, GetPromptRequestParams, GetPromptResponse, Implementation,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    LoggingLevel, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, Reference, ResultType, ServerCapabilities, ServerConfig,
+    SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::catalogue::Catalogue;
@@ -24,6 +29,7 @@ use super::names;
 use crate::error::ApiError;
 use crate::gateway::{CacheMode, Gateway};
 use crate::registry::ServerName;
+use crate::upstream::relay::RelayItem;
 use crate::upstream::{CallError, Forward, Forwarded};
 
 /// What every session's handler shares.
@@ -64,6 +70,8 @@ impl Shared {
 /// notification task.
 pub struct McpHandler {
     shared: Arc<Shared>,
+    /// The least severe log level this session wants relayed (`logging/setLevel`).
+    log_level: Mutex<Option<LoggingLevel>>,
     closed: CancellationToken,
     _guard: DropGuard,
 }
@@ -73,6 +81,7 @@ impl McpHandler {
         let closed = CancellationToken::new();
         Self {
             shared,
+            log_level: Mutex::new(None),
             _guard: closed.clone().drop_guard(),
             closed,
         }
@@ -135,7 +144,10 @@ impl ServerHandler for McpHandler {
                 .enable_tools()
                 .enable_tool_list_changed()
                 .enable_resources()
+                .enable_resources_subscribe()
                 .enable_prompts()
+                .enable_logging()
+                .enable_completions()
                 .build(),
         )
         .with_server_info(Implementation::new(
@@ -219,7 +231,7 @@ impl ServerHandler for McpHandler {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let catalogue = self.catalogue();
         let Some(exposed) = catalogue.get(&request.name) else {
@@ -234,17 +246,39 @@ impl ServerHandler for McpHandler {
                 None,
             ));
         };
-        let outcome = self
-            .shared
-            .gateway
-            .call(
-                &exposed.server,
-                &exposed.upstream_name,
-                request.arguments,
-                CacheMode::Use,
-                None,
-            )
-            .await;
+        // What the upstream sends during the call comes back through `relayed`, and is
+        // passed on from this task, so that rmcp puts it on this request's stream.
+        let (relay, mut relayed) = mpsc::channel(RELAY_QUEUE);
+        let call = self.shared.gateway.call(
+            &exposed.server,
+            &exposed.upstream_name,
+            request.arguments,
+            CacheMode::Use,
+            None,
+            Some(relay),
+        );
+        tokio::pin!(call);
+        let recipient = Recipient {
+            peer: context.peer.clone(),
+            progress_token: context.meta.get_progress_token(),
+            log_level: *self.log_level.lock().expect("level lock"),
+        };
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut call => break outcome,
+                Some(item) = relayed.recv() => recipient.relay(item).await,
+            }
+        };
+        // Notifications sent just before the result go out before it; any later ones
+        // (see `upstream::relay`) follow it until the upstream's side lets go.
+        while let Ok(item) = relayed.try_recv() {
+            recipient.relay(item).await;
+        }
+        tokio::spawn(async move {
+            while let Some(item) = relayed.recv().await {
+                recipient.relay(item).await;
+            }
+        });
         match outcome {
             Ok(outcome) => {
                 let mut result: CallToolResult = serde_json::from_value((*outcome.result).clone())
@@ -280,40 +314,7 @@ impl ServerHandler for McpHandler {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let catalogue = self.catalogue();
-        let lists = join_all(
-            catalogue
-                .resources
-                .iter()
-                .map(|(server, prefix)| async move {
-                    let got = self
-                        .shared
-                        .gateway
-                        .forward(server, Forward::ListResourceTemplates)
-                        .await;
-                    (server, prefix, got)
-                }),
-        )
-        .await;
-        let mut templates = vec![];
-        let mut routes = vec![];
-        for (server, prefix, got) in lists {
-            match got {
-                Ok(Forwarded::ResourceTemplates(list)) => {
-                    for mut t in list {
-                        let stem = t.uri_template.split('{').next().unwrap_or_default();
-                        routes.push((stem.to_owned(), server.clone()));
-                        if let Ok(name) = names::expose(prefix.as_deref(), &t.name) {
-                            t.name = name;
-                        }
-                        templates.push(t);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => log::warn!("[{server}] resources/templates/list failed: {e}"),
-            }
-        }
-        self.shared.routes.lock().expect("routes lock").templates = routes;
+        let templates = self.refresh_templates().await;
         Ok(ListResourceTemplatesResult {
             resource_templates: templates,
             ..Default::default()
@@ -328,6 +329,7 @@ impl ServerHandler for McpHandler {
         let mut server = self.resource_route(&request.uri);
         if server.is_none() {
             self.refresh_resources().await;
+            self.refresh_templates().await;
             server = self.resource_route(&request.uri);
         }
         let Some(server) = server else {
@@ -352,6 +354,74 @@ impl ServerHandler for McpHandler {
         }
     }
 
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        *self.log_level.lock().expect("level lock") = Some(request.level);
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        mut request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let server = match &mut request.r#ref {
+            Reference::Prompt(prompt) => {
+                if self.prompt_route(&prompt.name).is_none() {
+                    self.refresh_prompts().await;
+                }
+                self.prompt_route(&prompt.name).map(|(server, name)| {
+                    prompt.name = name;
+                    server
+                })
+            }
+            Reference::Resource(template) => {
+                if self.resource_route(&template.uri).is_none() {
+                    self.refresh_templates().await;
+                }
+                self.resource_route(&template.uri)
+            }
+            _ => None,
+        };
+        // Nothing to complete from is an empty answer, as the specification allows.
+        let Some(server) = server else {
+            return Ok(CompleteResult::default());
+        };
+        match self
+            .shared
+            .gateway
+            .forward(&server, Forward::Complete(request))
+            .await
+        {
+            Ok(Forwarded::Completion(result)) => Ok(result),
+            Ok(_) => Err(ErrorData::internal_error("unexpected answer", None)),
+            Err(e) => Err(upstream_failed(e)),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let uri = request.uri;
+        self.pass_subscription(uri.clone(), Forward::Subscribe { uri })
+            .await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let uri = request.uri;
+        self.pass_subscription(uri.clone(), Forward::Unsubscribe { uri })
+            .await
+    }
+
     async fn list_prompts(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -369,19 +439,10 @@ impl ServerHandler for McpHandler {
         request: GetPromptRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let route = |shared: &Shared| {
-            shared
-                .routes
-                .lock()
-                .expect("routes lock")
-                .prompts
-                .get(&request.name)
-                .cloned()
-        };
-        let mut found = route(&self.shared);
+        let mut found = self.prompt_route(&request.name);
         if found.is_none() {
             self.refresh_prompts().await;
-            found = route(&self.shared);
+            found = self.prompt_route(&request.name);
         }
         let Some((server, name)) = found else {
             return Err(ErrorData::invalid_params(
@@ -404,7 +465,89 @@ impl ServerHandler for McpHandler {
     }
 }
 
+/// Messages an upstream may queue for one caller before the rest are dropped.
+const RELAY_QUEUE: usize = 64;
+
+fn service_error(e: rmcp::ServiceError) -> ErrorData {
+    match e {
+        rmcp::ServiceError::McpError(e) => e,
+        other => ErrorData::internal_error(other.to_string(), None),
+    }
+}
+
+/// Severity rank of a log level, for `logging/setLevel` filtering.
+fn severity(level: LoggingLevel) -> u8 {
+    match level {
+        LoggingLevel::Debug => 0,
+        LoggingLevel::Info => 1,
+        LoggingLevel::Notice => 2,
+        LoggingLevel::Warning => 3,
+        LoggingLevel::Error => 4,
+        LoggingLevel::Critical => 5,
+        LoggingLevel::Alert => 6,
+        LoggingLevel::Emergency => 7,
+    }
+}
+
+/// Where one call's relayed messages go: its client, under its progress token, at the
+/// log level its session asked for.
+#[derive(Clone)]
+struct Recipient {
+    peer: rmcp::Peer<RoleServer>,
+    progress_token: Option<rmcp::model::ProgressToken>,
+    log_level: Option<LoggingLevel>,
+}
+
+impl Recipient {
+    /// Passes one message from an upstream to the client.
+    async fn relay(&self, item: RelayItem) {
+        let peer = &self.peer;
+        match item {
+            RelayItem::Progress(mut progress) => {
+                // Only a client that asked for progress gets it, under its own token.
+                if let Some(token) = &self.progress_token {
+                    progress.progress_token = token.clone();
+                    let _ = peer.notify_progress(progress).await;
+                }
+            }
+            RelayItem::Log(message) => {
+                let wanted = self.log_level;
+                if wanted.is_none_or(|min| severity(message.level) >= severity(min)) {
+                    let _ = peer.notify_logging_message(message).await;
+                }
+            }
+            RelayItem::Sample(params, reply) => {
+                let _ = reply.send(peer.create_message(params).await.map_err(service_error));
+            }
+            RelayItem::Elicit(params, reply) => {
+                let answer = peer.create_elicitation(params).await.map_err(service_error);
+                let _ = reply.send(answer);
+            }
+        }
+    }
+}
+
 impl McpHandler {
+    /// Passes a resource (un)subscription to the upstream that holds the URI.
+    async fn pass_subscription(&self, uri: String, forward: Forward) -> Result<(), ErrorData> {
+        let mut server = self.resource_route(&uri);
+        if server.is_none() {
+            self.refresh_resources().await;
+            server = self.resource_route(&uri);
+        }
+        let Some(server) = server else {
+            return Err(ErrorData::new(
+                ErrorCode::RESOURCE_NOT_FOUND,
+                format!("no upstream offers resource '{uri}'"),
+                Some(serde_json::json!({"uri": uri})),
+            ));
+        };
+        match self.shared.gateway.forward(&server, forward).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(upstream_failed(e)),
+        }
+    }
+
     fn resource_route(&self, uri: &str) -> Option<ServerName> {
         let routes = self.shared.routes.lock().expect("routes lock");
         routes.resources.get(uri).cloned().or_else(|| {
@@ -463,6 +606,54 @@ impl McpHandler {
         }
         self.shared.routes.lock().expect("routes lock").resources = routes;
         resources
+    }
+
+    async fn refresh_templates(&self) -> Vec<rmcp::model::ResourceTemplate> {
+        let catalogue = self.catalogue();
+        let lists = join_all(
+            catalogue
+                .resources
+                .iter()
+                .map(|(server, prefix)| async move {
+                    let got = self
+                        .shared
+                        .gateway
+                        .forward(server, Forward::ListResourceTemplates)
+                        .await;
+                    (server, prefix, got)
+                }),
+        )
+        .await;
+        let mut templates = vec![];
+        let mut routes = vec![];
+        for (server, prefix, got) in lists {
+            match got {
+                Ok(Forwarded::ResourceTemplates(list)) => {
+                    for mut t in list {
+                        let stem = t.uri_template.split('{').next().unwrap_or_default();
+                        routes.push((stem.to_owned(), server.clone()));
+                        if let Ok(name) = names::expose(prefix.as_deref(), &t.name) {
+                            t.name = name;
+                        }
+                        templates.push(t);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("[{server}] resources/templates/list failed: {e}"),
+            }
+        }
+        self.shared.routes.lock().expect("routes lock").templates = routes;
+        templates
+    }
+
+    fn prompt_route(&self, name: &str) -> Option<(ServerName, String)> {
+        self.shared
+            .routes
+            .lock()
+            .expect("routes lock")
+            .prompts
+            .get(name)
+            .cloned()
     }
 
     async fn refresh_prompts(&self) -> Vec<rmcp::model::Prompt> {

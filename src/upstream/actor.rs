@@ -9,17 +9,20 @@ use actix::prelude::*;
 use chrono::Utc;
 use futures_util::future::BoxFuture;
 use rmcp::ServiceError;
+use rmcp::model::{CallToolRequest, ServerResult};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientRequest, ErrorCode, GetPromptRequestParams,
-    GetPromptResult, JsonObject, PingRequest, Prompt, ReadResourceRequestParams,
-    ReadResourceResult, Resource, ResourceTemplate,
+    CallToolRequestParams, CallToolResult, ClientRequest, CompleteRequestParams, CompleteResult,
+    ErrorCode, GetPromptRequestParams, GetPromptResult, JsonObject, PingRequest, Prompt,
+    ReadResourceRequestParams, ReadResourceResult, Resource, ResourceTemplate,
+    SubscribeRequestParams, UnsubscribeRequestParams,
 };
-use rmcp::service::{Peer, RoleClient};
+use rmcp::service::{Peer, PeerRequestOptions, RoleClient};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::breaker::{Breaker, CircuitState, Transition};
 use super::connect::{self, Session, SessionNote};
+use super::relay::Relay;
 use super::status::{Offers, StatusBoard, UpstreamStatus};
 use super::supervisor::{ChildExited, ChildUp};
 use crate::events::{Event, EventBus, EventType};
@@ -31,6 +34,8 @@ use crate::registry::{ServerName, ServerSpec};
 pub struct CallTool {
     pub tool: String,
     pub arguments: Option<JsonObject>,
+    /// Where progress, logs and the upstream's own requests during the call go.
+    pub relay: Option<Relay>,
 }
 
 /// Stop this actor and end its session (the supervisor's command).
@@ -456,8 +461,27 @@ impl Handler<CallTool> for UpstreamActor {
         if let Some(arguments) = msg.arguments {
             params = params.with_arguments(arguments);
         }
+        let (Some(relay), Some(session)) = (msg.relay, &self.session) else {
+            return self.guarded(ctx, move |peer| {
+                Box::pin(async move { peer.call_tool(params).await })
+            });
+        };
+        let relays = session.relays.clone();
         self.guarded(ctx, move |peer| {
-            Box::pin(async move { peer.call_tool(params).await })
+            Box::pin(async move {
+                // The request by hand, to learn its id and progress token: they tell
+                // which messages from the upstream belong to this call.
+                let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+                let handle = peer
+                    .send_request_with_option(request, PeerRequestOptions::no_options())
+                    .await?;
+                let _registered =
+                    relays.register(handle.id.clone(), handle.progress_token.clone(), relay);
+                match handle.await_response().await? {
+                    ServerResult::CallToolResult(result) => Ok(result),
+                    _ => Err(ServiceError::UnexpectedResponse),
+                }
+            })
         })
     }
 }
@@ -479,9 +503,20 @@ pub enum Forward {
         name: String,
         arguments: Option<JsonObject>,
     },
+    /// `completion/complete`, its reference already in the upstream's own names.
+    Complete(CompleteRequestParams),
+    Subscribe {
+        uri: String,
+    },
+    Unsubscribe {
+        uri: String,
+    },
 }
 
 pub enum Forwarded {
+    /// For requests whose answer is empty.
+    Done,
+    Completion(CompleteResult),
     Resources(Vec<Resource>),
     ResourceTemplates(Vec<ResourceTemplate>),
     Read(ReadResourceResult),
@@ -513,6 +548,19 @@ impl Handler<Forward> for UpstreamActor {
                             params = params.with_arguments(arguments);
                         }
                         Forwarded::Prompt(peer.get_prompt(params).await?)
+                    }
+                    Forward::Complete(params) => {
+                        Forwarded::Completion(peer.complete(params).await?)
+                    }
+                    #[allow(deprecated)] // legacy-only in 2026-07-28; upstreams are older
+                    Forward::Subscribe { uri } => {
+                        peer.subscribe(SubscribeRequestParams::new(uri)).await?;
+                        Forwarded::Done
+                    }
+                    #[allow(deprecated)]
+                    Forward::Unsubscribe { uri } => {
+                        peer.unsubscribe(UnsubscribeRequestParams::new(uri)).await?;
+                        Forwarded::Done
                     }
                 })
             })

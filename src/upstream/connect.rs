@@ -9,17 +9,26 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use process_wrap::tokio::{CommandWrap, ProcessGroup};
+use rmcp::ErrorData;
 use rmcp::model::{
     ClientCapabilities, ClientConfig, Implementation, ProtocolVersion, ServerPeerInfo, Tool,
 };
-use rmcp::service::{NotificationContext, QuitReason, RunningService};
+#[allow(deprecated)] // sampling and logging are relayed for clients before 2026-07-28
+use rmcp::model::{
+    CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams, ElicitResult,
+    LoggingMessageNotificationParam, ProgressNotificationParam,
+};
+use rmcp::service::{
+    InboundStreamOrigin, NotificationContext, QuitReason, RequestContext, RunningService,
+};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::relay::{Relay, RelayItem, Relays};
 use super::sse::LegacySseTransport;
 use crate::registry::{ServerName, ServerSpec, Transport};
 
@@ -47,15 +56,98 @@ pub enum SessionNote {
 struct GatewayClient {
     notes: mpsc::UnboundedSender<SessionNote>,
     protocol: ProtocolVersion,
+    relays: Relays,
+    server: ServerName,
 }
 
+/// The relay of the call an upstream request belongs to, or why there is none.
+async fn relay_for(
+    relays: &Relays,
+    context: &RequestContext<RoleClient>,
+) -> Result<Relay, ErrorData> {
+    let origin = match context.extensions.get::<InboundStreamOrigin>() {
+        Some(InboundStreamOrigin::OutboundRequest(id)) => Some(id),
+        _ => None,
+    };
+    relays.for_request(origin).await.ok_or_else(|| {
+        ErrorData::invalid_request(
+            "omni-bridge cannot tell which of its clients this request is for \
+             (none, or several, have calls in flight)",
+            None,
+        )
+    })
+}
+
+/// Sends `item` to the caller and waits for its client's answer.
+async fn ask<T>(
+    relay: Relay,
+    item: impl FnOnce(oneshot::Sender<Result<T, ErrorData>>) -> RelayItem,
+) -> Result<T, ErrorData> {
+    let (tx, rx) = oneshot::channel();
+    let gone = || ErrorData::internal_error("the caller went away", None);
+    relay.send(item(tx)).await.map_err(|_| gone())?;
+    rx.await.map_err(|_| gone())?
+}
+
+#[allow(deprecated)] // sampling and logging: deprecated in 2026-07-28, used before it
 impl ClientHandler for GatewayClient {
     fn get_info(&self) -> ClientConfig {
+        // Sampling and elicitation are relayed to the client that made the call.
+        let capabilities: ClientCapabilities =
+            serde_json::from_value(serde_json::json!({"sampling": {}, "elicitation": {}}))
+                .unwrap_or_default();
         ClientConfig::new(
-            ClientCapabilities::default(),
+            capabilities,
             Implementation::new("omni-bridge", env!("CARGO_PKG_VERSION")),
         )
         .with_protocol_version(self.protocol.clone())
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let relay = relay_for(&self.relays, &context).await?;
+        ask(relay, |reply| RelayItem::Sample(params, reply)).await
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let relay = relay_for(&self.relays, &context).await?;
+        ask(relay, |reply| RelayItem::Elicit(params, reply)).await
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        if let Some(relay) = self.relays.for_progress(&params.progress_token).await {
+            // A full queue drops progress rather than hold the session up.
+            let _ = relay.try_send(RelayItem::Progress(params));
+        }
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        match self.relays.for_log() {
+            Some(relay) => {
+                let _ = relay.try_send(RelayItem::Log(params));
+            }
+            None => log::info!(
+                "[{}] upstream log {:?}: {}",
+                self.server,
+                params.level,
+                params.data
+            ),
+        }
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
@@ -69,6 +161,8 @@ pub struct Session {
     pub peer: Peer<RoleClient>,
     pub info: Option<Arc<ServerPeerInfo>>,
     pub pid: Option<u32>,
+    /// Calls in flight whose callers take progress, logs and requests.
+    pub relays: Relays,
     cancel: CancellationToken,
 }
 
@@ -119,6 +213,13 @@ async fn connect_inner(
     notes: mpsc::UnboundedSender<SessionNote>,
 ) -> Result<Session, ConnectError> {
     let cancel = CancellationToken::new();
+    let relays = Relays::default();
+    let client = |protocol| GatewayClient {
+        notes: notes.clone(),
+        protocol,
+        relays: relays.clone(),
+        server: spec.name.clone(),
+    };
     let mut pid = None;
     let running = match &spec.transport {
         Transport::Stdio {
@@ -129,7 +230,7 @@ async fn connect_inner(
         } => {
             let transport = spawn_child(&spec.name, command, args, env, cwd.as_deref())?;
             pid = transport.id();
-            handshake(transport, ProtocolVersion::V_2025_06_18, &notes, &cancel).await?
+            handshake(transport, client(ProtocolVersion::V_2025_06_18), &cancel).await?
         }
         Transport::StreamableHttp { url, headers } => {
             let custom: HashMap<_, _> = header_pairs(headers)?.into_iter().collect();
@@ -137,7 +238,7 @@ async fn connect_inner(
                 StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
             config.max_concurrent_requests = 256;
             let transport = StreamableHttpClientTransport::with_client(http_client()?, config);
-            handshake(transport, ProtocolVersion::V_2025_06_18, &notes, &cancel).await?
+            handshake(transport, client(ProtocolVersion::V_2025_06_18), &cancel).await?
         }
         Transport::Sse { url, headers } => {
             let map: http::HeaderMap = header_pairs(headers)?.into_iter().collect();
@@ -146,7 +247,7 @@ async fn connect_inner(
                     .await
                     .map_err(|e| ConnectError::Transport(e.to_string()))?;
             // The legacy transport belongs to the 2024-11-05 protocol.
-            handshake(transport, ProtocolVersion::V_2024_11_05, &notes, &cancel).await?
+            handshake(transport, client(ProtocolVersion::V_2024_11_05), &cancel).await?
         }
     };
     let peer = running.peer().clone();
@@ -156,25 +257,21 @@ async fn connect_inner(
         peer,
         info,
         pid,
+        relays,
         cancel,
     })
 }
 
-/// Runs the MCP `initialize` handshake over `transport`, offering `protocol`.
+/// Runs the MCP `initialize` handshake over `transport` as `client`.
 async fn handshake<T, E, A>(
     transport: T,
-    protocol: ProtocolVersion,
-    notes: &mpsc::UnboundedSender<SessionNote>,
+    client: GatewayClient,
     cancel: &CancellationToken,
 ) -> Result<RunningService<RoleClient, GatewayClient>, ConnectError>
 where
     T: rmcp::transport::IntoTransport<RoleClient, E, A>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let client = GatewayClient {
-        notes: notes.clone(),
-        protocol,
-    };
     client
         .serve_with_ct(transport, cancel.clone())
         .await

@@ -5,6 +5,7 @@ pub mod actor;
 pub mod breaker;
 pub mod connect;
 pub mod history;
+pub mod relay;
 pub mod restart;
 pub mod sse;
 pub mod status;

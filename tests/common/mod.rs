@@ -177,10 +177,33 @@ impl TestServer {
     }
 
     /// Registers an upstream and waits until it is healthy.
+    /// Registers and waits until the upstream is healthy and `/mcp` offers its tools.
     pub async fn register_healthy(&mut self, body: &Value) {
         self.register(body).await;
         let name = body["name"].as_str().unwrap().to_owned();
         self.events.status(&name, "healthy", WAIT).await;
+        self.wait_mcp_live(&name, true).await;
+    }
+
+    /// Waits until `/mcp` offers (or no longer offers) the tools of `name`: its catalogue
+    /// follows the upstream's events a moment later.
+    pub async fn wait_mcp_live(&self, name: &str, live: bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let status = self.get_json("/api/v1/mcp").await;
+            let listed = status["live_servers"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|n| n == name));
+            if listed == live {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/mcp never {} {name}: {status}",
+                if live { "offered" } else { "dropped" }
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// POSTs a raw body; answers the status and the JSON body (null if none).

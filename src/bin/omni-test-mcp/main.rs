@@ -6,7 +6,10 @@
 //! (pings go unanswered for a while), fail (protocol error), tool_error (isError), crash (exits the
 //! process), counter (not read-only; counts calls), big (a result of N bytes), and
 //! toggle_extra, which adds or removes the tool `extra` and notifies every client.
+//! `--conformance` adds the fixtures of the MCP conformance suite's server scenarios
+//! (tools, resources, prompts, logging, completion; see `conformance.rs`).
 
+mod conformance;
 mod http;
 mod tools;
 
@@ -19,6 +22,7 @@ fn main() {
     let mut http_addr = None;
     let mut required_header = None;
     let mut name = "omni-test-mcp".to_owned();
+    let mut conformance = false;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -40,9 +44,10 @@ fn main() {
                 });
                 i += 1;
             }
+            "--conformance" => conformance = true,
             "--help" | "-h" => {
                 println!(
-                    "usage: omni-test-mcp [--http ADDR:PORT] [--name NAME] [--require-header NAME:VALUE]"
+                    "usage: omni-test-mcp [--http ADDR:PORT] [--name NAME] [--require-header NAME:VALUE] [--conformance]"
                 );
                 return;
             }
@@ -58,7 +63,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime starts");
-    let shared = Arc::new(tools::Shared::new(name));
+    let shared = Arc::new(tools::Shared::new(name, conformance));
     runtime.block_on(async move {
         match http_addr {
             Some(addr) => http::serve(&addr, shared, required_header).await,

@@ -1,14 +1,22 @@
 //! The tools and their behaviour, shared by every session of one process.
 
+// Logging is deprecated in 2026-07-28; this server still offers it to test older clients.
+#![allow(deprecated)]
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    ContentBlock, GetPromptRequestParams, GetPromptResponse, Implementation, JsonObject,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
+    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, Tool, ToolAnnotations,
+    UnsubscribeRequestParams,
 };
+
+use crate::conformance;
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::{Value, json};
@@ -22,12 +30,15 @@ pub struct Shared {
     frozen_until: Mutex<Option<tokio::time::Instant>>,
     extra: AtomicBool,
     peers: Mutex<Vec<Peer<RoleServer>>>,
+    /// Serve the conformance suite's fixtures too (see `conformance.rs`).
+    conformance: bool,
 }
 
 impl Shared {
-    pub fn new(name: String) -> Self {
+    pub fn new(name: String, conformance: bool) -> Self {
         Self {
             name,
+            conformance,
             counter: AtomicU64::new(0),
             sleeping: AtomicU64::new(0),
             frozen_until: Mutex::new(None),
@@ -152,6 +163,19 @@ impl TestServer {
         Self { shared }
     }
 
+    /// Resources, prompts, logging and completion exist only with `--conformance`.
+    fn conformance_only(&self) -> Result<(), ErrorData> {
+        if self.shared.conformance {
+            Ok(())
+        } else {
+            Err(ErrorData::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                "start omni-test-mcp with --conformance for this",
+                None,
+            ))
+        }
+    }
+
     async fn notify_list_changed(&self) {
         let peers: Vec<Peer<RoleServer>> = {
             let mut peers = self.shared.peers.lock().unwrap();
@@ -165,14 +189,111 @@ impl TestServer {
 }
 
 impl ServerHandler for TestServer {
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        self.conformance_only()?;
+        Ok(ListResourcesResult {
+            resources: conformance::resources(),
+            ..Default::default()
+        })
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        self.conformance_only()?;
+        Ok(ListResourceTemplatesResult {
+            resource_templates: conformance::templates(),
+            ..Default::default()
+        })
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        self.conformance_only()?;
+        conformance::read(&request.uri).map(Into::into)
+    }
+
+    async fn subscribe(
+        &self,
+        _request: SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.conformance_only()
+    }
+
+    async fn unsubscribe(
+        &self,
+        _request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.conformance_only()
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        self.conformance_only()?;
+        Ok(ListPromptsResult {
+            prompts: conformance::prompts(),
+            ..Default::default()
+        })
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        self.conformance_only()?;
+        conformance::prompt(&request.name, &request.arguments).map(Into::into)
+    }
+
+    async fn set_level(
+        &self,
+        _request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.conformance_only()
+    }
+
+    async fn complete(
+        &self,
+        _request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        self.conformance_only()?;
+        Ok(CompleteResult::default())
+    }
+
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
+        let capabilities = if self.shared.conformance {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_tool_list_changed()
-                .build(),
-        )
-        .with_server_info(Implementation::new(
+                .enable_resources()
+                .enable_resources_subscribe()
+                .enable_prompts()
+                .enable_logging()
+                .enable_completions()
+                .build()
+        } else {
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build()
+        };
+        ServerConfig::new(capabilities).with_server_info(Implementation::new(
             self.shared.name.clone(),
             env!("CARGO_PKG_VERSION"),
         ))
@@ -197,7 +318,10 @@ impl ServerHandler for TestServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         const PAGE: usize = 4;
-        let all = catalogue(self.shared.extra.load(Ordering::SeqCst));
+        let mut all = catalogue(self.shared.extra.load(Ordering::SeqCst));
+        if self.shared.conformance {
+            all.extend(conformance::tools());
+        }
         let start = match request.and_then(|r| r.cursor) {
             Some(cursor) => cursor
                 .parse::<usize>()
@@ -217,9 +341,14 @@ impl ServerHandler for TestServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let args = &request.arguments;
+        if self.shared.conformance
+            && let Some(answer) = conformance::call(&request.name, args, &context).await
+        {
+            return answer;
+        }
         match request.name.as_ref() {
             "echo" => {
                 let t = arg(args, "text")

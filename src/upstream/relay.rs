@@ -1,0 +1,279 @@
+//! What an upstream sends back during a tool call that belongs to whoever made the call:
+//! progress, log messages, and its own requests for sampling and elicitation. The caller
+//! (the `/mcp` endpoint) hands a [`Relay`] with the call; the session's [`Relays`] table
+//! finds the relay for each message and the caller passes it on to its own client.
+//!
+//! Progress names its call by token. A request from the upstream names its call when it
+//! comes on that call's HTTP response stream (rmcp marks it); over stdio or the GET
+//! stream nothing names it, so it goes to the one call with a relay in flight, and is
+//! refused when there are several: sending one client's prompt to another is worse than
+//! failing. Log messages never name a call; they follow the same rule, and otherwise go
+//! to our own log.
+//!
+//! rmcp hands each notification to its own task, so one sent just before a call's result
+//! may be looked up just after the result arrived. A finished call therefore stays in
+//! the table, marked finished, for [`LINGER`]: notifications still find it, new requests
+//! from the upstream do not.
+
+// Sampling and logging are deprecated in 2026-07-28; clients before it still use them.
+#![allow(deprecated)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::ErrorData;
+use rmcp::model::{
+    CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams, ElicitResult,
+    LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken, RequestId,
+};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// How long a message may wait for its call's registration, which follows the send.
+const REGISTRATION_GRACE: Duration = Duration::from_secs(1);
+/// How long a finished call still takes its late notifications.
+pub const LINGER: Duration = Duration::from_millis(250);
+
+pub enum RelayItem {
+    /// Progress of the call; the relay puts the caller's own token on it.
+    Progress(ProgressNotificationParam),
+    Log(LoggingMessageNotificationParam),
+    Sample(
+        CreateMessageRequestParams,
+        oneshot::Sender<Result<CreateMessageResult, ErrorData>>,
+    ),
+    Elicit(
+        ElicitRequestParams,
+        oneshot::Sender<Result<ElicitResult, ErrorData>>,
+    ),
+}
+
+pub type Relay = mpsc::Sender<RelayItem>;
+
+struct Entry {
+    relay: Relay,
+    token: ProgressToken,
+    finished: bool,
+}
+
+#[derive(Default)]
+struct Table {
+    by_request: HashMap<RequestId, Entry>,
+    by_token: HashMap<ProgressToken, RequestId>,
+}
+
+impl Table {
+    fn remove(&mut self, id: &RequestId) {
+        if let Some(entry) = self.by_request.remove(id) {
+            self.by_token.remove(&entry.token);
+        }
+    }
+
+    /// The relay of the one entry `pick` accepts, if exactly one does.
+    fn single(&self, pick: impl Fn(&Entry) -> bool) -> Option<Relay> {
+        let mut found = self.by_request.values().filter(|e| pick(e));
+        match (found.next(), found.next()) {
+            (Some(one), None) => Some(one.relay.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The calls of one upstream session that have a caller to relay to. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Relays {
+    table: Arc<Mutex<Table>>,
+    registered: Arc<Notify>,
+}
+
+/// Marks its call finished when dropped (the call ended, however it ended), and takes
+/// it out of the table [`LINGER`] later.
+pub struct Registration {
+    relays: Relays,
+    id: RequestId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let table = self.relays.table.clone();
+        if let Some(entry) = table
+            .lock()
+            .expect("relay table")
+            .by_request
+            .get_mut(&self.id)
+        {
+            entry.finished = true;
+        }
+        let id = self.id.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(LINGER).await;
+                    table.lock().expect("relay table").remove(&id);
+                });
+            }
+            Err(_) => table.lock().expect("relay table").remove(&id),
+        }
+    }
+}
+
+impl Relays {
+    pub fn register(&self, id: RequestId, token: ProgressToken, relay: Relay) -> Registration {
+        {
+            let mut table = self.table.lock().expect("relay table");
+            table.by_token.insert(token.clone(), id.clone());
+            let entry = Entry {
+                relay,
+                token,
+                finished: false,
+            };
+            table.by_request.insert(id.clone(), entry);
+        }
+        self.registered.notify_waiters();
+        Registration {
+            relays: self.clone(),
+            id,
+        }
+    }
+
+    /// The relay of the only call in flight, if exactly one has a relay.
+    pub fn only(&self) -> Option<Relay> {
+        self.table
+            .lock()
+            .expect("relay table")
+            .single(|e| !e.finished)
+    }
+
+    /// Where a log message goes: the only call in flight; with none in flight, the only
+    /// one that just finished (its late messages).
+    pub fn for_log(&self) -> Option<Relay> {
+        let table = self.table.lock().expect("relay table");
+        if table.by_request.values().any(|e| !e.finished) {
+            table.single(|e| !e.finished)
+        } else {
+            table.single(|_| true)
+        }
+    }
+
+    /// Looks `find` up, waiting briefly for a registration still on its way.
+    async fn wait_for(&self, find: impl Fn(&Table) -> Option<Relay>) -> Option<Relay> {
+        let deadline = tokio::time::Instant::now() + REGISTRATION_GRACE;
+        loop {
+            let notified = self.registered.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(found) = find(&self.table.lock().expect("relay table")) {
+                return Some(found);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    pub async fn for_progress(&self, token: &ProgressToken) -> Option<Relay> {
+        self.wait_for(|t| {
+            let id = t.by_token.get(token)?;
+            t.by_request.get(id).map(|e| e.relay.clone())
+        })
+        .await
+    }
+
+    /// The relay for a request the upstream sent: its call's, when the transport says
+    /// which call it came with, else the only call's.
+    pub async fn for_request(&self, origin: Option<&RequestId>) -> Option<Relay> {
+        match origin {
+            Some(id) => {
+                self.wait_for(|t| {
+                    t.by_request
+                        .get(id)
+                        .filter(|e| !e.finished)
+                        .map(|e| e.relay.clone())
+                })
+                .await
+            }
+            None => self.only(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: i64) -> RequestId {
+        RequestId::Number(n)
+    }
+
+    fn token(n: i64) -> ProgressToken {
+        ProgressToken(RequestId::Number(n))
+    }
+
+    #[tokio::test]
+    async fn calls_are_found_by_id_and_token_and_forgotten_when_done() {
+        let relays = Relays::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let reg = relays.register(id(1), token(7), tx);
+        assert!(relays.for_request(Some(&id(1))).await.is_some());
+        assert!(relays.for_progress(&token(7)).await.is_some());
+        assert!(relays.only().is_some());
+        drop(reg);
+        // Finished: no more requests, but late messages still arrive for a while.
+        assert!(relays.only().is_none());
+        assert!(relays.for_progress(&token(7)).await.is_some());
+        assert!(relays.for_log().is_some());
+        assert!(relays.for_request(Some(&id(1))).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_finished_call_is_forgotten_after_the_linger() {
+        let relays = Relays::default();
+        let (tx, mut rx) = mpsc::channel(1);
+        drop(relays.register(id(1), token(1), tx));
+        // The table held the only sender: the channel closes once the call is forgotten.
+        let closed = tokio::time::timeout(LINGER * 20, rx.recv()).await;
+        assert!(matches!(closed, Ok(None)), "still held after the linger");
+        assert!(relays.for_log().is_none());
+    }
+
+    #[tokio::test]
+    async fn logs_go_to_the_call_in_flight_not_to_one_that_finished() {
+        let relays = Relays::default();
+        let (a, _ra) = mpsc::channel(1);
+        let (b, mut rb) = mpsc::channel(1);
+        drop(relays.register(id(1), token(1), a));
+        let _live = relays.register(id(2), token(2), b);
+        let relay = relays.for_log().unwrap();
+        relay
+            .try_send(RelayItem::Log(
+                serde_json::from_value(serde_json::json!({"level": "info", "data": "x"})).unwrap(),
+            ))
+            .unwrap();
+        assert!(rb.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_unnamed_request_goes_nowhere_when_several_calls_are_in_flight() {
+        let relays = Relays::default();
+        let (a, _ra) = mpsc::channel(1);
+        let (b, _rb) = mpsc::channel(1);
+        let _one = relays.register(id(1), token(1), a);
+        assert!(relays.for_request(None).await.is_some());
+        let _two = relays.register(id(2), token(2), b);
+        assert!(relays.for_request(None).await.is_none());
+        assert!(relays.for_request(Some(&id(2))).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_message_waits_for_the_registration_that_follows_the_send() {
+        let relays = Relays::default();
+        let waiting = {
+            let relays = relays.clone();
+            tokio::spawn(async move { relays.for_progress(&token(3)).await.is_some() })
+        };
+        tokio::task::yield_now().await;
+        let (tx, _rx) = mpsc::channel(1);
+        let _reg = relays.register(id(3), token(3), tx);
+        assert!(waiting.await.unwrap());
+    }
+}
