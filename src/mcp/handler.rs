@@ -258,11 +258,20 @@ impl ServerHandler for McpHandler {
             Some(relay),
         );
         tokio::pin!(call);
+        let stateless = context.meta.protocol_version().is_some();
         let recipient = Recipient {
             peer: context.peer.clone(),
             progress_token: context.meta.get_progress_token(),
-            log_level: *self.log_level.lock().expect("level lock"),
+            logs: !stateless || context.meta.log_level().is_some(),
+            log_level: if stateless {
+                context.meta.log_level()
+            } else {
+                *self.log_level.lock().expect("level lock")
+            },
+            stateless,
+            needed: Arc::default(),
         };
+        let needed = recipient.needed.clone();
         let outcome = loop {
             tokio::select! {
                 outcome = &mut call => break outcome,
@@ -279,6 +288,23 @@ impl ServerHandler for McpHandler {
                 recipient.relay(item).await;
             }
         });
+        // A capability the request did not declare is the client's error (-32021); one
+        // it declared but we cannot relay was refused to the upstream, whose own answer
+        // (usually a tool error saying so) goes back as it is.
+        if let Some(capability) = *needed.lock().expect("needed lock") {
+            let declared = context
+                .meta
+                .client_capabilities()
+                .and_then(|c| serde_json::to_value(c).ok())
+                .is_some_and(|c| c.get(capability).is_some());
+            if !declared {
+                return Err(ErrorData::new(
+                    ErrorCode(-32021),
+                    format!("the tool needs the client capability '{capability}'"),
+                    Some(serde_json::json!({"requiredCapabilities": {capability: {}}})),
+                ));
+            }
+        }
         match outcome {
             Ok(outcome) => {
                 let mut result: CallToolResult = serde_json::from_value((*outcome.result).clone())
@@ -490,12 +516,27 @@ fn severity(level: LoggingLevel) -> u8 {
 }
 
 /// Where one call's relayed messages go: its client, under its progress token, at the
-/// log level its session asked for.
+/// log level its session (or, in 2026-07-28, its request) asked for.
 #[derive(Clone)]
 struct Recipient {
     peer: rmcp::Peer<RoleServer>,
     progress_token: Option<rmcp::model::ProgressToken>,
+    /// Whether the client takes log messages at all: a 2026-07-28 request opts in with
+    /// `_meta` logLevel; a session takes them unless it set a level that filters them.
+    logs: bool,
     log_level: Option<LoggingLevel>,
+    /// A 2026-07-28 request: the server may not send it requests (that revision asks
+    /// for input through `input_required` results, which we do not relay yet).
+    stateless: bool,
+    /// The client capability the upstream needed and the request lacked, if any.
+    needed: Arc<Mutex<Option<&'static str>>>,
+}
+
+fn not_relayed(what: &str) -> ErrorData {
+    ErrorData::invalid_request(
+        format!("the caller uses MCP 2026-07-28, to which omni-bridge cannot relay {what} yet"),
+        None,
+    )
 }
 
 impl Recipient {
@@ -512,9 +553,23 @@ impl Recipient {
             }
             RelayItem::Log(message) => {
                 let wanted = self.log_level;
-                if wanted.is_none_or(|min| severity(message.level) >= severity(min)) {
+                if self.logs && wanted.is_none_or(|min| severity(message.level) >= severity(min)) {
                     let _ = peer.notify_logging_message(message).await;
                 }
+            }
+            RelayItem::Sample(_, reply) if self.stateless => {
+                self.needed
+                    .lock()
+                    .expect("needed lock")
+                    .get_or_insert("sampling");
+                let _ = reply.send(Err(not_relayed("sampling")));
+            }
+            RelayItem::Elicit(_, reply) if self.stateless => {
+                self.needed
+                    .lock()
+                    .expect("needed lock")
+                    .get_or_insert("elicitation");
+                let _ = reply.send(Err(not_relayed("elicitation")));
             }
             RelayItem::Sample(params, reply) => {
                 let _ = reply.send(peer.create_message(params).await.map_err(service_error));

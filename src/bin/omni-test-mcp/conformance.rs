@@ -78,6 +78,23 @@ pub fn tools() -> Vec<Tool> {
             "Asks the user with enums",
             no_args(),
         ),
+        // For the 2026-07-28 scenarios (the suite's alpha).
+        tool(
+            "test_missing_capability",
+            "Needs the client's sampling",
+            no_args(),
+        ),
+        tool(
+            "test_streaming_elicitation",
+            "Asks the user mid-call",
+            no_args(),
+        ),
+        tool("test_logging_tool", "Logs one message", no_args()),
+        tool(
+            "test_trigger_tool_change",
+            "Changes the tool list",
+            no_args(),
+        ),
         tool(
             "json_schema_2020_12_tool",
             "Tool with JSON Schema 2020-12 features for conformance testing (SEP-1613)",
@@ -169,11 +186,17 @@ pub async fn call(
             let shown = token.map(|t| serde_json::to_string(&t).unwrap_or_default());
             result(json!([{"type": "text", "text": shown.unwrap_or_else(|| "no token".into())}]))
         }
+        "test_logging_tool" => {
+            let _ = peer
+                .notify_logging_message(typed(json!({"level": "info", "data": "logged"})))
+                .await;
+            result(json!([{"type": "text", "text": "logged once"}]))
+        }
         "test_error_handling" => CallToolResult::error(vec![ContentBlock::text(
             "This tool intentionally returns an error for testing",
         )])
         .into(),
-        "test_sampling" => {
+        "test_sampling" | "test_missing_capability" => {
             let params = typed(json!({
                 "messages": [{"role": "user", "content": {"type": "text", "text": arg("prompt")}}],
                 "maxTokens": 100,
@@ -190,7 +213,7 @@ pub async fn call(
                 Err(e) => return Some(Err(ErrorData::internal_error(e.to_string(), None))),
             }
         }
-        "test_elicitation" => {
+        "test_elicitation" | "test_streaming_elicitation" => {
             return Some(
                 elicit(
                     context,

@@ -405,7 +405,7 @@ impl ServerHandler for TestServer {
                     .ok_or_else(|| bad_args("bytes must be a non-negative integer"))?;
                 Ok(text("x".repeat(n as usize)))
             }
-            "toggle_extra" => {
+            "toggle_extra" | "test_trigger_tool_change" => {
                 let now = !self.shared.extra.fetch_xor(true, Ordering::SeqCst);
                 self.notify_list_changed().await;
                 Ok(text(if now { "extra added" } else { "extra removed" }))
