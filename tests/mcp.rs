@@ -844,3 +844,82 @@ async fn progress_logs_and_sampling_reach_the_client_that_made_the_call() {
     client.cancel().await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_listen_stream_is_acknowledged_then_told_of_list_changes() {
+    use futures_util::StreamExt;
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&stdio("first")).await;
+    let body = modern(
+        "subscriptions/listen",
+        7,
+        json!({"notifications": {"toolsListChanged": true, "promptsListChanged": true}}),
+    );
+    let resp = server
+        .http
+        .post(server.url("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = resp.bytes_stream();
+    let mut buffer = String::new();
+    // The next JSON-RPC message on the stream, within the deadline.
+    let mut next = async || -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                if let Some(data) = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim)
+                    .find(|d| !d.is_empty())
+                {
+                    return serde_json::from_str(data).unwrap();
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout_at(deadline, stream.next())
+                .await
+                .expect("a message on the listen stream")
+                .expect("the stream stays open")
+                .unwrap();
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    let ack = next().await;
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    // Only what the gateway can honour is acknowledged: tool list changes.
+    assert_eq!(
+        ack["params"]["notifications"]["toolsListChanged"], true,
+        "{ack}"
+    );
+    assert!(
+        ack["params"]["notifications"]
+            .get("promptsListChanged")
+            .is_none(),
+        "{ack}"
+    );
+
+    server.register_healthy(&stdio("second")).await;
+    let change = next().await;
+    assert_eq!(
+        change["method"], "notifications/tools/list_changed",
+        "{change}"
+    );
+    assert_eq!(
+        change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 7,
+        "{change}"
+    );
+    server.stop().await;
+}
