@@ -22,6 +22,35 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (the default).
     Serve(ServeArgs),
+    /// Manage API keys (works before the first start; uses the same store).
+    Keys {
+        #[command(flatten)]
+        store: ServeArgs,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create a key; its secret is printed once, and only its SHA-256 is stored.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// A `server/tool` glob the key may use (repeatable); none means every tool.
+        #[arg(long = "allow", value_name = "SERVER/TOOL")]
+        allow: Vec<String>,
+        /// The key's own rate limit, e.g. 10/s (else its role's).
+        #[arg(long, value_name = "N/s|N/m|N/h")]
+        rate_limit: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by name; it stops working at once.
+    Revoke { name: String },
 }
 
 #[derive(Clone, Debug, Default, Args)]
@@ -41,4 +70,7 @@ pub struct ServeArgs {
     /// Log filter, e.g. "info" or "omni_bridge=debug" [default: info].
     #[arg(long, env = "OMNI_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// Run without API keys on a non-loopback address (refused otherwise).
+    #[arg(long, env = "OMNI_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::keyring::RoleRates;
+use crate::auth::rate::Rate;
 use crate::cache::CacheLimits;
 use crate::cli::ServeArgs;
 use crate::duration;
@@ -43,6 +45,15 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub live: LiveSettings,
     pub mcp: McpSettings,
+    pub auth: AuthSettings,
+}
+
+/// Access control settings.
+#[derive(Clone, Debug, Default)]
+pub struct AuthSettings {
+    /// Run open on a non-loopback address when no keys exist (refused otherwise).
+    pub insecure_no_auth: bool,
+    pub rates: RoleRates,
 }
 
 /// The result cache's bounds and timers.
@@ -91,6 +102,7 @@ impl Settings {
             cache: CacheSettings::default(),
             live: LiveSettings::default(),
             mcp: McpSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -146,6 +158,9 @@ struct FileConfig {
     mcp_session_idle: Option<String>,
     mcp_allowed_origins: Option<Vec<String>>,
     mcp_allowed_hosts: Option<Vec<String>>,
+    rate_limit_viewer: Option<String>,
+    rate_limit_operator: Option<String>,
+    rate_limit_admin: Option<String>,
     #[serde(default)]
     servers: Vec<ServerInput>,
 }
@@ -179,6 +194,33 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
     let cache = cache_settings(&file)?;
     let live = live_settings(&file)?;
     let mcp = mcp_settings(&file)?;
+    let mut auth = AuthSettings {
+        insecure_no_auth: args.insecure_no_auth,
+        rates: RoleRates::default(),
+    };
+    for (key, text, slot) in [
+        (
+            "rate_limit_viewer",
+            &file.rate_limit_viewer,
+            &mut auth.rates.viewer,
+        ),
+        (
+            "rate_limit_operator",
+            &file.rate_limit_operator,
+            &mut auth.rates.operator,
+        ),
+        (
+            "rate_limit_admin",
+            &file.rate_limit_admin,
+            &mut auth.rates.admin,
+        ),
+    ] {
+        match text.as_deref() {
+            None => {}
+            Some("none") => *slot = None,
+            Some(t) => *slot = Some(Rate::parse(t).map_err(|m| ConfigError::new(key, m))?),
+        }
+    }
     let data_dir = args
         .data_dir
         .clone()
@@ -269,6 +311,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
         cache,
         live,
         mcp,
+        auth,
     })
 }
 

@@ -47,6 +47,21 @@ pub enum ApiError {
     StoreBusy,
     #[error("the store is unavailable")]
     StoreUnavailable,
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("too many requests for key '{key}'; retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        key: String,
+        retry_after: std::time::Duration,
+    },
+    #[error("key '{0}' may not call this tool (outside its allow-list)")]
+    NotAllowed(String),
+    #[error("an API key named '{0}' already exists (names stay taken after revocation)")]
+    KeyExists(String),
+    #[error("no active API key named '{0}'")]
+    KeyNotFound(String),
     #[error("internal error")]
     Internal,
 }
@@ -77,6 +92,12 @@ impl ApiError {
             },
             Self::StoreBusy => "store-busy",
             Self::StoreUnavailable => "store-unavailable",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::RateLimited { .. } => "rate-limited",
+            Self::NotAllowed(_) => "not-allowed",
+            Self::KeyExists(_) => "key-exists",
+            Self::KeyNotFound(_) => "key-not-found",
             Self::Internal => "internal",
         }
     }
@@ -85,6 +106,17 @@ impl ApiError {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         log::error!("internal error: {cause}");
         Self::Internal
+    }
+}
+
+impl From<crate::auth::manage::KeyError> for ApiError {
+    fn from(err: crate::auth::manage::KeyError) -> Self {
+        use crate::auth::manage::KeyError;
+        match err {
+            KeyError::Invalid(v) => Self::InvalidField(v),
+            KeyError::Exists(name) => Self::KeyExists(name),
+            KeyError::Store(e) => e.into(),
+        }
     }
 }
 
@@ -122,7 +154,13 @@ impl ResponseError for ApiError {
             Self::ServerExists(_) | Self::ManagedByConfig(_) | Self::NameCollision(_) => {
                 StatusCode::CONFLICT
             }
-            Self::StdioNotAllowed => StatusCode::FORBIDDEN,
+            Self::StdioNotAllowed | Self::Forbidden(_) | Self::NotAllowed(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::KeyExists(_) => StatusCode::CONFLICT,
+            Self::KeyNotFound(_) => StatusCode::NOT_FOUND,
             Self::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             Self::StoreBusy | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -140,7 +178,11 @@ impl ResponseError for ApiError {
             | Self::Call(CallError::NotConnected { .. } | CallError::Gone { .. }) => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
-            Self::Call(CallError::CircuitOpen { retry_after, .. }) => {
+            Self::Unauthorized(_) => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            Self::Call(CallError::CircuitOpen { retry_after, .. })
+            | Self::RateLimited { retry_after, .. } => {
                 let secs = retry_after.as_secs().max(1).to_string();
                 if let Ok(value) = HeaderValue::from_str(&secs) {
                     response.insert_header((header::RETRY_AFTER, value));

@@ -2,6 +2,7 @@
 //! of the actors, states, surfaces and tables; README.md for how to run it.
 
 pub mod audit;
+pub mod auth;
 pub mod batch;
 pub mod cache;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod http;
+pub mod keys_cli;
 pub mod live;
 pub mod mcp;
 pub mod metrics;

@@ -2,12 +2,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use omni_bridge::cli::{Cli, Command};
-use omni_bridge::{config, server};
+use omni_bridge::{config, keys_cli, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Keys { store, action }) => return keys_cli::run(&store, action),
         None => cli.serve,
     };
     let settings = match config::resolve(&args) {
@@ -35,6 +36,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ server::StartError::NoKeys(_)) => {
+            eprintln!("omni-bridge: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             log::error!("{e}");
             eprintln!("omni-bridge: {e}");

@@ -7,6 +7,8 @@ use actix::Actor;
 use actix_web::{App, HttpServer, middleware, web};
 
 use crate::audit::AuditLog;
+use crate::auth::KeyRing;
+use crate::auth::guard::Guard;
 use crate::cache::CacheActor;
 use crate::config::Settings;
 use crate::gateway::Gateway;
@@ -28,6 +30,12 @@ pub enum StartError {
     },
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error(
+        "refusing to listen on {0} without API keys: anyone who can reach it could use every \
+         upstream. Create a key first (omni-bridge keys create --name NAME --role admin), or \
+         pass --insecure-no-auth"
+    )]
+    NoKeys(SocketAddr),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -83,6 +91,23 @@ impl Stopper {
     }
 }
 
+/// How often the keys are re-read, so that one revoked through another instance stops
+/// working here too.
+const KEY_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn spawn_key_refresh(keys: KeyRing, store: Store) {
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(KEY_REFRESH);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = keys.reload(&store).await {
+                log::warn!("API keys not refreshed: {e}");
+            }
+        }
+    });
+}
+
 /// Prepares everything and binds the listener. Must run inside an actix system.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
     if let DatabaseUrl::Sqlite(path) = &settings.database
@@ -102,6 +127,21 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     }
     let store = Store::open(&settings.database, &settings.store)?;
     store.sync_config_servers(&settings.servers).await?;
+
+    let keys = KeyRing::new(settings.auth.rates);
+    keys.reload(&store).await?;
+    let loopback = settings.bind.ip().is_loopback();
+    if keys.is_empty() {
+        if !loopback && !settings.auth.insecure_no_auth {
+            return Err(StartError::NoKeys(settings.bind));
+        }
+        log::warn!(
+            "NO API KEYS: omni-bridge runs OPEN on {}; anyone who can reach it may change \
+             servers and call every tool. Create a key (omni-bridge keys create) to require keys.",
+            settings.bind
+        );
+    }
+    spawn_key_refresh(keys.clone(), store.clone());
 
     crate::tls::install_crypto_provider();
     let bus = history::start(store.clone(), settings.instance.clone());
@@ -147,7 +187,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         gateway.clone(),
         catalogue,
         settings.mcp.clone(),
-        settings.bind.ip().is_loopback(),
+        loopback,
         settings.body_limit,
     );
 
@@ -163,13 +203,23 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         board,
         bus: bus.clone(),
         mcp: mcp.clone(),
+        keys: keys.clone(),
     });
+    let guard = Guard {
+        ring: keys,
+        open_without_keys: loopback || settings.auth.insecure_no_auth,
+    };
     let body_limit = settings.body_limit;
     let mcp_for_stop = mcp.shutdown.clone();
     let server = HttpServer::new(move || {
         let counted = metrics.clone();
+        let guard = guard.clone();
         App::new()
             .service(mcp.service())
+            .wrap(middleware::from_fn(move |req, next| {
+                let guard = guard.clone();
+                async move { guard.check(req, next).await }
+            }))
             .app_data(state.clone())
             .wrap_fn(move |req, srv| {
                 use actix_web::dev::Service;

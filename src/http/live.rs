@@ -1,11 +1,12 @@
 //! The live surfaces: the dashboard page, the WebSocket stream, Prometheus metrics.
 
-use actix_web::{HttpRequest, HttpResponse, get, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, web};
 
 use super::AppState;
+use crate::auth::Caller;
 use crate::cache::actor::GetStats;
 use crate::error::ApiError;
-use crate::live::session::SessionActor;
+use crate::live::session::{Access, SessionActor};
 
 /// The dashboard: one static page, embedded in the binary.
 #[get("/")]
@@ -22,6 +23,12 @@ pub async fn websocket(
     req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
+    // The auth guard let the upgrade through without a caller only when no key came
+    // with it; the session then takes the key as its first message.
+    let access = match req.extensions().get::<Caller>() {
+        Some(caller) => Access::Granted(caller.allow.clone()),
+        None => Access::Pending(state.keys.clone()),
+    };
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     SessionActor::start(
         session,
@@ -29,6 +36,7 @@ pub async fn websocket(
         state.hub.clone(),
         state.settings.live.clone(),
         state.metrics.clone(),
+        access,
     );
     Ok(response)
 }

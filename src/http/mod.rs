@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod health;
 pub mod invocations;
+pub mod keys;
 pub mod live;
 pub mod mcp;
 pub mod servers;
@@ -36,6 +37,7 @@ pub struct AppState {
     pub board: StatusBoard,
     pub bus: EventBus,
     pub mcp: crate::mcp::McpEndpoint,
+    pub keys: crate::auth::KeyRing,
 }
 
 impl AppState {
@@ -82,7 +84,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
             .service(cache::clear_server)
             .service(cache::clear_tool)
             .service(invocations::list)
-            .service(mcp::status),
+            .service(mcp::status)
+            .service(keys::list)
+            .service(keys::create)
+            .service(keys::revoke),
     )
     .default_service(web::to(not_found));
 }

@@ -1,20 +1,33 @@
 //! The tool catalogue and tool invocation over plain HTTP.
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, post, web};
 use rmcp::model::JsonObject;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
 use super::servers::parse_name;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::gateway::CacheMode;
 use crate::registry::ValidationError;
 
-/// Every connected upstream's tools.
+/// Who is asking: the auth guard put it there (everyone, when the gateway runs open).
+pub fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| ApiError::Unauthorized("send an API key".into()))
+}
+
+/// Every connected upstream's tools that the caller may use.
 #[get("/tools")]
-pub async fn catalogue(state: web::Data<AppState>) -> HttpResponse {
+pub async fn catalogue(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let caller = caller_of(&req)?;
     let default_ttl = state.settings.cache.default_ttl;
     let catalogue = state.mcp.catalogue();
     let exposed: std::collections::HashMap<_, _> = catalogue
@@ -30,6 +43,9 @@ pub async fn catalogue(state: web::Data<AppState>) -> HttpResponse {
     let mut tools = Vec::new();
     for (server, snapshot) in state.board.all() {
         for tool in snapshot.tools.iter() {
+            if !caller.may_call(server.as_str(), &tool.name) {
+                continue;
+            }
             let read_only = tool.annotations.as_ref().and_then(|a| a.read_only_hint);
             let ttl = snapshot
                 .spec
@@ -49,7 +65,7 @@ pub async fn catalogue(state: web::Data<AppState>) -> HttpResponse {
             }));
         }
     }
-    HttpResponse::Ok().json(json!({"tools": tools}))
+    Ok(HttpResponse::Ok().json(json!({"tools": tools})))
 }
 
 #[derive(Deserialize)]
@@ -102,9 +118,20 @@ pub async fn call(
     let (name, tool) = path.into_inner();
     let name = parse_name(&name)?;
     let mode = cache_mode(&req, &query)?;
+    let caller = caller_of(&req)?;
+    if !caller.may_call(name.as_str(), &tool) {
+        return Err(ApiError::NotAllowed(caller.key.unwrap_or_default()));
+    }
     let outcome = state
         .gateway
-        .call(&name, &tool, body.into_inner().arguments, mode, None, None)
+        .call(
+            &name,
+            &tool,
+            body.into_inner().arguments,
+            mode,
+            caller.key.as_deref(),
+            None,
+        )
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("x-cache", if outcome.cached { "hit" } else { "miss" }))

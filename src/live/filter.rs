@@ -41,6 +41,18 @@ pub enum ClientMessage {
     },
     Unsubscribe,
     Pong,
+    /// The API key, as the first message of a client that sent no `Authorization` header.
+    Auth {
+        key: String,
+    },
+}
+
+/// The key of an `auth` message, if `text` is one.
+pub fn auth_key(text: &str) -> Option<String> {
+    match serde_json::from_str(text) {
+        Ok(ClientMessage::Auth { key }) => Some(key),
+        _ => None,
+    }
 }
 
 pub fn parse_event_type(text: &str) -> Option<EventType> {
@@ -59,7 +71,8 @@ pub fn parse_client_message(text: &str) -> Result<Option<Filter>, String> {
     let message: ClientMessage =
         serde_json::from_str(text).map_err(|e| format!("not a client message: {e}"))?;
     match message {
-        ClientMessage::Pong => Ok(None),
+        // Authenticated already; a repeated key changes nothing.
+        ClientMessage::Pong | ClientMessage::Auth { .. } => Ok(None),
         ClientMessage::Unsubscribe => Ok(Some(Filter {
             types: Some(HashSet::new()),
             servers: None,

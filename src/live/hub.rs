@@ -15,6 +15,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use super::filter::Filter;
 use super::session::{CloseWith, Outgoing, SessionActor};
+use crate::auth::AllowList;
 use crate::cache::CacheActor;
 use crate::cache::actor::GetStats;
 use crate::cache::store::CacheStats;
@@ -29,6 +30,8 @@ pub struct Join {
     pub id: u64,
     pub queue: mpsc::Sender<Outgoing>,
     pub session: Addr<SessionActor>,
+    /// The servers the session's key may see; their events only.
+    pub allow: Arc<AllowList>,
 }
 
 #[derive(Message)]
@@ -58,6 +61,7 @@ struct Member {
     queue: mpsc::Sender<Outgoing>,
     session: Addr<SessionActor>,
     filter: Filter,
+    allow: Arc<AllowList>,
 }
 
 pub struct EventHub {
@@ -99,11 +103,12 @@ impl EventHub {
             .into()
     }
 
-    fn initial_status(&self) -> Arc<str> {
+    fn initial_status(&self, allow: &AllowList) -> Arc<str> {
         let servers: Vec<Value> = self
             .board
             .all()
             .into_iter()
+            .filter(|(name, _)| allow.allows_server(name.as_str()))
             .map(|(name, snapshot)| {
                 let mut view = snapshot.to_json();
                 view["name"] = json!(name);
@@ -139,7 +144,11 @@ impl EventHub {
             .into();
         let metrics = &self.metrics;
         self.members.retain(|_, member| {
-            !member.filter.accepts(event) || Self::offer(metrics, member, &text)
+            let visible = event
+                .server
+                .as_ref()
+                .is_none_or(|s| member.allow.allows_server(s.as_str()));
+            !visible || !member.filter.accepts(event) || Self::offer(metrics, member, &text)
         });
     }
 
@@ -237,9 +246,10 @@ impl Handler<Join> for EventHub {
             queue: msg.queue,
             session: msg.session,
             filter: Filter::default(),
+            allow: msg.allow,
         };
         // In the same handler as the registration, so no event slips in between.
-        if Self::offer(&self.metrics, &member, &self.initial_status()) {
+        if Self::offer(&self.metrics, &member, &self.initial_status(&member.allow)) {
             self.members.insert(msg.id, member);
         }
     }

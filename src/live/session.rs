@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
@@ -14,8 +14,9 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::LiveSettings;
-use super::filter::parse_client_message;
+use super::filter::{auth_key, parse_client_message};
 use super::hub::{EventHub, Join, Leave, SetFilter};
+use crate::auth::{AllowList, KeyRing};
 use crate::metrics::Metrics;
 
 /// What the writer task sends on the socket.
@@ -52,6 +53,18 @@ impl CloseWith {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How long a client that sent no key in its request has to send it as its first message.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether the session may receive events yet.
+pub enum Access {
+    /// Authenticated (or the gateway runs open): the servers it may see.
+    Granted(Arc<AllowList>),
+    /// No key in the upgrade request: the first message must be `{"action": "auth",
+    /// "key": ...}`, checked against these keys.
+    Pending(KeyRing),
+}
+
 pub struct SessionActor {
     id: u64,
     hub: Addr<EventHub>,
@@ -62,6 +75,7 @@ pub struct SessionActor {
     last_heard: Instant,
     strikes: u32,
     window: (Instant, u32),
+    access: Access,
 }
 
 impl SessionActor {
@@ -72,6 +86,7 @@ impl SessionActor {
         hub: Addr<EventHub>,
         settings: LiveSettings,
         metrics: Arc<Metrics>,
+        access: Access,
     ) -> Addr<Self> {
         let (queue, rx) = mpsc::channel(settings.queue);
         let (close_tx, close_rx) = oneshot::channel();
@@ -89,6 +104,7 @@ impl SessionActor {
                 last_heard: Instant::now(),
                 strikes: 0,
                 window: (Instant::now(), 0),
+                access,
             }
         })
     }
@@ -128,6 +144,35 @@ impl SessionActor {
         ctx.stop();
     }
 
+    fn join(&mut self, allow: Arc<AllowList>, ctx: &mut Context<Self>) {
+        self.hub.do_send(Join {
+            id: self.id,
+            queue: self.queue.clone(),
+            session: ctx.address(),
+            allow,
+        });
+    }
+
+    /// The first message of a session that has not authenticated: its key, or the end.
+    fn authenticate(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let Access::Pending(ring) = &self.access else {
+            return;
+        };
+        let Some(caller) = auth_key(text).and_then(|key| ring.authenticate(&key)) else {
+            self.metrics.ws_closed_abuse.inc();
+            return self.close_with(
+                CloseWith::new(
+                    CloseCode::Policy,
+                    "send {\"action\": \"auth\", \"key\": ...} with a valid key first",
+                ),
+                ctx,
+            );
+        };
+        self.last_heard = Instant::now();
+        self.access = Access::Granted(caller.allow.clone());
+        self.join(caller.allow, ctx);
+    }
+
     /// Counts one client message; answers false when the client floods.
     fn within_rate(&mut self) -> bool {
         let now = Instant::now();
@@ -144,11 +189,19 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.metrics.session_opened();
-        self.hub.do_send(Join {
-            id: self.id,
-            queue: self.queue.clone(),
-            session: ctx.address(),
-        });
+        match &self.access {
+            Access::Granted(allow) => {
+                let allow = allow.clone();
+                self.join(allow, ctx);
+            }
+            Access::Pending(_) => {
+                ctx.run_later(AUTH_TIMEOUT, |act, ctx| {
+                    if matches!(act.access, Access::Pending(_)) {
+                        act.close_with(CloseWith::new(CloseCode::Policy, "no API key sent"), ctx);
+                    }
+                });
+            }
+        }
         ctx.run_interval(self.settings.ping_interval, |act, ctx| {
             if act.last_heard.elapsed() > act.settings.ping_timeout {
                 act.close_with(CloseWith::new(CloseCode::Away, "heartbeat timeout"), ctx);
@@ -198,6 +251,9 @@ impl StreamHandler<Result<Message, ProtocolError>> for SessionActor {
             return self.close_with(CloseWith::new(CloseCode::Policy, "too many messages"), ctx);
         }
         match message {
+            Message::Text(text) if matches!(self.access, Access::Pending(_)) => {
+                self.authenticate(&text, ctx);
+            }
             Message::Text(text) => match parse_client_message(&text) {
                 Ok(filter) => {
                     self.last_heard = Instant::now();

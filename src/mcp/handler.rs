@@ -26,6 +26,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::catalogue::Catalogue;
 use super::names;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::gateway::{CacheMode, Gateway};
 use crate::registry::ServerName;
@@ -99,6 +100,31 @@ const VERSIONS: &[ProtocolVersion] = &[
     ProtocolVersion::V_2025_11_25,
     ProtocolVersion::V_2026_07_28,
 ];
+
+/// The caller of this request, as the auth guard found it. None only if the guard did
+/// not run, which the routes do not allow; such a request may see and call nothing.
+fn caller_of(context: &RequestContext<RoleServer>) -> Option<Caller> {
+    rmcp_actix_web::transport::on_request_extensions(&context.extensions)
+        .and_then(|e| e.get::<Caller>())
+        .cloned()
+}
+
+fn may_call(caller: Option<&Caller>, server: &ServerName, tool: &str) -> bool {
+    caller.is_some_and(|c| c.may_call(server.as_str(), tool))
+}
+
+fn may_see(caller: Option<&Caller>, server: &ServerName) -> bool {
+    caller.is_some_and(|c| c.may_see_server(server.as_str()))
+}
+
+/// The items of the servers the caller may see.
+fn visible<T>(caller: Option<&Caller>, items: Vec<(ServerName, T)>) -> Vec<T> {
+    items
+        .into_iter()
+        .filter(|(server, _)| may_see(caller, server))
+        .map(|(_, item)| item)
+        .collect()
+}
 
 fn bad_cursor() -> ErrorData {
     ErrorData::invalid_params("invalid or expired cursor", None)
@@ -212,10 +238,15 @@ impl ServerHandler for McpHandler {
     async fn list_tools(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let catalogue = self.catalogue();
-        let all = &catalogue.tools;
+        let caller = caller_of(&context);
+        let all: Vec<_> = catalogue
+            .tools
+            .iter()
+            .filter(|t| may_call(caller.as_ref(), &t.server, &t.upstream_name))
+            .collect();
         let start = page_start(
             request.as_ref().and_then(|r| r.cursor.as_deref()),
             all.len(),
@@ -234,11 +265,16 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let catalogue = self.catalogue();
-        let Some(exposed) = catalogue.get(&request.name) else {
+        let caller = caller_of(&context);
+        let exposed = catalogue
+            .get(&request.name)
+            .filter(|t| may_call(caller.as_ref(), &t.server, &t.upstream_name));
+        let Some(exposed) = exposed else {
             let why = catalogue
                 .withheld
                 .iter()
                 .find(|w| w.exposed.as_deref() == Some(&*request.name))
+                .filter(|w| may_call(caller.as_ref(), &w.server, &w.tool))
                 .map(|w| format!(": {}", w.reason))
                 .unwrap_or_default();
             return Err(ErrorData::invalid_params(
@@ -254,7 +290,7 @@ impl ServerHandler for McpHandler {
             &exposed.upstream_name,
             request.arguments,
             CacheMode::Use,
-            None,
+            caller.as_ref().and_then(|c| c.key.as_deref()),
             Some(relay),
         );
         tokio::pin!(call);
@@ -326,9 +362,10 @@ impl ServerHandler for McpHandler {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let resources = self.refresh_resources().await;
+        let caller = caller_of(&context);
+        let resources = visible(caller.as_ref(), self.refresh_resources().await);
         Ok(ListResourcesResult {
             resources,
             ..Default::default()
@@ -338,9 +375,10 @@ impl ServerHandler for McpHandler {
     async fn list_resource_templates(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let templates = self.refresh_templates().await;
+        let caller = caller_of(&context);
+        let templates = visible(caller.as_ref(), self.refresh_templates().await);
         Ok(ListResourceTemplatesResult {
             resource_templates: templates,
             ..Default::default()
@@ -350,7 +388,7 @@ impl ServerHandler for McpHandler {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let mut server = self.resource_route(&request.uri);
         if server.is_none() {
@@ -358,7 +396,8 @@ impl ServerHandler for McpHandler {
             self.refresh_templates().await;
             server = self.resource_route(&request.uri);
         }
-        let Some(server) = server else {
+        let caller = caller_of(&context);
+        let Some(server) = server.filter(|s| may_see(caller.as_ref(), s)) else {
             return Err(ErrorData::new(
                 ErrorCode::RESOURCE_NOT_FOUND,
                 format!("no upstream offers resource '{}'", request.uri),
@@ -392,8 +431,9 @@ impl ServerHandler for McpHandler {
     async fn complete(
         &self,
         mut request: CompleteRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
+        let caller = caller_of(&context);
         let server = match &mut request.r#ref {
             Reference::Prompt(prompt) => {
                 if self.prompt_route(&prompt.name).is_none() {
@@ -413,7 +453,7 @@ impl ServerHandler for McpHandler {
             _ => None,
         };
         // Nothing to complete from is an empty answer, as the specification allows.
-        let Some(server) = server else {
+        let Some(server) = server.filter(|s| may_see(caller.as_ref(), s)) else {
             return Ok(CompleteResult::default());
         };
         match self
@@ -431,29 +471,32 @@ impl ServerHandler for McpHandler {
     async fn subscribe(
         &self,
         request: SubscribeRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let uri = request.uri;
-        self.pass_subscription(uri.clone(), Forward::Subscribe { uri })
+        let caller = caller_of(&context);
+        self.pass_subscription(caller, uri.clone(), Forward::Subscribe { uri })
             .await
     }
 
     async fn unsubscribe(
         &self,
         request: UnsubscribeRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let uri = request.uri;
-        self.pass_subscription(uri.clone(), Forward::Unsubscribe { uri })
+        let caller = caller_of(&context);
+        self.pass_subscription(caller, uri.clone(), Forward::Unsubscribe { uri })
             .await
     }
 
     async fn list_prompts(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let prompts = self.refresh_prompts().await;
+        let caller = caller_of(&context);
+        let prompts = visible(caller.as_ref(), self.refresh_prompts().await);
         Ok(ListPromptsResult {
             prompts,
             ..Default::default()
@@ -463,14 +506,15 @@ impl ServerHandler for McpHandler {
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let mut found = self.prompt_route(&request.name);
         if found.is_none() {
             self.refresh_prompts().await;
             found = self.prompt_route(&request.name);
         }
-        let Some((server, name)) = found else {
+        let caller = caller_of(&context);
+        let Some((server, name)) = found.filter(|(s, _)| may_see(caller.as_ref(), s)) else {
             return Err(ErrorData::invalid_params(
                 format!("unknown prompt '{}'", request.name),
                 None,
@@ -584,13 +628,18 @@ impl Recipient {
 
 impl McpHandler {
     /// Passes a resource (un)subscription to the upstream that holds the URI.
-    async fn pass_subscription(&self, uri: String, forward: Forward) -> Result<(), ErrorData> {
+    async fn pass_subscription(
+        &self,
+        caller: Option<Caller>,
+        uri: String,
+        forward: Forward,
+    ) -> Result<(), ErrorData> {
         let mut server = self.resource_route(&uri);
         if server.is_none() {
             self.refresh_resources().await;
             server = self.resource_route(&uri);
         }
-        let Some(server) = server else {
+        let Some(server) = server.filter(|s| may_see(caller.as_ref(), s)) else {
             return Err(ErrorData::new(
                 ErrorCode::RESOURCE_NOT_FOUND,
                 format!("no upstream offers resource '{uri}'"),
@@ -617,7 +666,7 @@ impl McpHandler {
 
     /// Lists every live upstream's resources (an upstream that fails is left out, not
     /// the whole list) and remembers which upstream holds each URI.
-    async fn refresh_resources(&self) -> Vec<rmcp::model::Resource> {
+    async fn refresh_resources(&self) -> Vec<(ServerName, rmcp::model::Resource)> {
         let catalogue = self.catalogue();
         let lists = join_all(
             catalogue
@@ -652,7 +701,7 @@ impl McpHandler {
                         if let Ok(name) = names::expose(prefix.as_deref(), &r.name) {
                             r.name = name;
                         }
-                        resources.push(r);
+                        resources.push((server.clone(), r));
                     }
                 }
                 Ok(_) => {}
@@ -663,7 +712,7 @@ impl McpHandler {
         resources
     }
 
-    async fn refresh_templates(&self) -> Vec<rmcp::model::ResourceTemplate> {
+    async fn refresh_templates(&self) -> Vec<(ServerName, rmcp::model::ResourceTemplate)> {
         let catalogue = self.catalogue();
         let lists = join_all(
             catalogue
@@ -690,7 +739,7 @@ impl McpHandler {
                         if let Ok(name) = names::expose(prefix.as_deref(), &t.name) {
                             t.name = name;
                         }
-                        templates.push(t);
+                        templates.push((server.clone(), t));
                     }
                 }
                 Ok(_) => {}
@@ -711,7 +760,7 @@ impl McpHandler {
             .cloned()
     }
 
-    async fn refresh_prompts(&self) -> Vec<rmcp::model::Prompt> {
+    async fn refresh_prompts(&self) -> Vec<(ServerName, rmcp::model::Prompt)> {
         let catalogue = self.catalogue();
         let lists = join_all(catalogue.prompts.iter().map(|(server, prefix)| async move {
             let got = self
@@ -737,7 +786,7 @@ impl McpHandler {
                         }
                         routes.insert(exposed.clone(), (server.clone(), p.name.clone()));
                         p.name = exposed;
-                        prompts.push(p);
+                        prompts.push((server.clone(), p));
                     }
                 }
                 Ok(_) => {}

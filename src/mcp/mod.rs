@@ -112,6 +112,13 @@ impl McpEndpoint {
             .max_request_body_bytes(self.body_limit)
             .maybe_allowed_hosts(hosts)
             .cancellation_token(self.shutdown.clone())
+            // The auth guard's verdict, for the handler's allow-list checks.
+            .on_request_fn(|req, extensions| {
+                use actix_web::HttpMessage;
+                if let Some(caller) = req.extensions().get::<crate::auth::Caller>() {
+                    extensions.insert(caller.clone());
+                }
+            })
             .build();
         let guard = guard::Guard {
             sessions: self.sessions.clone(),

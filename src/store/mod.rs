@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod invocations;
+pub mod keys;
 pub mod migrate;
 pub mod schema;
 pub mod servers;

@@ -62,5 +62,6 @@ diesel::table! {
         allow -> Text,
         created_at -> Timestamp,
         revoked_at -> Nullable<Timestamp>,
+        rate_limit -> Nullable<Text>,
     }
 }
