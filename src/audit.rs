@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
 use crate::store::Store;
@@ -16,11 +17,13 @@ const BUFFER: usize = 10_000;
 pub struct AuditLog {
     tx: mpsc::Sender<NewInvocation>,
     dropped: Arc<AtomicU64>,
+    /// The same count, for Prometheus.
+    dropped_metric: Counter,
 }
 
 impl AuditLog {
     /// Starts the writer on the current runtime.
-    pub fn start(store: Store) -> Self {
+    pub fn start(store: Store, dropped_metric: Counter) -> Self {
         let (tx, rx) = mpsc::channel(BUFFER);
         crate::batch::spawn_writer("audit log", rx, move |batch| {
             let store = store.clone();
@@ -29,11 +32,13 @@ impl AuditLog {
         Self {
             tx,
             dropped: Arc::default(),
+            dropped_metric,
         }
     }
 
     pub fn record(&self, row: NewInvocation) {
         if self.tx.try_send(row).is_err() {
+            self.dropped_metric.inc();
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 log::error!("audit buffer full: {n} tool_invocations rows lost so far");

@@ -21,6 +21,8 @@ use crate::upstream::UpstreamSettings;
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./data";
+/// 16 MiB: rmcp's own cap on one message over stdio and SSE.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 
 /// The settings the server runs with, fully resolved and validated.
 #[derive(Clone, Debug)]
@@ -35,6 +37,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Largest accepted request body.
     pub body_limit: usize,
+    /// Largest tool result passed on from an upstream.
+    pub max_result_bytes: usize,
     pub store: StoreOptions,
     /// Upstreams declared in the file.
     pub servers: Vec<ServerSpec>,
@@ -95,6 +99,7 @@ impl Settings {
             allow_stdio_via_api: false,
             shutdown_timeout: Duration::from_secs(30),
             body_limit: 1024 * 1024,
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             store: StoreOptions::default(),
             servers: Vec::new(),
             upstreams: UpstreamSettings::default(),
@@ -135,6 +140,7 @@ struct FileConfig {
     allow_stdio_via_api: Option<bool>,
     shutdown_timeout: Option<String>,
     body_limit: Option<u64>,
+    max_result_bytes: Option<u64>,
     database_max_connections: Option<u64>,
     restart_base_delay: Option<String>,
     restart_max_delay: Option<String>,
@@ -251,6 +257,16 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
         Some(n) => usize::try_from(n).map_err(|_| ConfigError::new("body_limit", "too large"))?,
         None => 1024 * 1024,
     };
+    let max_result_bytes = match file.max_result_bytes {
+        Some(n) if !(1024..=16 * 1024 * 1024).contains(&n) => {
+            return Err(ConfigError::new(
+                "max_result_bytes",
+                "must be between 1024 and 16777216 (the transports' own cap on one message)",
+            ));
+        }
+        Some(n) => n as usize,
+        None => DEFAULT_MAX_RESULT_BYTES,
+    };
     let mut store = StoreOptions::default();
     if let Some(n) = file.database_max_connections {
         if n == 0 || n > 1024 {
@@ -304,6 +320,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
         allow_stdio_via_api: file.allow_stdio_via_api.unwrap_or(false),
         shutdown_timeout,
         body_limit,
+        max_result_bytes,
         store,
         servers,
         upstreams,

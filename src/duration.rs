@@ -73,4 +73,21 @@ mod tests {
         assert!(parse_within("2m", min, max).is_err());
         assert_eq!(parse_within("1m", min, max).unwrap(), max);
     }
+
+    proptest::proptest! {
+        /// Config values come from people: any text parses or is refused, never panics,
+        /// and whatever parses formats back to text that parses to the same value.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC{0,30}") {
+            if let Ok(d) = parse(&text) {
+                proptest::prop_assert_eq!(parse(&format(d)).unwrap(), d);
+            }
+        }
+
+        #[test]
+        fn millisecond_durations_round_trip(ms in 1u64..10_000_000_000) {
+            let d = Duration::from_millis(ms);
+            proptest::prop_assert_eq!(parse(&format(d)).unwrap(), d);
+        }
+    }
 }

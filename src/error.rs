@@ -89,6 +89,7 @@ impl ApiError {
                 CallError::Upstream { .. } => "upstream-error",
                 CallError::Transport { .. } => "upstream-unreachable",
                 CallError::Gone { .. } => "upstream-gone",
+                CallError::TooLarge { .. } => "upstream-result-too-large",
             },
             Self::StoreBusy => "store-busy",
             Self::StoreUnavailable => "store-unavailable",
@@ -149,7 +150,9 @@ impl ResponseError for ApiError {
                 | CallError::CircuitOpen { .. }
                 | CallError::Gone { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-                CallError::Upstream { .. } | CallError::Transport { .. } => StatusCode::BAD_GATEWAY,
+                CallError::Upstream { .. }
+                | CallError::Transport { .. }
+                | CallError::TooLarge { .. } => StatusCode::BAD_GATEWAY,
             },
             Self::ServerExists(_) | Self::ManagedByConfig(_) | Self::NameCollision(_) => {
                 StatusCode::CONFLICT

@@ -25,6 +25,25 @@ use crate::upstream::{
     CallError, CallTool, Forward, Forwarded, StatusBoard, UpstreamActor, UpstreamSupervisor,
 };
 
+/// About how many bytes `value` takes as JSON text, without writing it out: strings and
+/// keys count their length and quotes, numbers at most 24, the rest a few bytes. Enough to
+/// hold results to a limit; the transports already cap a single message (rmcp: 16 MiB),
+/// so this never walks more than that.
+pub fn json_size(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 24,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|v| json_size(v) + 1).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| k.len() + 4 + json_size(v))
+                .sum::<usize>()
+        }
+    }
+}
+
 /// How a request wants the cache used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheMode {
@@ -48,6 +67,8 @@ type Flight = Arc<OnceCell<Result<Arc<Value>, CallError>>>;
 type CompiledSchema = (Arc<JsonObject>, Arc<jsonschema::Validator>);
 
 struct Inner {
+    /// Results larger than this are refused (`upstream-result-too-large`), not passed on.
+    max_result_bytes: usize,
     board: StatusBoard,
     supervisor: Addr<UpstreamSupervisor>,
     cache: Addr<CacheActor>,
@@ -73,9 +94,11 @@ impl Gateway {
         default_ttl: Duration,
         audit: AuditLog,
         metrics: Arc<crate::metrics::Metrics>,
+        max_result_bytes: usize,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                max_result_bytes,
                 board,
                 supervisor,
                 cache,
@@ -277,9 +300,16 @@ impl Gateway {
             .map_err(|_| CallError::Gone {
                 server: server.to_string(),
             })??;
-        Ok(Arc::new(
-            serde_json::to_value(&result).unwrap_or(Value::Null),
-        ))
+        let value = serde_json::to_value(&result).unwrap_or(Value::Null);
+        let size = json_size(&value);
+        if size > self.inner.max_result_bytes {
+            return Err(CallError::TooLarge {
+                server: server.to_string(),
+                size,
+                limit: self.inner.max_result_bytes,
+            });
+        }
+        Ok(Arc::new(value))
     }
 
     /// Passes a resources or prompts request through to one upstream (for `/mcp`); it

@@ -18,8 +18,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&settings.log))
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&settings.log));
+    // process-wrap's debug lines print a child's whole Command, environment included: the
+    // secrets of stdio upstreams. Never below info, whatever the filter says.
+    logger.filter_module("process_wrap", log::LevelFilter::Info);
+    logger.init();
     let result = actix_web::rt::System::new().block_on(async move {
         let running = server::start(settings).await?;
         let store = running.store.clone();

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub ws_closed_abuse: Counter,
     pub http_requests: Counter,
     pub http_errors: Counter,
+    /// Audit rows lost because the buffer in front of a down store overflowed.
+    pub audit_rows_dropped: Counter,
     /// For `system_metrics`: the same numbers without going through the registry.
     requests_total: AtomicU64,
     errors_total: AtomicU64,
@@ -146,8 +148,15 @@ impl Metrics {
             "HTTP requests answered 5xx",
             http_errors.clone(),
         );
+        let audit_rows_dropped = Counter::default();
+        registry.register(
+            "audit_rows_dropped",
+            "tool_invocations rows lost because the store was down longer than the buffer lasts",
+            audit_rows_dropped.clone(),
+        );
         Self {
             registry,
+            audit_rows_dropped,
             tool_calls,
             tool_call_seconds,
             upstream_status,

@@ -170,8 +170,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         supervisor.clone(),
         cache.clone(),
         settings.cache.default_ttl,
-        AuditLog::start(store.clone()),
+        AuditLog::start(store.clone(), metrics.audit_rows_dropped.clone()),
         metrics.clone(),
+        settings.max_result_bytes,
     );
     let hub = EventHub::new(
         bus.clone(),

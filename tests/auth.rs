@@ -286,6 +286,24 @@ async fn an_allow_list_limits_what_a_key_sees_and_calls_everywhere() {
         })
         .collect();
     assert_eq!(seen, ["alpha/echo"]);
+    // The registry shows it only the servers its list covers.
+    let (_, servers) = send(&server, Method::GET, "/api/v1/servers", Some(&narrow), None).await;
+    let names: Vec<&str> = servers["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha"]);
+    let (status, _) = send(
+        &server,
+        Method::GET,
+        "/api/v1/servers/beta",
+        Some(&narrow),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = send(
         &server,
         Method::POST,

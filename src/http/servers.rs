@@ -5,6 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::tools::caller_of;
 use crate::error::ApiError;
 use crate::registry::{ServerInput, ServerName, ServerSpec, Source, Transport, ValidationError};
 use crate::store::StoreError;
@@ -80,9 +81,14 @@ fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
 }
 
 #[get("/servers")]
-pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let caller = caller_of(&req)?;
     let servers = state.store.list_servers().await?;
-    let items: Vec<Value> = servers.iter().map(|s| view(&state, s)).collect();
+    let items: Vec<Value> = servers
+        .iter()
+        .filter(|s| caller.may_see_server(s.spec.name.as_str()))
+        .map(|s| view(&state, s))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({"servers": items})))
 }
 
@@ -90,12 +96,15 @@ pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
 pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let name = parse_name(&path)?;
+    // A server outside the key's allow-list does not exist for it.
     let stored = state
         .store
         .get_server(&name)
         .await?
+        .filter(|_| caller_of(&req).is_ok_and(|c| c.may_see_server(name.as_str())))
         .ok_or_else(|| ApiError::ServerNotFound(name.to_string()))?;
     Ok(HttpResponse::Ok()
         .insert_header(etag(&stored))

@@ -69,6 +69,12 @@ pub enum CallError {
     Transport { server: String, detail: String },
     #[error("server '{server}' was removed or restarted while the call was in flight")]
     Gone { server: String },
+    #[error("server '{server}' answered with about {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        server: String,
+        size: usize,
+        limit: usize,
+    },
 }
 
 pub struct UpstreamActor {
@@ -472,11 +478,11 @@ impl Handler<CallTool> for UpstreamActor {
                 // The request by hand, to learn its id and progress token: they tell
                 // which messages from the upstream belong to this call.
                 let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+                let registration = relays.register(relay);
                 let handle = peer
                     .send_request_with_option(request, PeerRequestOptions::no_options())
                     .await?;
-                let _registered =
-                    relays.register(handle.id.clone(), handle.progress_token.clone(), relay);
+                registration.sent(handle.id.clone(), handle.progress_token.clone());
                 match handle.await_response().await? {
                     ServerResult::CallToolResult(result) => Ok(result),
                     _ => Err(ServiceError::UnexpectedResponse),

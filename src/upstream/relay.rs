@@ -52,30 +52,42 @@ pub type Relay = mpsc::Sender<RelayItem>;
 
 struct Entry {
     relay: Relay,
-    token: ProgressToken,
+    /// The request's id and progress token, once it has been sent.
+    sent: Option<(RequestId, ProgressToken)>,
     finished: bool,
 }
 
 #[derive(Default)]
 struct Table {
-    by_request: HashMap<RequestId, Entry>,
-    by_token: HashMap<ProgressToken, RequestId>,
+    next: u64,
+    entries: HashMap<u64, Entry>,
+    by_request: HashMap<RequestId, u64>,
+    by_token: HashMap<ProgressToken, u64>,
 }
 
 impl Table {
-    fn remove(&mut self, id: &RequestId) {
-        if let Some(entry) = self.by_request.remove(id) {
-            self.by_token.remove(&entry.token);
+    fn remove(&mut self, n: u64) {
+        if let Some(Entry {
+            sent: Some((id, token)),
+            ..
+        }) = self.entries.remove(&n)
+        {
+            self.by_request.remove(&id);
+            self.by_token.remove(&token);
         }
     }
 
     /// The relay of the one entry `pick` accepts, if exactly one does.
     fn single(&self, pick: impl Fn(&Entry) -> bool) -> Option<Relay> {
-        let mut found = self.by_request.values().filter(|e| pick(e));
+        let mut found = self.entries.values().filter(|e| pick(e));
         match (found.next(), found.next()) {
             (Some(one), None) => Some(one.relay.clone()),
             _ => None,
         }
+    }
+
+    fn relay_of(&self, n: Option<&u64>) -> Option<&Entry> {
+        n.and_then(|n| self.entries.get(n))
     }
 }
 
@@ -86,53 +98,63 @@ pub struct Relays {
     registered: Arc<Notify>,
 }
 
-/// Marks its call finished when dropped (the call ended, however it ended), and takes
-/// it out of the table [`LINGER`] later.
+/// One call in the table, entered before its request is sent (the upstream may answer
+/// faster than the sender gets to record what it sent). Marks the call finished when
+/// dropped (the call ended, however it ended), and takes it out [`LINGER`] later.
 pub struct Registration {
     relays: Relays,
-    id: RequestId,
+    n: u64,
+}
+
+impl Registration {
+    /// Records the request's id and progress token once it is sent.
+    pub fn sent(&self, id: RequestId, token: ProgressToken) {
+        {
+            let mut table = self.relays.table.lock().expect("relay table");
+            table.by_request.insert(id.clone(), self.n);
+            table.by_token.insert(token.clone(), self.n);
+            if let Some(entry) = table.entries.get_mut(&self.n) {
+                entry.sent = Some((id, token));
+            }
+        }
+        self.relays.registered.notify_waiters();
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let table = self.relays.table.clone();
-        if let Some(entry) = table
-            .lock()
-            .expect("relay table")
-            .by_request
-            .get_mut(&self.id)
-        {
+        if let Some(entry) = table.lock().expect("relay table").entries.get_mut(&self.n) {
             entry.finished = true;
         }
-        let id = self.id.clone();
+        let n = self.n;
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
                     tokio::time::sleep(LINGER).await;
-                    table.lock().expect("relay table").remove(&id);
+                    table.lock().expect("relay table").remove(n);
                 });
             }
-            Err(_) => table.lock().expect("relay table").remove(&id),
+            Err(_) => table.lock().expect("relay table").remove(n),
         }
     }
 }
 
 impl Relays {
-    pub fn register(&self, id: RequestId, token: ProgressToken, relay: Relay) -> Registration {
-        {
-            let mut table = self.table.lock().expect("relay table");
-            table.by_token.insert(token.clone(), id.clone());
-            let entry = Entry {
-                relay,
-                token,
-                finished: false,
-            };
-            table.by_request.insert(id.clone(), entry);
-        }
-        self.registered.notify_waiters();
+    /// Enters a call about to be sent.
+    pub fn register(&self, relay: Relay) -> Registration {
+        let mut table = self.table.lock().expect("relay table");
+        table.next += 1;
+        let n = table.next;
+        let entry = Entry {
+            relay,
+            sent: None,
+            finished: false,
+        };
+        table.entries.insert(n, entry);
         Registration {
             relays: self.clone(),
-            id,
+            n,
         }
     }
 
@@ -148,7 +170,7 @@ impl Relays {
     /// one that just finished (its late messages).
     pub fn for_log(&self) -> Option<Relay> {
         let table = self.table.lock().expect("relay table");
-        if table.by_request.values().any(|e| !e.finished) {
+        if table.entries.values().any(|e| !e.finished) {
             table.single(|e| !e.finished)
         } else {
             table.single(|_| true)
@@ -172,11 +194,8 @@ impl Relays {
     }
 
     pub async fn for_progress(&self, token: &ProgressToken) -> Option<Relay> {
-        self.wait_for(|t| {
-            let id = t.by_token.get(token)?;
-            t.by_request.get(id).map(|e| e.relay.clone())
-        })
-        .await
+        self.wait_for(|t| t.relay_of(t.by_token.get(token)).map(|e| e.relay.clone()))
+            .await
     }
 
     /// The relay for a request the upstream sent: its call's, when the transport says
@@ -185,8 +204,7 @@ impl Relays {
         match origin {
             Some(id) => {
                 self.wait_for(|t| {
-                    t.by_request
-                        .get(id)
+                    t.relay_of(t.by_request.get(id))
                         .filter(|e| !e.finished)
                         .map(|e| e.relay.clone())
                 })
@@ -209,11 +227,29 @@ mod tests {
         ProgressToken(RequestId::Number(n))
     }
 
+    fn sent(relays: &Relays, n: i64, t: i64, relay: Relay) -> Registration {
+        let registration = relays.register(relay);
+        registration.sent(id(n), token(t));
+        registration
+    }
+
+    #[tokio::test]
+    async fn a_log_that_beats_the_send_still_finds_its_call() {
+        let relays = Relays::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let registration = relays.register(tx);
+        // Entered, not yet sent: logs and unnamed requests already find it.
+        assert!(relays.for_log().is_some());
+        assert!(relays.for_request(None).await.is_some());
+        registration.sent(id(1), token(1));
+        assert!(relays.for_progress(&token(1)).await.is_some());
+    }
+
     #[tokio::test]
     async fn calls_are_found_by_id_and_token_and_forgotten_when_done() {
         let relays = Relays::default();
         let (tx, _rx) = mpsc::channel(1);
-        let reg = relays.register(id(1), token(7), tx);
+        let reg = sent(&relays, 1, 7, tx);
         assert!(relays.for_request(Some(&id(1))).await.is_some());
         assert!(relays.for_progress(&token(7)).await.is_some());
         assert!(relays.only().is_some());
@@ -229,7 +265,7 @@ mod tests {
     async fn a_finished_call_is_forgotten_after_the_linger() {
         let relays = Relays::default();
         let (tx, mut rx) = mpsc::channel(1);
-        drop(relays.register(id(1), token(1), tx));
+        drop(sent(&relays, 1, 1, tx));
         // The table held the only sender: the channel closes once the call is forgotten.
         let closed = tokio::time::timeout(LINGER * 20, rx.recv()).await;
         assert!(matches!(closed, Ok(None)), "still held after the linger");
@@ -241,8 +277,8 @@ mod tests {
         let relays = Relays::default();
         let (a, _ra) = mpsc::channel(1);
         let (b, mut rb) = mpsc::channel(1);
-        drop(relays.register(id(1), token(1), a));
-        let _live = relays.register(id(2), token(2), b);
+        drop(sent(&relays, 1, 1, a));
+        let _live = sent(&relays, 2, 2, b);
         let relay = relays.for_log().unwrap();
         relay
             .try_send(RelayItem::Log(
@@ -257,9 +293,9 @@ mod tests {
         let relays = Relays::default();
         let (a, _ra) = mpsc::channel(1);
         let (b, _rb) = mpsc::channel(1);
-        let _one = relays.register(id(1), token(1), a);
+        let _one = sent(&relays, 1, 1, a);
         assert!(relays.for_request(None).await.is_some());
-        let _two = relays.register(id(2), token(2), b);
+        let _two = sent(&relays, 2, 2, b);
         assert!(relays.for_request(None).await.is_none());
         assert!(relays.for_request(Some(&id(2))).await.is_some());
     }
@@ -273,7 +309,7 @@ mod tests {
         };
         tokio::task::yield_now().await;
         let (tx, _rx) = mpsc::channel(1);
-        let _reg = relays.register(id(3), token(3), tx);
+        let _reg = sent(&relays, 3, 3, tx);
         assert!(waiting.await.unwrap());
     }
 }

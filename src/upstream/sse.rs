@@ -50,7 +50,7 @@ impl LegacySseTransport {
         if !response.status().is_success() {
             return Err(fail(&response.status()));
         }
-        let mut events = SseStream::from_bytes_stream(response.bytes_stream());
+        let mut events = SseStream::from_bytes_stream(bounded(response.bytes_stream()));
         let endpoint = tokio::time::timeout(timeout, async {
             while let Some(event) = events.next().await {
                 let event = event.map_err(|e| fail(&e))?;
@@ -136,5 +136,75 @@ impl rmcp::transport::Transport<rmcp::RoleClient> for LegacySseTransport {
 impl Drop for LegacySseTransport {
     fn drop(&mut self) {
         self.reader.abort();
+    }
+}
+
+/// One event may hold at most this many bytes (rmcp's cap for its own transports): a
+/// server that never ends an event cannot make the gateway buffer without bound.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Ends the byte stream with an error once more than [`MAX_EVENT_BYTES`] arrive without
+/// an event boundary (a blank line).
+fn bounded<S, E>(inner: S) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,
+    E: std::fmt::Display,
+{
+    use futures_util::StreamExt;
+    let mut since_boundary = 0usize;
+    // The last byte seen, so a boundary split across chunks ("\n" | "\n") is found.
+    let mut last = 0u8;
+    let mut over = false;
+    inner.map(move |chunk| {
+        if over {
+            return Err(std::io::Error::other(
+                "event stream ended after an oversized event",
+            ));
+        }
+        let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()))?;
+        for &b in chunk.iter() {
+            if b == b'\n' && last == b'\n' {
+                since_boundary = 0;
+            } else if b != b'\r' {
+                since_boundary += 1;
+            }
+            if b != b'\r' {
+                last = b;
+            }
+        }
+        if since_boundary > MAX_EVENT_BYTES {
+            over = true;
+            return Err(std::io::Error::other(format!(
+                "an event exceeded {MAX_EVENT_BYTES} bytes; closing the stream"
+            )));
+        }
+        Ok(chunk)
+    })
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    #[tokio::test]
+    async fn events_within_the_cap_pass_and_an_endless_one_ends_the_stream() {
+        let piece = bytes::Bytes::from(vec![b'x'; 1024 * 1024]);
+        let boundary = bytes::Bytes::from_static(b"\n\n");
+        // Many small events, each ended: never over the cap in total.
+        let fine: Vec<Result<bytes::Bytes, std::io::Error>> = (0..40)
+            .flat_map(|_| [Ok(piece.clone()), Ok(boundary.clone())])
+            .collect();
+        let passed = bounded(futures_util::stream::iter(fine))
+            .filter(|r| std::future::ready(r.is_err()))
+            .count()
+            .await;
+        assert_eq!(passed, 0);
+        // One event that never ends: cut off just past the cap.
+        let endless =
+            futures_util::stream::iter((0..40).map(|_| Ok::<_, std::io::Error>(piece.clone())));
+        let items: Vec<_> = bounded(endless).collect().await;
+        let first_error = items.iter().position(Result::is_err).unwrap();
+        assert_eq!(first_error, MAX_EVENT_BYTES / piece.len());
     }
 }
