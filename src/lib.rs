@@ -6,6 +6,7 @@ pub mod auth;
 pub mod batch;
 pub mod cache;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod duration;
 pub mod error;

@@ -10,6 +10,7 @@ use crate::audit::AuditLog;
 use crate::auth::KeyRing;
 use crate::auth::guard::Guard;
 use crate::cache::CacheActor;
+use crate::cluster::{Cluster, Targets};
 use crate::config::Settings;
 use crate::gateway::Gateway;
 use crate::http::{self, AppState};
@@ -192,6 +193,19 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.body_limit,
     );
 
+    // Unique per start, even for several gateways in one process (tests).
+    let origin = format!("{}-{:08x}", settings.instance, rand::random::<u32>());
+    let cluster = Cluster::new(store.clone(), origin.clone());
+    if let DatabaseUrl::Postgres(url) = &settings.database {
+        let targets = Targets {
+            supervisor: supervisor.clone(),
+            cache: gateway.cache().clone(),
+            keys: keys.clone(),
+            store: store.clone(),
+        };
+        crate::cluster::spawn_listener(url.clone(), origin, targets);
+    }
+
     let settings = Arc::new(settings);
     let hub_for_stop = hub.clone();
     let state = web::Data::new(AppState {
@@ -205,6 +219,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         bus: bus.clone(),
         mcp: mcp.clone(),
         keys: keys.clone(),
+        cluster,
     });
     let guard = Guard {
         ring: keys,

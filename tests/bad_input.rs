@@ -123,7 +123,9 @@ async fn audit_rows_wait_out_a_locked_store_and_none_is_lost() {
         use diesel::connection::SimpleConnection;
         use diesel::{Connection, SqliteConnection};
         let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
-        conn.batch_execute("BEGIN EXCLUSIVE").unwrap();
+        // The gateway writes too (health history): wait our turn for the lock.
+        conn.batch_execute("PRAGMA busy_timeout = 20000; BEGIN EXCLUSIVE")
+            .unwrap();
         locked_tx.send(()).unwrap();
         release_rx.recv().unwrap();
         conn.batch_execute("COMMIT").unwrap();

@@ -60,7 +60,7 @@ pub struct CacheStats {
 }
 
 /// Which entries an invalidation drops.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "scope", rename_all = "snake_case")]
 pub enum Scope {
     All,

@@ -30,6 +30,12 @@ async fn invalidate(state: &AppState, scope: Scope) -> Result<HttpResponse, ApiE
         })
         .await
         .map_err(ApiError::internal)?;
+    state
+        .cluster
+        .announce(crate::cluster::Announcement::Invalidate {
+            scope: scope.clone(),
+        })
+        .await;
     let mut body = serde_json::to_value(&scope).unwrap_or_default();
     body["invalidated"] = json!(entries);
     Ok(HttpResponse::Ok().json(body))

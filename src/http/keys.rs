@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::auth::manage::{self, KeyInput};
+use crate::cluster::Announcement;
 use crate::error::ApiError;
 
 #[get("/keys")]
@@ -27,6 +28,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let (row, secret) = manage::create(&state.store, &body).await?;
     state.keys.reload(&state.store).await?;
+    state.cluster.announce(Announcement::Keys).await;
     log::info!("API key '{}' ({}) created", row.name, row.role);
     let mut out = manage::public(&row);
     out["secret"] = json!(secret);
@@ -42,8 +44,9 @@ pub async fn revoke(
     if !state.store.revoke_key(&name).await? {
         return Err(ApiError::KeyNotFound(name));
     }
-    // Takes effect at once here; other instances see it on their next refresh.
+    // Takes effect at once here, and at once on the other instances it reaches.
     state.keys.reload(&state.store).await?;
+    state.cluster.announce(Announcement::Keys).await;
     log::info!("API key '{name}' revoked");
     Ok(HttpResponse::NoContent().finish())
 }

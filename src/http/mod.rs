@@ -38,6 +38,8 @@ pub struct AppState {
     pub bus: EventBus,
     pub mcp: crate::mcp::McpEndpoint,
     pub keys: crate::auth::KeyRing,
+    /// Tells the other instances on the same PostgreSQL what changed here.
+    pub cluster: crate::cluster::Cluster,
 }
 
 impl AppState {
@@ -49,6 +51,9 @@ impl AppState {
             Ok(Err(e)) => log::warn!("reconcile after a registry change failed: {e}"),
             Err(e) => log::error!("supervisor unreachable: {e}"),
         }
+        self.cluster
+            .announce(crate::cluster::Announcement::Registry)
+            .await;
     }
 }
 

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::servers::parse_name;
+use crate::cluster::Announcement;
 use crate::error::ApiError;
 use crate::registry::{ServerName, ValidationError};
 use crate::upstream::UpstreamSupervisor;
@@ -45,7 +46,10 @@ pub async fn reset(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    command(&state, &path, |name| Reset { name }).await
+    let answer = command(&state, &path, |name| Reset { name }).await?;
+    let server = path.into_inner();
+    state.cluster.announce(Announcement::Reset { server }).await;
+    Ok(answer)
 }
 
 /// Reconnects: a fresh session and catalogue.
@@ -54,7 +58,13 @@ pub async fn reload(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    command(&state, &path, |name| Reload { name }).await
+    let answer = command(&state, &path, |name| Reload { name }).await?;
+    let server = path.into_inner();
+    state
+        .cluster
+        .announce(Announcement::Reload { server })
+        .await;
+    Ok(answer)
 }
 
 #[derive(Deserialize)]

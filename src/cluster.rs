@@ -1,0 +1,226 @@
+//! Several instances on one PostgreSQL, one gateway to their users. What one instance
+//! changes (the registry, a reload or reset, a cache invalidation, the keys) it announces
+//! with PostgreSQL `NOTIFY`; every other instance listens on a connection of its own and
+//! applies the change locally. A dropped listener reconnects with backoff and then re-reads
+//! the registry, so a change made while it was away is not missed. On SQLite there is one
+//! instance, and announcing does nothing.
+
+use std::time::Duration;
+
+use actix::Addr;
+use diesel::sql_types::Text;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::KeyRing;
+use crate::cache::actor::Invalidate;
+use crate::cache::{CacheActor, Scope};
+use crate::registry::ServerName;
+use crate::store::Store;
+use crate::upstream::UpstreamSupervisor;
+use crate::upstream::supervisor::{Reconcile, Reload, Reset};
+
+/// The `LISTEN`/`NOTIFY` channel.
+pub const CHANNEL: &str = "omni_bridge";
+/// What the listener's connection calls itself in `pg_stat_activity`.
+pub const LISTENER_NAME: &str = "omni-bridge-listener";
+
+/// A change the other instances must apply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Announcement {
+    /// Servers were created, changed or deleted: re-read the registry.
+    Registry,
+    Reload {
+        server: String,
+    },
+    Reset {
+        server: String,
+    },
+    Invalidate {
+        scope: Scope,
+    },
+    /// Keys were created or revoked: re-read them now rather than at the next refresh.
+    Keys,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    /// The announcing instance, which has applied the change already.
+    origin: String,
+    #[serde(flatten)]
+    what: Announcement,
+}
+
+/// Announces this instance's changes. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    store: Store,
+    origin: String,
+}
+
+impl Cluster {
+    pub fn new(store: Store, origin: String) -> Self {
+        Self { store, origin }
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Tells the other instances. A failure is logged: the change itself is stored, and a
+    /// peer picks it up at its next reconnect or restart.
+    pub async fn announce(&self, what: Announcement) {
+        let Store::Postgres(pool) = &self.store else {
+            return;
+        };
+        let payload = serde_json::to_string(&Envelope {
+            origin: self.origin.clone(),
+            what,
+        })
+        .expect("announcements serialize");
+        let sent = async {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            diesel::sql_query("SELECT pg_notify($1, $2)")
+                .bind::<Text, _>(CHANNEL)
+                .bind::<Text, _>(&payload)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = sent.await {
+            log::warn!("could not announce {payload} to other instances: {e}");
+        }
+    }
+}
+
+/// What a peer's announcement acts on here.
+#[derive(Clone)]
+pub struct Targets {
+    pub supervisor: Addr<UpstreamSupervisor>,
+    pub cache: Addr<CacheActor>,
+    pub keys: KeyRing,
+    pub store: Store,
+}
+
+impl Targets {
+    async fn apply(&self, what: Announcement) {
+        let name = |s: &str| ServerName::parse(s).ok();
+        match what {
+            Announcement::Registry => self.reconcile().await,
+            Announcement::Reload { server } => {
+                if let Some(name) = name(&server) {
+                    let _ = self.supervisor.send(Reload { name }).await;
+                }
+            }
+            Announcement::Reset { server } => {
+                if let Some(name) = name(&server) {
+                    let _ = self.supervisor.send(Reset { name }).await;
+                }
+            }
+            Announcement::Invalidate { scope } => {
+                let reason = "another instance".to_owned();
+                let _ = self.cache.send(Invalidate { scope, reason }).await;
+            }
+            Announcement::Keys => {
+                if let Err(e) = self.keys.reload(&self.store).await {
+                    log::warn!("keys not re-read after another instance's change: {e}");
+                }
+            }
+        }
+    }
+
+    async fn reconcile(&self) {
+        match self.supervisor.send(Reconcile).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::warn!("reconcile after another instance's change failed: {e}"),
+            Err(e) => log::error!("supervisor unreachable: {e}"),
+        }
+    }
+}
+
+/// Listens for the other instances' announcements for as long as the process runs.
+pub fn spawn_listener(database_url: String, origin: String, targets: Targets) {
+    actix_rt::spawn(async move {
+        let mut delay = Duration::from_millis(100);
+        let mut first = true;
+        loop {
+            match listen(&database_url, &origin, &targets, &mut first, &mut delay).await {
+                Ok(()) => log::warn!("the announcement listener's connection closed; reconnecting"),
+                Err(e) => log::warn!("announcement listener: {e}; reconnecting in {delay:?}"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    });
+}
+
+/// One connection's worth of listening; returns when the connection ends.
+async fn listen(
+    database_url: &str,
+    origin: &str,
+    targets: &Targets,
+    first: &mut bool,
+    delay: &mut Duration,
+) -> Result<(), String> {
+    let mut url = url::Url::parse(database_url).map_err(|e| e.to_string())?;
+    url.query_pairs_mut()
+        .append_pair("application_name", LISTENER_NAME);
+    let mut conn = AsyncPgConnection::establish(url.as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    *delay = Duration::from_millis(100);
+    if !*first {
+        // Whatever changed while the listener was away: catch up from the store.
+        log::info!("announcement listener reconnected; re-reading the registry and keys");
+        targets.reconcile().await;
+        targets.apply(Announcement::Keys).await;
+    }
+    *first = false;
+    let notifications = conn.notifications_stream();
+    tokio::pin!(notifications);
+    while let Some(notification) = notifications.next().await {
+        let notification = notification.map_err(|e| e.to_string())?;
+        match serde_json::from_str::<Envelope>(&notification.payload) {
+            Ok(envelope) if envelope.origin == origin => {}
+            Ok(envelope) => {
+                log::debug!("applying {:?} from {}", envelope.what, envelope.origin);
+                targets.apply(envelope.what).await;
+            }
+            Err(e) => log::warn!("ignoring an announcement that does not parse: {e}"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_round_trip_through_their_payload() {
+        for what in [
+            Announcement::Registry,
+            Announcement::Reload { server: "a".into() },
+            Announcement::Invalidate {
+                scope: Scope::Tool {
+                    server: "a".into(),
+                    tool: "t".into(),
+                },
+            },
+            Announcement::Keys,
+        ] {
+            let text = serde_json::to_string(&Envelope {
+                origin: "i1".into(),
+                what: what.clone(),
+            })
+            .unwrap();
+            let back: Envelope = serde_json::from_str(&text).unwrap();
+            assert_eq!((back.origin.as_str(), back.what), ("i1", what));
+        }
+    }
+}

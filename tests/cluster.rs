@@ -1,0 +1,164 @@
+//! Several gateways on one PostgreSQL database behave as one: a change made on one
+//! instance reaches the others through LISTEN/NOTIFY, and a listener that loses its
+//! connection reconnects and catches up. These need PostgreSQL: they run in the
+//! PostgreSQL-backed pass of `.ci/run` (`OMNI_TEST_DATABASE_URL`) and return at once on
+//! SQLite, where there is one instance by design.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestDb, TestServer, WAIT, stdio};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use omni_bridge::store::DatabaseUrl;
+use reqwest::StatusCode;
+use serde_json::json;
+
+fn postgres(db: &TestDb) -> Option<String> {
+    match &db.url {
+        DatabaseUrl::Postgres(url) => Some(url.clone()),
+        DatabaseUrl::Sqlite(_) => {
+            eprintln!("skipped: needs OMNI_TEST_DATABASE_URL (PostgreSQL)");
+            None
+        }
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Pid {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pid: i32,
+}
+
+/// The backends of this database's announcement listeners.
+async fn listener_pids(url: &str) -> Vec<i32> {
+    let mut conn = AsyncPgConnection::establish(url).await.unwrap();
+    let mut pids: Vec<i32> = diesel::sql_query(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND application_name = 'omni-bridge-listener'",
+    )
+    .load::<Pid>(&mut conn)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|p| p.pid)
+    .collect();
+    pids.sort();
+    pids
+}
+
+async fn wait_for_listeners(url: &str, n: usize, not: &[i32]) -> Vec<i32> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let pids = listener_pids(url).await;
+        if pids.len() == n && pids.iter().all(|p| !not.contains(p)) {
+            return pids;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "listeners: {pids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_instance_reaches_the_other() {
+    let db = TestDb::new();
+    let Some(url) = postgres(&db) else { return };
+    let mut a = TestServer::start(db.stdio_settings()).await;
+    let mut b = TestServer::start(db.stdio_settings()).await;
+    wait_for_listeners(&url, 2, &[]).await;
+
+    // Registered on A: B starts its own connection to it, and serves it.
+    a.register_healthy(&stdio("shared")).await;
+    b.events.status("shared", "healthy", WAIT).await;
+    let (status, body) = b.call("shared", "echo", json!({"text": "via b"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Both have a cached answer; an invalidation on B makes A miss next time.
+    for server in [&a, &b] {
+        server.call("shared", "echo", json!({"text": "c"})).await;
+        let (_, hit) = server.call("shared", "echo", json!({"text": "c"})).await;
+        assert_eq!(hit["cached"], true);
+    }
+    let resp = b
+        .http
+        .delete(b.url("/api/v1/cache/servers/shared"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    a.events
+        .wait_for(WAIT, "an invalidation from B", |e| {
+            e.kind == omni_bridge::events::EventType::CacheInvalidated
+                && e.data["reason"] == "another instance"
+        })
+        .await;
+    let (_, after) = a.call("shared", "echo", json!({"text": "c"})).await;
+    assert_eq!(after["cached"], false, "{after}");
+
+    // Deleted on B: A lets it go.
+    let resp = b
+        .http
+        .delete(b.url("/api/v1/servers/shared"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    a.events.health("shared", "removed", WAIT).await;
+    let (status, _) = a.call("shared", "echo", json!({"text": "gone"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_loses_its_connection_reconnects_and_catches_up() {
+    let db = TestDb::new();
+    let Some(url) = postgres(&db) else { return };
+    let a = TestServer::start(db.stdio_settings()).await;
+    let mut b = TestServer::start(db.stdio_settings()).await;
+    let before = wait_for_listeners(&url, 2, &[]).await;
+
+    let mut conn = AsyncPgConnection::establish(&url).await.unwrap();
+    diesel::sql_query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'omni-bridge-listener'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // A change while the listeners are down (or coming back): B learns of it either way.
+    let resp = a
+        .http
+        .post(a.url("/api/v1/servers"))
+        .json(&stdio("late"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    b.events.status("late", "healthy", WAIT).await;
+    // Both listeners are back, on new connections.
+    wait_for_listeners(&url, 2, &before).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_started_together_on_an_empty_database_all_become_ready() {
+    let db = TestDb::new();
+    let Some(_) = postgres(&db) else { return };
+    let (a, b, c) = tokio::join!(
+        TestServer::start(db.settings()),
+        TestServer::start(db.settings()),
+        TestServer::start(db.settings()),
+    );
+    for server in [&a, &b, &c] {
+        let resp = server.http.get(server.url("/readyz")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    for server in [a, b, c] {
+        server.stop().await;
+    }
+}
