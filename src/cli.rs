@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// Log filter, e.g. "info" or "omni_bridge=debug" [default: info].
     #[arg(long, env = "OMNI_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// redis://… for a cache tier shared by every instance (optional).
+    #[arg(long, env = "OMNI_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
     /// Run without API keys on a non-loopback address (refused otherwise).
     #[arg(long, env = "OMNI_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,

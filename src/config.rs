@@ -63,6 +63,10 @@ pub struct AuthSettings {
 /// The result cache's bounds and timers.
 #[derive(Clone, Debug)]
 pub struct CacheSettings {
+    /// redis://… of the shared tier, if any.
+    pub redis_url: Option<String>,
+    /// Namespace of this gateway's keys in Redis.
+    pub redis_prefix: String,
     pub limits: CacheLimits,
     pub default_ttl: Duration,
     pub sweep_interval: Duration,
@@ -71,6 +75,8 @@ pub struct CacheSettings {
 impl Default for CacheSettings {
     fn default() -> Self {
         Self {
+            redis_url: None,
+            redis_prefix: "omni:".into(),
             limits: CacheLimits::default(),
             default_ttl: Duration::from_secs(300),
             sweep_interval: Duration::from_secs(60),
@@ -155,6 +161,8 @@ struct FileConfig {
     cache_max_entry_bytes: Option<u64>,
     cache_ttl: Option<String>,
     cache_sweep_interval: Option<String>,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
     live_metrics_interval: Option<String>,
     live_ping_interval: Option<String>,
     live_ping_timeout: Option<String>,
@@ -197,7 +205,19 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
         None => FileConfig::default(),
     };
     let upstreams = upstream_settings(&file)?;
-    let cache = cache_settings(&file)?;
+    let mut cache = cache_settings(&file)?;
+    cache.redis_url = args.redis_url.clone().or(file.redis_url.clone());
+    if let Some(url) = &cache.redis_url
+        && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+    {
+        return Err(ConfigError::new(
+            "redis_url",
+            format!("'{url}' is not redis://HOST:PORT"),
+        ));
+    }
+    if let Some(prefix) = &file.redis_prefix {
+        cache.redis_prefix = prefix.clone();
+    }
     let live = live_settings(&file)?;
     let mcp = mcp_settings(&file)?;
     let mut auth = AuthSettings {

@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 
 use crate::audit::AuditLog;
 use crate::cache::actor::{Lookup, Store as CacheStore};
-use crate::cache::{CacheActor, CacheKey};
+use crate::cache::{CacheActor, CacheKey, SharedTier};
 use crate::error::ApiError;
 use crate::registry::{ServerName, ValidationError};
 use crate::store::invocations::NewInvocation;
@@ -67,6 +67,8 @@ type Flight = Arc<OnceCell<Result<Arc<Value>, CallError>>>;
 type CompiledSchema = (Arc<JsonObject>, Arc<jsonschema::Validator>);
 
 struct Inner {
+    /// The Redis tier shared by every instance, when configured.
+    shared: Option<SharedTier>,
     /// Results larger than this are refused (`upstream-result-too-large`), not passed on.
     max_result_bytes: usize,
     board: StatusBoard,
@@ -98,6 +100,7 @@ impl Gateway {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                shared: None,
                 max_result_bytes,
                 board,
                 supervisor,
@@ -109,6 +112,14 @@ impl Gateway {
                 validators: Mutex::default(),
             }),
         }
+    }
+
+    /// Puts the shared Redis tier behind the local cache; call before cloning.
+    pub fn with_shared_tier(mut self, shared: Option<SharedTier>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.shared = shared;
+        }
+        self
     }
 
     pub fn cache(&self) -> &Addr<CacheActor> {
@@ -219,10 +230,29 @@ impl Gateway {
                 .map_err(ApiError::Call)?;
             return Ok(done(result, false));
         };
-        if mode == CacheMode::Use
-            && let Ok(Some(hit)) = self.inner.cache.send(Lookup { key }).await
-        {
-            return Ok(done(hit, true));
+        if mode == CacheMode::Use {
+            if let Ok(Some(hit)) = self.inner.cache.send(Lookup { key }).await {
+                return Ok(done(hit, true));
+            }
+            // Another instance may have it; keep it near for what is left of its TTL.
+            if let Some(shared) = &self.inner.shared
+                && let Some((hit, left)) = shared.get(server.as_str(), tool_name, &key).await
+            {
+                let size = serde_json::to_string(&*hit).map_or(0, |s| s.len());
+                let _ = self
+                    .inner
+                    .cache
+                    .send(CacheStore {
+                        key,
+                        server: server.to_string(),
+                        tool: tool_name.to_owned(),
+                        value: hit.clone(),
+                        size,
+                        ttl: left.min(ttl),
+                    })
+                    .await;
+                return Ok(done(hit, true));
+            }
         }
         // Single flight: the first caller runs the call; the others wait for its result.
         let flight = {
@@ -249,6 +279,14 @@ impl Gateway {
                             ttl,
                         })
                         .await;
+                    if let Some(shared) = self.inner.shared.clone() {
+                        let (server, tool, value) =
+                            (server.to_string(), tool_name.to_owned(), result.clone());
+                        // Shared off the request path: Redis never delays an answer.
+                        tokio::spawn(async move {
+                            shared.put(&server, &tool, &key, &value, ttl).await;
+                        });
+                    }
                 }
                 Ok(result)
             })

@@ -9,7 +9,7 @@ use actix_web::{App, HttpServer, middleware, web};
 use crate::audit::AuditLog;
 use crate::auth::KeyRing;
 use crate::auth::guard::Guard;
-use crate::cache::CacheActor;
+use crate::cache::{CacheActor, SharedTier};
 use crate::cluster::{Cluster, Targets};
 use crate::config::Settings;
 use crate::gateway::Gateway;
@@ -159,11 +159,19 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         .await
         .map_err(|e| StartError::Store(StoreError::Unavailable(e.to_string())))??;
 
+    let shared = match &settings.cache.redis_url {
+        Some(url) => Some(
+            SharedTier::new(url, &settings.cache.redis_prefix)
+                .map_err(|e| StartError::Store(StoreError::Unavailable(format!("redis: {e}"))))?,
+        ),
+        None => None,
+    };
     let cache = CacheActor::new(
         settings.cache.limits.clone(),
         bus.clone(),
         settings.cache.sweep_interval,
     )
+    .with_shared(shared.clone())
     .start();
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::new(
@@ -174,7 +182,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         AuditLog::start(store.clone(), metrics.audit_rows_dropped.clone()),
         metrics.clone(),
         settings.max_result_bytes,
-    );
+    )
+    .with_shared_tier(shared);
     let hub = EventHub::new(
         bus.clone(),
         board.clone(),

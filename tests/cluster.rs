@@ -162,3 +162,99 @@ async fn three_instances_started_together_on_an_empty_database_all_become_ready(
         server.stop().await;
     }
 }
+
+/// The machine's Redis for the shared-tier tests (`.ci/run` sets it), with a key prefix
+/// of this test's own so that tests running at once never meet.
+fn redis() -> Option<(String, String)> {
+    let url = std::env::var("OMNI_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("skipped: needs OMNI_TEST_REDIS_URL");
+    }
+    url.map(|u| (u, format!("omni-test-{:08x}:", rand::random::<u32>())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_cached_through_one_instance_is_served_to_another_from_redis() {
+    let db = TestDb::new();
+    let Some(_) = postgres(&db) else { return };
+    let Some((redis_url, prefix)) = redis() else {
+        return;
+    };
+    let settings = || {
+        let mut s = db.stdio_settings();
+        s.cache.redis_url = Some(redis_url.clone());
+        s.cache.redis_prefix = prefix.clone();
+        s
+    };
+    let mut a = TestServer::start(settings()).await;
+    let mut b = TestServer::start(settings()).await;
+    // One upstream both instances reach over HTTP, counting the calls it really gets.
+    let upstream = common::TestMcp::start_http("127.0.0.1:0", "counted");
+    a.register_healthy(&json!({
+        "name": "counted", "transport": "streamable_http", "url": upstream.mcp_url(),
+        "cache": "always", "probe_interval": "1h",
+    }))
+    .await;
+    b.events.status("counted", "healthy", WAIT).await;
+
+    let (_, first) = a.call("counted", "counter", json!({})).await;
+    assert_eq!(
+        (first["cached"].clone(), common::text_of(&first)),
+        (json!(false), "1")
+    );
+    // A shares it off its request path; wait until Redis holds it.
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}cache:counted:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never shared its result"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // B has never seen it: the answer comes from Redis, and the upstream is not called.
+    let (_, shared) = b.call("counted", "counter", json!({})).await;
+    assert_eq!(shared["cached"], true, "{shared}");
+    assert_eq!(common::text_of(&shared), "1", "{shared}");
+
+    // Cleared through B: gone from Redis and from A's own tier.
+    let resp = b.http.delete(b.url("/api/v1/cache")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    a.events
+        .wait_for(WAIT, "the invalidation from B", |e| {
+            e.kind == omni_bridge::events::EventType::CacheInvalidated
+                && e.data["reason"] == "another instance"
+        })
+        .await;
+    let (_, after) = a.call("counted", "counter", json!({})).await;
+    assert_eq!(after["cached"], false, "{after}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_is_down_costs_only_its_tier() {
+    let db = TestDb::new();
+    let mut settings = db.stdio_settings();
+    settings.cache.redis_url = Some(format!("redis://127.0.0.1:{}", common::free_port()));
+    let mut server = TestServer::start(settings).await;
+    server.register_healthy(&stdio("alone")).await;
+    let (status, first) = server.call("alone", "echo", json!({"text": "x"})).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["cached"], false);
+    let (status, second) = server.call("alone", "echo", json!({"text": "x"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(second["cached"], true, "the local tier still works");
+    server.stop().await;
+}

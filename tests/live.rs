@@ -482,7 +482,9 @@ async fn prometheus_metrics_describe_the_gateway() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let _ws = connect(&server).await;
+    let mut ws = connect(&server).await;
+    // Its first message means its session actor has started (and counted itself).
+    assert_eq!(next(&mut ws, WAIT).await["type"], "initial_status");
     let text = server
         .http
         .get(server.url("/metrics"))

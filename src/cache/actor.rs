@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::key::CacheKey;
+use super::shared::SharedTier;
 use super::store::{CacheLimits, CacheStats, Entry, ResultCache, Scope};
 use crate::events::{Event, EventBus, EventType};
 
@@ -56,6 +57,8 @@ pub struct CacheActor {
     cache: ResultCache,
     bus: EventBus,
     sweep_interval: Duration,
+    /// The Redis tier, cleared along with this one.
+    shared: Option<SharedTier>,
 }
 
 impl CacheActor {
@@ -64,11 +67,21 @@ impl CacheActor {
             cache: ResultCache::new(limits),
             bus,
             sweep_interval,
+            shared: None,
         }
+    }
+
+    pub fn with_shared(mut self, shared: Option<SharedTier>) -> Self {
+        self.shared = shared;
+        self
     }
 
     fn invalidate(&mut self, scope: Scope, reason: &str) -> usize {
         let entries = self.cache.invalidate(&scope);
+        if let Some(shared) = self.shared.clone() {
+            let scope = scope.clone();
+            actix::spawn(async move { shared.invalidate(&scope).await });
+        }
         let server = match &scope {
             Scope::Server { server } | Scope::Tool { server, .. } => {
                 crate::registry::ServerName::parse(server).ok()

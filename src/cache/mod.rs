@@ -1,9 +1,12 @@
-//! The result cache for read-only tool calls: keys, the LRU with TTLs, and its actor.
+//! The result cache for read-only tool calls: keys, the LRU with TTLs, its actor, and the
+//! optional shared tier in Redis.
 
 pub mod actor;
 pub mod key;
+pub mod shared;
 pub mod store;
 
 pub use actor::CacheActor;
 pub use key::CacheKey;
+pub use shared::SharedTier;
 pub use store::{CacheLimits, CacheStats, Scope};
