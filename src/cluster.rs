@@ -5,17 +5,25 @@
 //! the registry, so a change made while it was away is not missed. On SQLite there is one
 //! instance, and announcing does nothing.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::Addr;
+use chrono::{DateTime, Utc};
 use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::KeyRing;
 use crate::cache::actor::Invalidate;
 use crate::cache::{CacheActor, Scope};
+use crate::events::{Event, EventBus, EventType};
+use crate::live::EventHub;
+use crate::live::hub::Remote;
 use crate::registry::ServerName;
 use crate::store::Store;
 use crate::upstream::UpstreamSupervisor;
@@ -43,6 +51,84 @@ pub enum Announcement {
     },
     /// Keys were created or revoked: re-read them now rather than at the next refresh.
     Keys,
+    /// An upstream's status change or health event as the announcing instance saw it,
+    /// for the other instances' dashboards and their view of every instance.
+    Event {
+        event: RemoteEvent,
+    },
+}
+
+/// An event as it travels between instances.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemoteEvent {
+    pub event_type: EventType,
+    pub timestamp: DateTime<Utc>,
+    pub server: String,
+    pub instance: String,
+    pub data: Value,
+}
+
+impl RemoteEvent {
+    fn into_event(self) -> Event {
+        let mut event = Event::new(
+            self.event_type,
+            ServerName::parse(&self.server).ok(),
+            self.data,
+        );
+        event.timestamp = self.timestamp;
+        event.instance = Some(self.instance.into());
+        event
+    }
+}
+
+/// What every other instance last reported about each upstream: by server, then by
+/// instance. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct PeerBoard {
+    inner: Arc<RwLock<BTreeMap<String, BTreeMap<String, Value>>>>,
+}
+
+impl PeerBoard {
+    fn note(&self, event: &RemoteEvent) {
+        let mut board = self.inner.write().expect("peer board");
+        match event.event_type {
+            EventType::McpStatusChange => {
+                board.entry(event.server.clone()).or_default().insert(
+                    event.instance.clone(),
+                    json!({
+                        "status": event.data["new_status"],
+                        "circuit": event.data["circuit"],
+                        "since": event.timestamp,
+                    }),
+                );
+            }
+            EventType::HealthEvent if event.data["event"] == "removed" => {
+                if let Some(instances) = board.get_mut(&event.server) {
+                    instances.remove(&event.instance);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Each other instance's view of `server`.
+    pub fn of(&self, server: &str) -> Value {
+        let board = self.inner.read().expect("peer board");
+        let views: Vec<Value> = board
+            .get(server)
+            .map(|instances| {
+                instances
+                    .iter()
+                    .map(|(instance, view)| {
+                        let mut view = view.clone();
+                        view["instance"] = json!(instance);
+                        view
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Value::Array(views)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -58,11 +144,17 @@ struct Envelope {
 pub struct Cluster {
     store: Store,
     origin: String,
+    /// This instance's name, as events carry it.
+    instance: String,
 }
 
 impl Cluster {
-    pub fn new(store: Store, origin: String) -> Self {
-        Self { store, origin }
+    pub fn new(store: Store, origin: String, instance: String) -> Self {
+        Self {
+            store,
+            origin,
+            instance,
+        }
     }
 
     pub fn origin(&self) -> &str {
@@ -102,6 +194,8 @@ pub struct Targets {
     pub cache: Addr<CacheActor>,
     pub keys: KeyRing,
     pub store: Store,
+    pub hub: Addr<EventHub>,
+    pub peers: PeerBoard,
 }
 
 impl Targets {
@@ -128,6 +222,10 @@ impl Targets {
                     log::warn!("keys not re-read after another instance's change: {e}");
                 }
             }
+            Announcement::Event { event } => {
+                self.peers.note(&event);
+                self.hub.do_send(Remote(Arc::new(event.into_event())));
+            }
         }
     }
 
@@ -138,6 +236,42 @@ impl Targets {
             Err(e) => log::error!("supervisor unreachable: {e}"),
         }
     }
+}
+
+/// Announces this instance's upstream status changes and health events, so that every
+/// instance's dashboard shows what each instance sees.
+pub fn spawn_forwarder(cluster: Cluster, bus: EventBus) {
+    actix_rt::spawn(async move {
+        let mut rx = bus.subscribe();
+        loop {
+            let event = match rx.recv().await {
+                Ok(event) => event,
+                Err(RecvError::Lagged(n)) => {
+                    log::warn!("{n} events not forwarded to other instances (too many at once)");
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            let ours = event.instance.as_deref() == Some(cluster.instance.as_str());
+            let forwarded = matches!(
+                event.kind,
+                EventType::McpStatusChange | EventType::HealthEvent
+            );
+            let (true, true, Some(server)) = (ours, forwarded, event.server.as_ref()) else {
+                continue;
+            };
+            let remote = RemoteEvent {
+                event_type: event.kind,
+                timestamp: event.timestamp,
+                server: server.to_string(),
+                instance: cluster.instance.clone(),
+                data: event.data.clone(),
+            };
+            cluster
+                .announce(Announcement::Event { event: remote })
+                .await;
+        }
+    });
 }
 
 /// Listens for the other instances' announcements for as long as the process runs.

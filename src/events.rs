@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::registry::ServerName;
 
 /// The `type` of a message on the live stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     McpStatusChange,
@@ -41,6 +41,9 @@ pub struct Event {
     /// The upstream it concerns, if any (also inside `data`, for clients).
     #[serde(skip)]
     pub server: Option<ServerName>,
+    /// The instance that saw it (several may share one database; see `cluster`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Arc<str>>,
     pub data: Value,
 }
 
@@ -50,6 +53,7 @@ impl Event {
             kind,
             timestamp: Utc::now(),
             server,
+            instance: None,
             data,
         }
     }
@@ -67,6 +71,8 @@ impl Event {
 /// Publishes events to live subscribers and to the history writer. Cheap to clone.
 #[derive(Clone)]
 pub struct EventBus {
+    /// Stamped on every event published here.
+    instance: Option<Arc<str>>,
     live: broadcast::Sender<Arc<Event>>,
     history: Option<mpsc::Sender<Arc<Event>>>,
     history_dropped: Arc<AtomicU64>,
@@ -77,13 +83,28 @@ impl EventBus {
     pub fn new(history: Option<mpsc::Sender<Arc<Event>>>) -> Self {
         let (live, _) = broadcast::channel(4096);
         Self {
+            instance: None,
             live,
             history,
             history_dropped: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    pub fn publish(&self, event: Event) {
+    pub fn with_history(mut self, history: mpsc::Sender<Arc<Event>>) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// Names the instance on every event published from now on.
+    pub fn with_instance(mut self, instance: &str) -> Self {
+        self.instance = Some(instance.into());
+        self
+    }
+
+    pub fn publish(&self, mut event: Event) {
+        if event.instance.is_none() {
+            event.instance = self.instance.clone();
+        }
         let event = Arc::new(event);
         log::debug!("event {} {}", event.kind.as_str(), event.data);
         if let Some(history) = &self.history

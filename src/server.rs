@@ -10,7 +10,7 @@ use crate::audit::AuditLog;
 use crate::auth::KeyRing;
 use crate::auth::guard::Guard;
 use crate::cache::{CacheActor, SharedTier};
-use crate::cluster::{Cluster, Targets};
+use crate::cluster::{Cluster, PeerBoard, Targets};
 use crate::config::Settings;
 use crate::gateway::Gateway;
 use crate::http::{self, AppState};
@@ -204,15 +204,19 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
 
     // Unique per start, even for several gateways in one process (tests).
     let origin = format!("{}-{:08x}", settings.instance, rand::random::<u32>());
-    let cluster = Cluster::new(store.clone(), origin.clone());
+    let cluster = Cluster::new(store.clone(), origin.clone(), settings.instance.clone());
+    let peers = PeerBoard::default();
     if let DatabaseUrl::Postgres(url) = &settings.database {
         let targets = Targets {
             supervisor: supervisor.clone(),
             cache: gateway.cache().clone(),
             keys: keys.clone(),
             store: store.clone(),
+            hub: hub.clone(),
+            peers: peers.clone(),
         };
         crate::cluster::spawn_listener(url.clone(), origin, targets);
+        crate::cluster::spawn_forwarder(cluster.clone(), bus.clone());
     }
 
     let settings = Arc::new(settings);
@@ -229,6 +233,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         mcp: mcp.clone(),
         keys: keys.clone(),
         cluster,
+        peers,
     });
     let guard = Guard {
         ring: keys,

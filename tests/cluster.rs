@@ -66,8 +66,13 @@ async fn wait_for_listeners(url: &str, n: usize, not: &[i32]) -> Vec<i32> {
 async fn a_change_on_one_instance_reaches_the_other() {
     let db = TestDb::new();
     let Some(url) = postgres(&db) else { return };
-    let mut a = TestServer::start(db.stdio_settings()).await;
-    let mut b = TestServer::start(db.stdio_settings()).await;
+    let named = |name: &str| {
+        let mut settings = db.stdio_settings();
+        settings.instance = name.into();
+        settings
+    };
+    let mut a = TestServer::start(named("inst-a")).await;
+    let mut b = TestServer::start(named("inst-b")).await;
     wait_for_listeners(&url, 2, &[]).await;
 
     // Registered on A: B starts its own connection to it, and serves it.
@@ -75,6 +80,23 @@ async fn a_change_on_one_instance_reaches_the_other() {
     b.events.status("shared", "healthy", WAIT).await;
     let (status, body) = b.call("shared", "echo", json!({"text": "via b"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // A shows what B sees of it, next to its own view.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let view = a.server_json("shared").await;
+        assert_eq!(view["instance"], "inst-a");
+        let b_view = view["peers"]
+            .as_array()
+            .and_then(|p| p.iter().find(|v| v["instance"] == "inst-b").cloned());
+        if b_view.is_some_and(|v| v["status"] == "healthy") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never heard B: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Both have a cached answer; an invalidation on B makes A miss next time.
     for server in [&a, &b] {

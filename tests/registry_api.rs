@@ -480,6 +480,8 @@ async fn the_registry_survives_a_restart() {
 }
 
 const LIVE_FIELDS: &[&str] = &[
+    "instance",
+    "peers",
     "status",
     "circuit",
     "tool_count",

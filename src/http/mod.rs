@@ -40,6 +40,8 @@ pub struct AppState {
     pub keys: crate::auth::KeyRing,
     /// Tells the other instances on the same PostgreSQL what changed here.
     pub cluster: crate::cluster::Cluster,
+    /// What the other instances report about each upstream.
+    pub peers: crate::cluster::PeerBoard,
 }
 
 impl AppState {

@@ -22,6 +22,8 @@ pub fn view(state: &AppState, stored: &StoredServer) -> Value {
     if let (Some(fields), Value::Object(live)) = (out.as_object_mut(), snapshot.to_json()) {
         fields.extend(live);
     }
+    out["instance"] = json!(state.settings.instance);
+    out["peers"] = state.peers.of(stored.spec.name.as_str());
     out["source"] = json!(stored.source);
     out["revision"] = json!(stored.revision);
     out["created_at"] = json!(stored.created_at.and_utc());

@@ -295,6 +295,20 @@ impl Handler<SetFilter> for EventHub {
     }
 }
 
+/// An event another instance saw (see `cluster`): for dashboards only; it changes nothing
+/// here, so it does not go on this instance's bus.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Remote(pub Arc<Event>);
+
+impl Handler<Remote> for EventHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Remote, _ctx: &mut Context<Self>) {
+        self.fan_out(&msg.0);
+    }
+}
+
 impl Handler<CloseAll> for EventHub {
     type Result = ();
 

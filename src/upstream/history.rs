@@ -13,6 +13,7 @@ const CHANNEL: usize = 10_000;
 
 /// Creates the bus and starts its history writer on the current runtime.
 pub fn start(store: Store, instance: String) -> EventBus {
+    let bus = EventBus::new(None).with_instance(&instance);
     let (tx, mut events) = mpsc::channel::<Arc<Event>>(CHANNEL);
     let (rows_tx, rows) = mpsc::channel(CHANNEL);
     // Events become rows first, so the writer only deals with rows.
@@ -29,7 +30,7 @@ pub fn start(store: Store, instance: String) -> EventBus {
         let store = store.clone();
         async move { store.insert_health_events(batch).await }
     });
-    EventBus::new(Some(tx))
+    bus.with_history(tx)
 }
 
 fn row(event: &Event, instance: &str) -> Option<NewHealthEvent> {
