@@ -32,7 +32,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 /// How long a message may wait for its call's registration, which follows the send.
 const REGISTRATION_GRACE: Duration = Duration::from_secs(1);
 /// How long a finished call still takes its late notifications.
-pub const LINGER: Duration = Duration::from_millis(250);
+/// Generous: under load rmcp's notification tasks can run well after the result.
+pub const LINGER: Duration = Duration::from_secs(2);
 
 pub enum RelayItem {
     /// Progress of the call; the relay puts the caller's own token on it.
@@ -166,14 +167,19 @@ impl Relays {
             .single(|e| !e.finished)
     }
 
-    /// Where a log message goes: the only call in flight; with none in flight, the only
-    /// one that just finished (its late messages).
+    /// Where a log message goes: the only call in flight; with none in flight, the call
+    /// that finished last (the message is one of its late ones); with several in flight,
+    /// nowhere: it cannot be told whose it is.
     pub fn for_log(&self) -> Option<Relay> {
         let table = self.table.lock().expect("relay table");
         if table.entries.values().any(|e| !e.finished) {
             table.single(|e| !e.finished)
         } else {
-            table.single(|_| true)
+            table
+                .entries
+                .iter()
+                .max_by_key(|(n, _)| **n)
+                .map(|(_, e)| e.relay.clone())
         }
     }
 
@@ -286,6 +292,22 @@ mod tests {
             ))
             .unwrap();
         assert!(rb.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_late_log_goes_to_the_call_that_finished_last() {
+        let relays = Relays::default();
+        let (a, mut ra) = mpsc::channel(1);
+        let (b, mut rb) = mpsc::channel(1);
+        drop(sent(&relays, 1, 1, a));
+        drop(sent(&relays, 2, 2, b));
+        let log = serde_json::from_value(serde_json::json!({"level": "info", "data": "x"}));
+        relays
+            .for_log()
+            .unwrap()
+            .try_send(RelayItem::Log(log.unwrap()))
+            .unwrap();
+        assert!(rb.try_recv().is_ok() && ra.try_recv().is_err());
     }
 
     #[tokio::test]
