@@ -667,45 +667,33 @@ impl McpHandler {
     /// Lists every live upstream's resources (an upstream that fails is left out, not
     /// the whole list) and remembers which upstream holds each URI.
     async fn refresh_resources(&self) -> Vec<(ServerName, rmcp::model::Resource)> {
-        let catalogue = self.catalogue();
-        let lists = join_all(
-            catalogue
-                .resources
-                .iter()
-                .map(|(server, prefix)| async move {
-                    let got = self
-                        .shared
-                        .gateway
-                        .forward(server, Forward::ListResources)
-                        .await;
-                    (server, prefix, got)
-                }),
-        )
-        .await;
+        let lists = self
+            .ask_all(
+                |c| &c.resources,
+                || Forward::ListResources,
+                "resources/list",
+            )
+            .await;
         let mut resources = vec![];
         let mut routes = HashMap::new();
         for (server, prefix, got) in lists {
-            match got {
-                Ok(Forwarded::Resources(list)) => {
-                    for mut r in list {
-                        // The first upstream to claim a URI keeps it; URIs are the
-                        // upstreams' own, so a client can use what it already knows.
-                        if routes.contains_key(&r.uri) {
-                            log::warn!(
-                                "[{server}] resource '{}' is also offered by another upstream; left out",
-                                r.uri
-                            );
-                            continue;
-                        }
-                        routes.insert(r.uri.clone(), server.clone());
-                        if let Ok(name) = names::expose(prefix.as_deref(), &r.name) {
-                            r.name = name;
-                        }
-                        resources.push((server.clone(), r));
+            if let Forwarded::Resources(list) = got {
+                for mut r in list {
+                    // The first upstream to claim a URI keeps it; URIs are the
+                    // upstreams' own, so a client can use what it already knows.
+                    if routes.contains_key(&r.uri) {
+                        log::warn!(
+                            "[{server}] resource '{}' is also offered by another upstream; left out",
+                            r.uri
+                        );
+                        continue;
                     }
+                    routes.insert(r.uri.clone(), server.clone());
+                    if let Ok(name) = names::expose(prefix.as_deref(), &r.name) {
+                        r.name = name;
+                    }
+                    resources.push((server.clone(), r));
                 }
-                Ok(_) => {}
-                Err(e) => log::warn!("[{server}] resources/list failed: {e}"),
             }
         }
         self.shared.routes.lock().expect("routes lock").resources = routes;
@@ -713,41 +701,56 @@ impl McpHandler {
     }
 
     async fn refresh_templates(&self) -> Vec<(ServerName, rmcp::model::ResourceTemplate)> {
-        let catalogue = self.catalogue();
-        let lists = join_all(
-            catalogue
-                .resources
-                .iter()
-                .map(|(server, prefix)| async move {
-                    let got = self
-                        .shared
-                        .gateway
-                        .forward(server, Forward::ListResourceTemplates)
-                        .await;
-                    (server, prefix, got)
-                }),
-        )
-        .await;
+        let lists = self
+            .ask_all(
+                |c| &c.resources,
+                || Forward::ListResourceTemplates,
+                "resources/templates/list",
+            )
+            .await;
         let mut templates = vec![];
         let mut routes = vec![];
         for (server, prefix, got) in lists {
-            match got {
-                Ok(Forwarded::ResourceTemplates(list)) => {
-                    for mut t in list {
-                        let stem = t.uri_template.split('{').next().unwrap_or_default();
-                        routes.push((stem.to_owned(), server.clone()));
-                        if let Ok(name) = names::expose(prefix.as_deref(), &t.name) {
-                            t.name = name;
-                        }
-                        templates.push((server.clone(), t));
+            if let Forwarded::ResourceTemplates(list) = got {
+                for mut t in list {
+                    let stem = t.uri_template.split('{').next().unwrap_or_default();
+                    routes.push((stem.to_owned(), server.clone()));
+                    if let Ok(name) = names::expose(prefix.as_deref(), &t.name) {
+                        t.name = name;
                     }
+                    templates.push((server.clone(), t));
                 }
-                Ok(_) => {}
-                Err(e) => log::warn!("[{server}] resources/templates/list failed: {e}"),
             }
         }
         self.shared.routes.lock().expect("routes lock").templates = routes;
         templates
+    }
+
+    /// Sends one request to every live upstream in `servers` at once; answers what each
+    /// said, with its effective prefix. An upstream that fails is logged and left out, so
+    /// one broken upstream never fails a whole listing.
+    async fn ask_all(
+        &self,
+        servers: impl Fn(&Catalogue) -> &Vec<(ServerName, Option<String>)>,
+        request: impl Fn() -> Forward,
+        what: &str,
+    ) -> Vec<(ServerName, Option<String>, Forwarded)> {
+        let catalogue = self.catalogue();
+        let asked = servers(&catalogue).iter().map(|(server, prefix)| {
+            let forward = request();
+            async move {
+                let got = self.shared.gateway.forward(server, forward).await;
+                (server.clone(), prefix.clone(), got)
+            }
+        });
+        let mut answers = vec![];
+        for (server, prefix, got) in join_all(asked).await {
+            match got {
+                Ok(answer) => answers.push((server, prefix, answer)),
+                Err(e) => log::warn!("[{server}] {what} failed: {e}"),
+            }
+        }
+        answers
     }
 
     fn prompt_route(&self, name: &str) -> Option<(ServerName, String)> {
@@ -761,36 +764,25 @@ impl McpHandler {
     }
 
     async fn refresh_prompts(&self) -> Vec<(ServerName, rmcp::model::Prompt)> {
-        let catalogue = self.catalogue();
-        let lists = join_all(catalogue.prompts.iter().map(|(server, prefix)| async move {
-            let got = self
-                .shared
-                .gateway
-                .forward(server, Forward::ListPrompts)
-                .await;
-            (server, prefix, got)
-        }))
-        .await;
+        let lists = self
+            .ask_all(|c| &c.prompts, || Forward::ListPrompts, "prompts/list")
+            .await;
         let mut prompts = vec![];
         let mut routes = HashMap::new();
         for (server, prefix, got) in lists {
-            match got {
-                Ok(Forwarded::Prompts(list)) => {
-                    for mut p in list {
-                        let Ok(exposed) = names::expose(prefix.as_deref(), &p.name) else {
-                            continue;
-                        };
-                        if routes.contains_key(&exposed) {
-                            log::warn!("[{server}] prompt name '{exposed}' collides; left out");
-                            continue;
-                        }
-                        routes.insert(exposed.clone(), (server.clone(), p.name.clone()));
-                        p.name = exposed;
-                        prompts.push((server.clone(), p));
+            if let Forwarded::Prompts(list) = got {
+                for mut p in list {
+                    let Ok(exposed) = names::expose(prefix.as_deref(), &p.name) else {
+                        continue;
+                    };
+                    if routes.contains_key(&exposed) {
+                        log::warn!("[{server}] prompt name '{exposed}' collides; left out");
+                        continue;
                     }
+                    routes.insert(exposed.clone(), (server.clone(), p.name.clone()));
+                    p.name = exposed;
+                    prompts.push((server.clone(), p));
                 }
-                Ok(_) => {}
-                Err(e) => log::warn!("[{server}] prompts/list failed: {e}"),
             }
         }
         self.shared.routes.lock().expect("routes lock").prompts = routes;
