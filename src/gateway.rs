@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::audit::AuditLog;
-use crate::cache::actor::{Lookup, Store as CacheStore};
+use crate::cache::actor::{Generation, Lookup, Store as CacheStore};
 use crate::cache::{CacheActor, CacheKey, SharedTier};
 use crate::error::ApiError;
 use crate::registry::{ServerName, ValidationError};
@@ -74,6 +74,8 @@ struct Inner {
     board: StatusBoard,
     supervisor: Addr<UpstreamSupervisor>,
     cache: Addr<CacheActor>,
+    /// The cache's invalidation count, read before each upstream call.
+    generation: Generation,
     default_ttl: Duration,
     audit: AuditLog,
     metrics: Arc<crate::metrics::Metrics>,
@@ -92,7 +94,7 @@ impl Gateway {
     pub fn new(
         board: StatusBoard,
         supervisor: Addr<UpstreamSupervisor>,
-        cache: Addr<CacheActor>,
+        (cache, generation): (Addr<CacheActor>, Generation),
         default_ttl: Duration,
         audit: AuditLog,
         metrics: Arc<crate::metrics::Metrics>,
@@ -105,6 +107,7 @@ impl Gateway {
                 board,
                 supervisor,
                 cache,
+                generation,
                 default_ttl,
                 audit,
                 metrics,
@@ -230,6 +233,7 @@ impl Gateway {
                 .map_err(ApiError::Call)?;
             return Ok(done(result, false));
         };
+        let generation = self.inner.generation.current();
         if mode == CacheMode::Use {
             if let Ok(Some(hit)) = self.inner.cache.send(Lookup { key }).await {
                 return Ok(done(hit, true));
@@ -249,6 +253,7 @@ impl Gateway {
                         value: hit.clone(),
                         size,
                         ttl: left.min(ttl),
+                        generation,
                     })
                     .await;
                 return Ok(done(hit, true));
@@ -267,7 +272,7 @@ impl Gateway {
                     .await?;
                 if result.get("isError") != Some(&Value::Bool(true)) {
                     let size = serde_json::to_string(&*result).map_or(0, |s| s.len());
-                    let _ = self
+                    let kept = self
                         .inner
                         .cache
                         .send(CacheStore {
@@ -277,9 +282,12 @@ impl Gateway {
                             value: result.clone(),
                             size,
                             ttl,
+                            generation,
                         })
-                        .await;
-                    if let Some(shared) = self.inner.shared.clone() {
+                        .await
+                        .unwrap_or(false);
+                    // What this instance would not keep, no other instance gets either.
+                    if let Some(shared) = self.inner.shared.clone().filter(|_| kept) {
                         let (server, tool, value) =
                             (server.to_string(), tool_name.to_owned(), result.clone());
                         // Shared off the request path: Redis never delays an answer.

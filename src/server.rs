@@ -72,17 +72,18 @@ impl Stopper {
         self.handle.stop(true).await;
     }
 
-    /// Stops on SIGINT or SIGTERM.
+    /// Stops on SIGINT or SIGTERM. The handlers are in place when this returns (not when
+    /// a spawned task first runs), so a signal sent just after start is not fatal.
     pub fn on_signals(self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            log::error!("cannot listen for signals; stop the process with SIGKILL");
+            return;
+        };
         actix_rt::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                log::error!("cannot listen for signals; stop the process with SIGKILL");
-                return;
-            };
             tokio::select! {
                 _ = term.recv() => log::info!("SIGTERM received; shutting down"),
                 _ = int.recv() => log::info!("SIGINT received; shutting down"),
@@ -107,6 +108,14 @@ fn spawn_key_refresh(keys: KeyRing, store: Store) {
             }
         }
     });
+}
+
+/// actix takes the graceful-stop timeout in whole seconds. Truncating would turn "500ms"
+/// (or "0s") into no grace at all, cutting every in-flight request; so round up, to at
+/// least one second.
+fn grace_secs(timeout: std::time::Duration) -> u64 {
+    let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+    secs.max(1)
 }
 
 /// Prepares everything and binds the listener. Must run inside an actix system.
@@ -171,13 +180,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         bus.clone(),
         settings.cache.sweep_interval,
     )
-    .with_shared(shared.clone())
-    .start();
+    .with_shared(shared.clone());
+    let generation = cache.generation();
+    let cache = cache.start();
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::new(
         board.clone(),
         supervisor.clone(),
-        cache.clone(),
+        (cache.clone(), generation),
         settings.cache.default_ttl,
         AuditLog::start(store.clone(), metrics.audit_rows_dropped.clone()),
         metrics.clone(),
@@ -264,7 +274,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .wrap(middleware::Logger::new("%a \"%r\" %s %Dms").log_target("omni_bridge::access"))
             .configure(|cfg| http::configure(cfg, body_limit))
     })
-    .shutdown_timeout(settings.shutdown_timeout.as_secs())
+    .shutdown_timeout(grace_secs(settings.shutdown_timeout))
     .disable_signals()
     .bind(settings.bind)
     .map_err(|source| StartError::Bind {
@@ -289,4 +299,19 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         bus,
         stopper,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grace_secs;
+    use std::time::Duration;
+
+    #[test]
+    fn grace_rounds_up_to_whole_seconds_and_never_to_zero() {
+        assert_eq!(grace_secs(Duration::ZERO), 1);
+        assert_eq!(grace_secs(Duration::from_millis(500)), 1);
+        assert_eq!(grace_secs(Duration::from_secs(1)), 1);
+        assert_eq!(grace_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(grace_secs(Duration::from_secs(30)), 30);
+    }
 }

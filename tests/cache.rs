@@ -273,6 +273,16 @@ async fn every_automatic_invalidation_path() {
     assert_invalidates(&mut server, "auto", "reloading", true).await;
 
     prime(&server, "auto").await;
+    let resp = server
+        .http
+        .post(server.url("/api/v1/servers/auto/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_invalidates(&mut server, "auto", "reset", true).await;
+
+    prime(&server, "auto").await;
     server.call("auto", "toggle_extra", json!({})).await;
     assert_invalidates(&mut server, "auto", "tools_changed", false).await;
 
@@ -391,6 +401,7 @@ async fn every_error_status_of_the_call_endpoint() {
     let big = "x".repeat(100 * 1024);
     let (status, body) = server.call("errs", "echo", json!({ "text": big })).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "payload-too-large", "{body}");
 
     let (status, body) = server.call("errs", "sleep", json!({"ms": 5000})).await;
     assert_eq!(
@@ -488,5 +499,306 @@ async fn every_call_is_audited() {
     );
     assert_eq!(rows[3]["arguments_hash"], rows[2]["arguments_hash"]);
     assert_eq!(rows[3]["arguments_hash"].as_str().unwrap().len(), 64);
+    server.stop().await;
+}
+
+/// Starts a call in the background, so the test can act while it is in flight.
+fn start_call(
+    server: &TestServer,
+    name: &str,
+    tool: &str,
+    args: Value,
+) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let request = server
+        .http
+        .post(server.url(&format!("/api/v1/servers/{name}/tools/{tool}/call")))
+        .json(&json!({ "arguments": args }));
+    tokio::spawn(async move {
+        let resp = request.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// How many `sleep` calls the upstream `name` is running now (its `sleeping` tool, which
+/// is not read-only and so never cached).
+async fn sleeping(server: &TestServer, name: &str) -> String {
+    let (status, body) = server.call(name, "sleeping", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["cached"], false);
+    text_of(&body).to_owned()
+}
+
+/// Waits until the upstream runs `n` sleep calls. No event says that a call reached the
+/// upstream, so this polls, with a deadline.
+async fn wait_sleeping(server: &TestServer, name: &str, n: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = sleeping(server, name).await;
+        if now == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never had {n} sleep calls running (last: {now})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls the cache stats until `done` accepts them. The sweep timer publishes no event,
+/// so this polls, with a deadline.
+async fn wait_stats(server: &TestServer, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = stats(server).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cache stats never showed {what}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_invalidation_during_a_call_is_not_undone_by_its_fill() {
+    let db = TestDb::new();
+    let mut body = stdio("race");
+    body["tools"] = json!({"sleep": {"cache": "always"}});
+    let mut server = with_upstream(db.stdio_settings(), body).await;
+
+    // An admin invalidation while the call waits on the upstream.
+    let slow = start_call(&server, "race", "sleep", json!({"ms": 1500}));
+    wait_sleeping(&server, "race", "1").await;
+    let resp = server
+        .http
+        .delete(server.url("/api/v1/cache/servers/race"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        sleeping(&server, "race").await,
+        "1",
+        "the call must still be upstream when the invalidation is done"
+    );
+    let (status, first) = slow.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["cached"], false);
+    let (_, again) = server.call("race", "sleep", json!({"ms": 1500})).await;
+    assert_eq!(
+        again["cached"], false,
+        "the fill of a call started before the invalidation brought its result back"
+    );
+    let (_, third) = server.call("race", "sleep", json!({"ms": 1500})).await;
+    assert_eq!(
+        third["cached"], true,
+        "with no invalidation in between, a fill is kept"
+    );
+
+    // A changed catalogue while the call waits on the upstream.
+    let slow = start_call(&server, "race", "sleep", json!({"ms": 1501}));
+    wait_sleeping(&server, "race", "1").await;
+    let (status, toggled) = server.call("race", "toggle_extra", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{toggled}");
+    server
+        .events
+        .wait_for(WAIT, "cache_invalidated (tools_changed)", |e| {
+            e.kind == omni_bridge::events::EventType::CacheInvalidated
+                && e.data["reason"] == "tools_changed"
+        })
+        .await;
+    assert_eq!(
+        sleeping(&server, "race").await,
+        "1",
+        "the call must still be upstream when the invalidation is done"
+    );
+    let (status, first) = slow.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["cached"], false);
+    let (_, again) = server.call("race", "sleep", json!({"ms": 1501})).await;
+    assert_eq!(
+        again["cached"], false,
+        "the fill of a call started before the catalogue changed brought its result back"
+    );
+    let (_, third) = server.call("race", "sleep", json!({"ms": 1501})).await;
+    assert_eq!(
+        third["cached"], true,
+        "with no invalidation in between, a fill is kept"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_sweep_timer_drops_expired_entries_without_a_lookup() {
+    let db = TestDb::new();
+    let mut settings = db.stdio_settings();
+    settings.cache.sweep_interval = Duration::from_millis(20);
+    let mut body = stdio("swept");
+    body["cache_ttl"] = json!("50ms");
+    let server = with_upstream(settings, body).await;
+    let (status, first) = server.call("swept", "echo", json!({"text": "a"})).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["cached"], false);
+    let s = wait_stats(&server, "the entry swept", |s| s["entries"] == 0).await;
+    assert_eq!(
+        (
+            s["insertions"].as_u64(),
+            s["expirations"].as_u64(),
+            s["hits"].as_u64(),
+            s["misses"].as_u64(),
+            s["bytes"].as_u64(),
+        ),
+        (Some(1), Some(1), Some(0), Some(1), Some(0)),
+        "{s}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_tool_ttl_overrides_the_servers_end_to_end() {
+    let db = TestDb::new();
+    let mut settings = db.stdio_settings();
+    settings.cache.sweep_interval = Duration::from_millis(20);
+    let mut body = stdio("ttls");
+    body["cache_ttl"] = json!("1h");
+    body["tools"] = json!({"echo": {"cache_ttl": "100ms"}});
+    let server = with_upstream(settings, body).await;
+
+    let catalogue = server.get_json("/api/v1/tools").await;
+    let cache_of = |tool: &str| {
+        catalogue["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["server"] == "ttls" && t["tool"] == tool)
+            .unwrap_or_else(|| panic!("{tool} not listed: {catalogue}"))["cache"]
+            .clone()
+    };
+    assert_eq!(cache_of("echo"), json!({"cached": true, "ttl": "100ms"}));
+    assert_eq!(cache_of("add"), json!({"cached": true, "ttl": "1h"}));
+    assert_eq!(cache_of("counter"), json!({"cached": false, "ttl": null}));
+
+    server.call("ttls", "echo", json!({"text": "a"})).await;
+    server.call("ttls", "add", json!({"a": 1, "b": 2})).await;
+    let s = wait_stats(&server, "an expiration", |s| {
+        s["expirations"].as_u64() >= Some(1)
+    })
+    .await;
+    assert_eq!(
+        (
+            s["insertions"].as_u64(),
+            s["expirations"].as_u64(),
+            s["entries"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "only echo's entry has a short TTL: {s}"
+    );
+    let (_, add) = server.call("ttls", "add", json!({"a": 1, "b": 2})).await;
+    assert_eq!(add["cached"], true, "add keeps the server's 1h TTL");
+    let (_, echo) = server.call("ttls", "echo", json!({"text": "a"})).await;
+    assert_eq!(echo["cached"], false, "echo's 100ms TTL is over");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn each_admin_invalidation_publishes_one_event() {
+    let db = TestDb::new();
+    let mut server = with_upstream(db.stdio_settings(), stdio("evt")).await;
+    async fn fill(server: &TestServer) {
+        server.call("evt", "echo", json!({"text": "x"})).await;
+        server.call("evt", "add", json!({"a": 1, "b": 2})).await;
+    }
+    fill(&server).await;
+    let steps = [
+        (
+            "/api/v1/cache/servers/evt/tools/echo",
+            json!({"scope": "tool", "server": "evt", "tool": "echo", "entries": 1, "reason": "admin"}),
+        ),
+        (
+            "/api/v1/cache/servers/evt",
+            json!({"scope": "server", "server": "evt", "entries": 1, "reason": "admin"}),
+        ),
+        (
+            "/api/v1/cache",
+            json!({"scope": "all", "entries": 0, "reason": "admin"}),
+        ),
+    ];
+    for (path, expected) in &steps {
+        let resp = server.http.delete(server.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.json::<Value>().await.unwrap()["invalidated"],
+            expected["entries"]
+        );
+        let event = server
+            .events
+            .wait_for(WAIT, &format!("cache_invalidated for {path}"), |e| {
+                e.kind == omni_bridge::events::EventType::CacheInvalidated
+                    && e.data["reason"] == "admin"
+            })
+            .await;
+        assert_eq!(&event.data, expected, "{path}");
+        let server_name = event.server.as_ref().map(|s| s.to_string());
+        assert_eq!(
+            server_name.as_deref(),
+            expected["server"].as_str(),
+            "{path}"
+        );
+    }
+    // A last one that drops two entries: the events of the steps above are all before it
+    // on the bus, so a duplicate of any of them would show up in `seen` by now.
+    fill(&server).await;
+    let resp = server
+        .http
+        .delete(server.url("/api/v1/cache"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap()["invalidated"], 2);
+    server
+        .events
+        .wait_for(WAIT, "cache_invalidated of two entries", |e| {
+            e.kind == omni_bridge::events::EventType::CacheInvalidated
+                && e.data["reason"] == "admin"
+                && e.data["entries"] == 2
+        })
+        .await;
+    let admin: Vec<&Value> = server
+        .events
+        .seen
+        .iter()
+        .filter(|e| {
+            e.kind == omni_bridge::events::EventType::CacheInvalidated
+                && e.data["reason"] == "admin"
+        })
+        .map(|e| &e.data)
+        .collect();
+    assert_eq!(admin.len(), steps.len() + 1, "one event each: {admin:#?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refused_arguments_never_reach_the_upstream() {
+    let db = TestDb::new();
+    let server = with_upstream(db.stdio_settings(), stdio("guard")).await;
+    for bad in [json!({"delay_ms": -1}), json!({"delay_ms": "soon"})] {
+        let (status, body) = server.call("guard", "counter", bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(
+            (
+                body["error"]["code"].as_str(),
+                body["error"]["field"].as_str()
+            ),
+            (Some("invalid-arguments"), Some("arguments.delay_ms")),
+            "{body}"
+        );
+    }
+    let (status, body) = server.call("guard", "counter", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(text_of(&body), "1", "the refused calls did not count");
     server.stop().await;
 }

@@ -4,6 +4,7 @@
 //! removed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -31,6 +32,8 @@ pub struct Lookup {
     pub key: CacheKey,
 }
 
+/// Answers whether the entry was kept: not when it is too large, and not when an
+/// invalidation happened after `generation` was read.
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct Store {
@@ -40,6 +43,26 @@ pub struct Store {
     pub value: Arc<Value>,
     pub size: usize,
     pub ttl: Duration,
+    /// `Generation::current()` read before the upstream was asked.
+    pub generation: u64,
+}
+
+/// Counts invalidations. A call reads it before it asks the upstream and hands it back
+/// with the result: a fill whose generation is behind started before some invalidation,
+/// so its result may be what was just invalidated, and it is dropped. One counter for all
+/// scopes: invalidations are rare, and a dropped fill only costs the next caller a miss.
+/// Readable without a message, so the uncached path gains no round trip.
+#[derive(Clone, Default)]
+pub struct Generation(Arc<AtomicU64>);
+
+impl Generation {
+    pub fn current(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn advance(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Message)]
@@ -59,6 +82,7 @@ pub struct CacheActor {
     sweep_interval: Duration,
     /// The Redis tier, cleared along with this one.
     shared: Option<SharedTier>,
+    generation: Generation,
 }
 
 impl CacheActor {
@@ -68,7 +92,13 @@ impl CacheActor {
             bus,
             sweep_interval,
             shared: None,
+            generation: Generation::default(),
         }
+    }
+
+    /// The invalidation counter callers read before a call (see `Store`).
+    pub fn generation(&self) -> Generation {
+        self.generation.clone()
     }
 
     pub fn with_shared(mut self, shared: Option<SharedTier>) -> Self {
@@ -77,6 +107,8 @@ impl CacheActor {
     }
 
     fn invalidate(&mut self, scope: Scope, reason: &str) -> usize {
+        // Before the entries go: a fill that read the old generation is refused from now.
+        self.generation.advance();
         let entries = self.cache.invalidate(&scope);
         if let Some(shared) = self.shared.clone() {
             let scope = scope.clone();
@@ -169,6 +201,14 @@ impl Handler<Store> for CacheActor {
     type Result = bool;
 
     fn handle(&mut self, msg: Store, _ctx: &mut Context<Self>) -> bool {
+        if msg.generation != self.generation.current() {
+            log::debug!(
+                "[{}] result of {} not cached: an invalidation happened during the call",
+                msg.server,
+                msg.tool
+            );
+            return false;
+        }
         self.cache.put(
             msg.key,
             Entry {

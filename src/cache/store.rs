@@ -333,9 +333,14 @@ mod tests {
         c.get(&key(1), t0); // hit
         c.put(key(2), entry("s", "t", 6, TTL, t0));
         c.put(key(3), entry("s", "t", 7, TTL, t0)); // evicts 1
-        c.get(&key(1), t0); // miss
-        c.get(&key(2), t0 + Duration::from_secs(2)); // hit
-        c.invalidate(&Scope::All); // 2 entries
+        assert!(c.get(&key(1), t0).is_none()); // miss
+        let t2 = t0 + Duration::from_secs(2);
+        assert!(c.get(&key(2), t2).is_some()); // hit; 3 is now the least recently used
+        c.put(key(4), entry("s", "t", 8, Duration::from_secs(1), t0)); // evicts 3
+        assert!(c.get(&key(4), t2).is_none()); // expired: a miss and an expiration
+        c.put(key(5), entry("s", "t", 9, Duration::from_secs(1), t0));
+        assert_eq!(c.sweep(t2), 1); // 5: a second expiration
+        assert_eq!(c.invalidate(&Scope::All), 1); // 2 is all that is left
         assert_eq!(
             c.stats(),
             CacheStats {
@@ -343,14 +348,14 @@ mod tests {
                 bytes: 0,
                 max_entries: 2,
                 max_bytes: 1000,
-                hit_rate: 0.5,
+                hit_rate: 0.4,
                 counters: CacheCounters {
                     hits: 2,
-                    misses: 2,
-                    insertions: 3,
-                    evictions: 1,
-                    expirations: 0,
-                    invalidations: 2,
+                    misses: 3,
+                    insertions: 5,
+                    evictions: 2,
+                    expirations: 2,
+                    invalidations: 1,
                     too_large: 0,
                 },
             }
