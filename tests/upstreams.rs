@@ -163,24 +163,34 @@ async fn an_upstream_down_at_start_is_retried_until_it_appears() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn failures_open_the_breaker_which_fails_fast_then_half_opens_and_closes() {
-    let db = TestDb::new();
-    let mut server = TestServer::start(fast(&db)).await;
-    server.register(&stdio("flaky")).await;
-    server.events.status("flaky", "healthy", WAIT).await;
+/// Settings whose breaker cool-down is long enough that, on a loaded machine, the call
+/// meant to fail fast cannot turn into the half-open trial.
+fn slow_cooldown(db: &TestDb) -> Settings {
+    let mut settings = fast(db);
+    settings.upstreams.breaker.base_cooldown = Duration::from_secs(2);
+    settings.upstreams.breaker.max_cooldown = Duration::from_secs(4);
+    settings
+}
+
+/// Five failures open the breaker; the next call fails fast without reaching the upstream
+/// (its `counter` proves it); after the cool-down a probe is the trial and closes it.
+async fn breaker_opens_fails_fast_then_half_opens_and_closes(server: &mut TestServer, body: Value) {
+    let name = body["name"].as_str().unwrap().to_owned();
+    server.register(&body).await;
+    server.events.status(&name, "healthy", WAIT).await;
 
     for i in 0..5 {
-        let (status, body) = server.call("flaky", "fail", json!({})).await;
+        let (status, body) = server.call(&name, "fail", json!({})).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY, "call {i}: {body}");
         assert_eq!(body["error"]["code"], "upstream-error");
     }
-    server.events.health("flaky", "circuit_opened", WAIT).await;
+    let opened = server.events.health(&name, "circuit_opened", WAIT).await;
+    assert_eq!(opened["detail"]["cooldown_ms"], 2000, "{opened}");
 
     // Open: refused at once, without reaching the upstream (the counter proves it below).
     let resp = server
         .http
-        .post(server.url("/api/v1/servers/flaky/tools/counter/call"))
+        .post(server.url(&format!("/api/v1/servers/{name}/tools/counter/call")))
         .json(&json!({"arguments": {}}))
         .send()
         .await
@@ -189,22 +199,37 @@ async fn failures_open_the_breaker_which_fails_fast_then_half_opens_and_closes()
     assert!(resp.headers().contains_key("retry-after"));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "circuit-open");
-    assert_eq!(server.server_json("flaky").await["circuit"], "open");
+    assert_eq!(server.server_json(&name).await["circuit"], "open");
 
     // After the cool-down a probe is the trial; the upstream answers, so it closes.
-    server
-        .events
-        .health("flaky", "circuit_half_open", WAIT)
-        .await;
-    server.events.health("flaky", "circuit_closed", WAIT).await;
-    server.events.status("flaky", "healthy", WAIT).await;
-    let (status, body) = server.call("flaky", "counter", json!({})).await;
+    server.events.health(&name, "circuit_half_open", WAIT).await;
+    server.events.health(&name, "circuit_closed", WAIT).await;
+    server.events.status(&name, "healthy", WAIT).await;
+    let (status, body) = server.call(&name, "counter", json!({})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         text_of(&body),
         "1",
         "the refused call never reached the upstream"
     );
+}
+
+#[tokio::test]
+async fn failures_open_the_breaker_which_fails_fast_then_half_opens_and_closes() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(slow_cooldown(&db)).await;
+    breaker_opens_fails_fast_then_half_opens_and_closes(&mut server, stdio("flaky")).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn over_streamable_http_failures_open_the_breaker_which_half_opens_and_closes() {
+    let mcp = TestMcp::start_http("127.0.0.1:0", "flaky-http");
+    let db = TestDb::new();
+    let mut server = TestServer::start(slow_cooldown(&db)).await;
+    let body = json!({"name": "flaky-http", "transport": "streamable_http",
+                      "url": mcp.mcp_url(), "probe_interval": "1h"});
+    breaker_opens_fails_fast_then_half_opens_and_closes(&mut server, body).await;
     server.stop().await;
 }
 
@@ -291,18 +316,12 @@ async fn wait_gone(pid: u64) {
     }
 }
 
-#[tokio::test]
-async fn deleting_a_server_fails_its_calls_in_flight_and_reaps_its_process() {
-    let db = TestDb::new();
-    let mut server = TestServer::start(fast(&db)).await;
-    server.register(&stdio("doomed")).await;
-    server.events.status("doomed", "healthy", WAIT).await;
-    let pid = server.server_json("doomed").await["pid"].as_u64().unwrap();
-    assert!(process_alive(pid));
-
+/// Deletes a server while a 30 s `sleep` runs on it: the call ends at once with a clear
+/// 503 `upstream-gone`, long before the sleep would.
+async fn deleting_fails_calls_in_flight(server: &mut TestServer, name: &str) {
     let in_flight = {
         let http = server.http.clone();
-        let url = server.url("/api/v1/servers/doomed/tools/sleep/call");
+        let url = server.url(&format!("/api/v1/servers/{name}/tools/sleep/call"));
         tokio::spawn(async move {
             let resp = http
                 .post(url)
@@ -316,7 +335,7 @@ async fn deleting_a_server_fails_its_calls_in_flight_and_reaps_its_process() {
     // Wait until the upstream is really running the call.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let (_, body) = server.call("doomed", "sleeping", json!({})).await;
+        let (_, body) = server.call(name, "sleeping", json!({})).await;
         if text_of(&body) == "1" {
             break;
         }
@@ -327,7 +346,7 @@ async fn deleting_a_server_fails_its_calls_in_flight_and_reaps_its_process() {
     }
     let resp = server
         .http
-        .delete(server.url("/api/v1/servers/doomed"))
+        .delete(server.url(&format!("/api/v1/servers/{name}")))
         .send()
         .await
         .unwrap();
@@ -338,8 +357,32 @@ async fn deleting_a_server_fails_its_calls_in_flight_and_reaps_its_process() {
         .unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "upstream-gone");
-    server.events.health("doomed", "removed", WAIT).await;
+    server.events.health(name, "removed", WAIT).await;
+}
+
+#[tokio::test]
+async fn deleting_a_server_fails_its_calls_in_flight_and_reaps_its_process() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    server.register(&stdio("doomed")).await;
+    server.events.status("doomed", "healthy", WAIT).await;
+    let pid = server.server_json("doomed").await["pid"].as_u64().unwrap();
+    assert!(process_alive(pid));
+    deleting_fails_calls_in_flight(&mut server, "doomed").await;
     wait_gone(pid).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_streamable_http_server_fails_its_calls_in_flight() {
+    let mcp = TestMcp::start_http("127.0.0.1:0", "doomed-http");
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    let body = json!({"name": "doomed-http", "transport": "streamable_http",
+                      "url": mcp.mcp_url(), "probe_interval": "1h"});
+    server.register(&body).await;
+    server.events.status("doomed-http", "healthy", WAIT).await;
+    deleting_fails_calls_in_flight(&mut server, "doomed-http").await;
     server.stop().await;
 }
 
@@ -469,22 +512,40 @@ async fn reload_reconnects_and_disable_stops() {
     server.stop().await;
 }
 
+/// `toggle_extra` makes the upstream send `notifications/tools/list_changed`; the
+/// gateway re-reads the catalogue and serves the new tool.
+async fn a_changed_tool_list_is_refreshed(server: &mut TestServer, body: Value) {
+    let name = body["name"].as_str().unwrap().to_owned();
+    server.register(&body).await;
+    server.events.status(&name, "healthy", WAIT).await;
+    let before = server.server_json(&name).await["tool_count"]
+        .as_u64()
+        .unwrap();
+    let (status, _) = server.call(&name, "toggle_extra", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let changed = server.events.health(&name, "tools_changed", WAIT).await;
+    assert_eq!(changed["detail"]["tool_count"], before + 1);
+    assert_eq!(server.server_json(&name).await["tool_count"], before + 1);
+    let (status, body) = server.call(&name, "extra", json!({})).await;
+    assert_eq!((status, text_of(&body)), (StatusCode::OK, "extra"));
+}
+
 #[tokio::test]
 async fn a_changed_tool_list_refreshes_the_catalogue() {
     let db = TestDb::new();
     let mut server = TestServer::start(fast(&db)).await;
-    server.register(&stdio("shifty")).await;
-    server.events.status("shifty", "healthy", WAIT).await;
-    let before = server.server_json("shifty").await["tool_count"]
-        .as_u64()
-        .unwrap();
-    let (status, _) = server.call("shifty", "toggle_extra", json!({})).await;
-    assert_eq!(status, StatusCode::OK);
-    let changed = server.events.health("shifty", "tools_changed", WAIT).await;
-    assert_eq!(changed["detail"]["tool_count"], before + 1);
-    assert_eq!(server.server_json("shifty").await["tool_count"], before + 1);
-    let (status, body) = server.call("shifty", "extra", json!({})).await;
-    assert_eq!((status, text_of(&body)), (StatusCode::OK, "extra"));
+    a_changed_tool_list_is_refreshed(&mut server, stdio("shifty")).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn over_streamable_http_a_changed_tool_list_refreshes_the_catalogue() {
+    let mcp = TestMcp::start_http("127.0.0.1:0", "shifty-http");
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    let body = json!({"name": "shifty-http", "transport": "streamable_http",
+                      "url": mcp.mcp_url(), "probe_interval": "1h"});
+    a_changed_tool_list_is_refreshed(&mut server, body).await;
     server.stop().await;
 }
 
@@ -666,5 +727,309 @@ async fn configured_headers_reach_http_and_sse_upstreams() {
         .await
         .unwrap();
     assert!(!list.contains("s3cret"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_streamable_http_upstream_that_dies_is_restarted_and_comes_back() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let first = TestMcp::start_http(&addr, "phoenix");
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    let url = format!("http://{addr}/mcp");
+    let body = json!({"name": "phoenix", "transport": "streamable_http", "url": url,
+                      "probe_interval": "200ms", "timeout": "1s"});
+    server.register(&body).await;
+    server.events.status("phoenix", "healthy", WAIT).await;
+    let (status, body) = server.call("phoenix", "echo", json!({"text": "one"})).await;
+    assert_eq!((status, text_of(&body)), (StatusCode::OK, "one"));
+
+    // The upstream process dies: the gateway notices on its own (no call needed) and
+    // ends the session, so that the supervisor reconnects.
+    drop(first);
+    server.events.health("phoenix", "probe_failed", WAIT).await;
+    let exited = server.events.health("phoenix", "exited", WAIT).await;
+    let reason = exited["detail"]["reason"].as_str().unwrap();
+    assert!(reason.contains("could not reach the upstream"), "{exited}");
+    server
+        .events
+        .health("phoenix", "restart_scheduled", WAIT)
+        .await;
+
+    // It comes back on the same port, knowing nothing of the old session.
+    let _second = TestMcp::start_http(&addr, "phoenix");
+    server.events.status("phoenix", "healthy", WAIT).await;
+    let (status, body) = server.call("phoenix", "echo", json!({"text": "two"})).await;
+    assert_eq!((status, text_of(&body)), (StatusCode::OK, "two"), "{body}");
+    let (status, body) = server.call("phoenix", "counter", json!({})).await;
+    assert_eq!((status, text_of(&body)), (StatusCode::OK, "1"), "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_streamable_http_upstream_that_restarts_at_once_gets_a_new_session() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let first = TestMcp::start_http(&addr, "amnesiac");
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    let url = format!("http://{addr}/mcp");
+    let body = json!({"name": "amnesiac", "transport": "streamable_http", "url": url,
+                      "probe_interval": "200ms", "timeout": "1s"});
+    server.register(&body).await;
+    server.events.status("amnesiac", "healthy", WAIT).await;
+    let (status, body) = server.call("amnesiac", "counter", json!({})).await;
+    assert_eq!((status, text_of(&body)), (StatusCode::OK, "1"));
+
+    // Replaced before the probes can count it lost: the new process answers 404 to our
+    // session id, which the gateway takes as the end of the session, not as a blip.
+    drop(first);
+    let _second = TestMcp::start_http(&addr, "amnesiac");
+    let exited = server.events.health("amnesiac", "exited", WAIT).await;
+    let reason = exited["detail"]["reason"].as_str().unwrap();
+    assert!(reason.contains("session lost"), "{exited}");
+    server.events.health("amnesiac", "restarted", WAIT).await;
+    server.events.status("amnesiac", "healthy", WAIT).await;
+    // A fresh process behind a fresh session: its counter starts again.
+    let (status, body) = server.call("amnesiac", "counter", json!({})).await;
+    assert_eq!((status, text_of(&body)), (StatusCode::OK, "1"), "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stdio_upstream_whose_command_is_missing_at_start_comes_up_when_it_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let command = dir.path().join("omni-test-mcp-late");
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    let mut body = stdio("late-stdio");
+    body["command"] = json!(command.to_str().unwrap());
+    server.register(&body).await;
+
+    // It cannot start: retried again and again, never given up on.
+    let exited = server.events.health("late-stdio", "exited", WAIT).await;
+    assert!(
+        exited["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot start"),
+        "{exited}"
+    );
+    for _ in 0..3 {
+        server
+            .events
+            .health("late-stdio", "restart_scheduled", WAIT)
+            .await;
+    }
+    assert_eq!(
+        server.server_json("late-stdio").await["status"],
+        "restarting"
+    );
+
+    std::os::unix::fs::symlink(TestMcp::BIN, &command).unwrap();
+    server.events.status("late-stdio", "healthy", WAIT).await;
+    assert!(
+        !server
+            .events
+            .seen
+            .iter()
+            .any(|e| e.data["server"] == "late-stdio" && e.data["event"] == "failed"),
+        "a command that is not there yet is never given up on"
+    );
+    let (status, body) = server
+        .call("late-stdio", "echo", json!({"text": "up"}))
+        .await;
+    assert_eq!((status, text_of(&body)), (StatusCode::OK, "up"));
+    server.stop().await;
+}
+
+/// Twenty `sleep` calls of a second each, sent together, run together on the one session:
+/// the upstream counts all twenty sleeping at once, and they end in far less than the
+/// twenty seconds that one at a time would take.
+async fn many_calls_run_at_once(server: &TestServer, name: &str) {
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..20u64)
+        .map(|i| {
+            let http = server.http.clone();
+            let url = server.url(&format!("/api/v1/servers/{name}/tools/sleep/call"));
+            tokio::spawn(async move {
+                // Distinct arguments: identical calls could share one upstream call.
+                let resp = http
+                    .post(url)
+                    .json(&json!({"arguments": {"ms": 1000 + i}}))
+                    .send()
+                    .await
+                    .unwrap();
+                (resp.status(), resp.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut most = 0;
+    while most < 20 && !calls.iter().all(|c| c.is_finished()) {
+        let (status, body) = server.call(name, "sleeping", json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        most = most.max(text_of(&body).parse::<u64>().unwrap());
+    }
+    for call in calls {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(most, 20, "the upstream never ran all twenty at once");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "twenty one-second calls took {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn many_calls_run_at_once_on_one_stdio_session() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    server.register(&stdio("busy")).await;
+    server.events.status("busy", "healthy", WAIT).await;
+    many_calls_run_at_once(&server, "busy").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn many_calls_run_at_once_on_one_streamable_http_session() {
+    let mcp = TestMcp::start_http("127.0.0.1:0", "busy-http");
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    let body = json!({"name": "busy-http", "transport": "streamable_http",
+                      "url": mcp.mcp_url(), "probe_interval": "1h"});
+    server.register(&body).await;
+    server.events.status("busy-http", "healthy", WAIT).await;
+    many_calls_run_at_once(&server, "busy-http").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_child_flooding_stderr_is_never_blocked() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    // 2 MB on stderr, in one line, before the server even starts: far more than a pipe
+    // holds, so the child would hang at once if the gateway stopped reading.
+    let script = r#"head -c 2000000 /dev/zero | tr '\0' x >&2; exec "$0" --name loud"#;
+    let body = json!({"name": "loud", "transport": "stdio", "command": "sh",
+                      "args": ["-c", script, TestMcp::BIN], "probe_interval": "1h"});
+    server.register(&body).await;
+    server.events.status("loud", "healthy", WAIT).await;
+    let (status, body) = server.call("loud", "echo", json!({"text": "heard"})).await;
+    assert_eq!((status, text_of(&body)), (StatusCode::OK, "heard"));
+    server.stop().await;
+}
+
+/// The children of `pid`, as (pid, process group, command name), from /proc.
+fn children_of(pid: u64) -> Vec<(u64, u64, String)> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c).to_owned();
+        // After the command: state, ppid, pgrp, ...
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u64>().ok()) == Some(pid) {
+            let pgrp = fields.get(2).and_then(|p| p.parse().ok()).unwrap_or(0);
+            out.push((child, pgrp, comm));
+        }
+    }
+    out
+}
+
+/// Whether `pid` is dead: gone, or a zombie left for init to reap (an orphan is not ours).
+fn process_dead(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_stdio_server_kills_its_whole_process_group() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    // A helper the upstream started and never tells us about.
+    let body = json!({"name": "family", "transport": "stdio", "command": "sh",
+                      "args": ["-c", r#"sleep 1000 & exec "$0" --name family"#, TestMcp::BIN],
+                      "probe_interval": "1h"});
+    server.register(&body).await;
+    server.events.status("family", "healthy", WAIT).await;
+    let pid = server.server_json("family").await["pid"].as_u64().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (helper, pgrp) = loop {
+        if let Some((child, pgrp, _)) = children_of(pid).into_iter().find(|c| c.2 == "sleep") {
+            break (child, pgrp);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no sleep under {pid}: {:?}",
+            children_of(pid)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(pgrp, pid, "the upstream leads the group its helper is in");
+
+    let resp = server
+        .http
+        .delete(server.url("/api/v1/servers/family"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    wait_gone(pid).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !process_dead(helper) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the helper {helper} outlived its server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_streamable_http_upstream_lost_behind_an_open_circuit_is_reconnected() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let first = TestMcp::start_http(&addr, "shy");
+    let db = TestDb::new();
+    let mut server = TestServer::start(slow_cooldown(&db)).await;
+    let url = format!("http://{addr}/mcp");
+    let body = json!({"name": "shy", "transport": "streamable_http", "url": url,
+                      "probe_interval": "1h", "timeout": "1s"});
+    server.register(&body).await;
+    server.events.status("shy", "healthy", WAIT).await;
+    for _ in 0..5 {
+        server.call("shy", "fail", json!({})).await;
+    }
+    server.events.health("shy", "circuit_opened", WAIT).await;
+
+    // Gone while the circuit is open: the half-open trial cannot reach it, and that one
+    // probe ends the session instead of waiting out ever longer cool-downs.
+    drop(first);
+    server.events.health("shy", "circuit_half_open", WAIT).await;
+    let exited = server.events.health("shy", "exited", WAIT).await;
+    let reason = exited["detail"]["reason"].as_str().unwrap();
+    assert!(reason.contains("with the circuit open"), "{exited}");
+
+    let _second = TestMcp::start_http(&addr, "shy");
+    server.events.status("shy", "healthy", WAIT).await;
+    let got = server.server_json("shy").await;
+    assert_eq!(got["circuit"], "closed", "{got}");
+    let (status, body) = server.call("shy", "echo", json!({"text": "back"})).await;
+    assert_eq!((status, text_of(&body)), (StatusCode::OK, "back"), "{body}");
     server.stop().await;
 }

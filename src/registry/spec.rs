@@ -17,6 +17,9 @@ pub const REDACTED: &str = "<redacted>";
 
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A ping is tiny: an upstream that takes longer than this to answer one is unhealthy,
+/// even when its tool calls may take the whole call timeout.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 const MIN_TIMEOUT: Duration = Duration::from_millis(10);
@@ -205,6 +208,12 @@ pub struct ServerSpec {
 }
 
 impl ServerSpec {
+    /// How long a health probe (MCP `ping`) may take: [`DEFAULT_PROBE_TIMEOUT`], or the
+    /// call timeout if that is shorter (a probe never waits longer than a call would).
+    pub fn probe_timeout(&self) -> Duration {
+        DEFAULT_PROBE_TIMEOUT.min(self.timeout)
+    }
+
     /// How long a result of `tool` may be cached, or `None` if it may not be: the tool's
     /// override, else the server's policy; `auto` caches what the upstream marks
     /// read-only.
@@ -724,6 +733,21 @@ mod tests {
             .into(),
         );
         assert_eq!(bad.validate().unwrap_err().field, "tools.t.cache");
+    }
+
+    #[test]
+    fn a_probe_waits_10_s_or_the_call_timeout_if_shorter() {
+        let spec = stdio().validate().unwrap();
+        assert_eq!(spec.probe_timeout(), DEFAULT_PROBE_TIMEOUT);
+        assert_eq!(DEFAULT_PROBE_TIMEOUT, Duration::from_secs(10));
+        let mut input = stdio();
+        input.timeout = Some("2s".into());
+        let spec = input.validate().unwrap();
+        assert_eq!(spec.probe_timeout(), Duration::from_secs(2));
+        let mut input = stdio();
+        input.timeout = Some("5m".into());
+        let spec = input.validate().unwrap();
+        assert_eq!(spec.probe_timeout(), DEFAULT_PROBE_TIMEOUT);
     }
 
     #[test]

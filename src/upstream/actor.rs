@@ -21,12 +21,22 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::breaker::{Breaker, CircuitState, Transition};
-use super::connect::{self, Session, SessionNote};
+use super::connect::{self, Session, SessionNote, SessionTrouble};
 use super::relay::Relay;
 use super::status::{Offers, StatusBoard, UpstreamStatus};
 use super::supervisor::{ChildExited, ChildUp};
 use crate::events::{Event, EventBus, EventType};
 use crate::registry::{ServerName, ServerSpec};
+
+/// After this many probes in a row fail at the transport level, the session is taken for
+/// lost and ended, so that the supervisor reconnects with backoff. rmcp ends a session
+/// whose stdio child exits, but its Streamable HTTP client keeps a session to a dead
+/// upstream open while every request on it fails.
+const LOST_AFTER_PROBES: u32 = 3;
+
+/// How soon a probe follows one that could not reach the upstream: the loss is confirmed
+/// (or dismissed) in a second or two, not in three probe intervals.
+const CONFIRM_AFTER: Duration = Duration::from_millis(500);
 
 /// Invoke one tool of this upstream.
 #[derive(Message)]
@@ -92,6 +102,8 @@ pub struct UpstreamActor {
     probe_in_flight: bool,
     /// The last probe failed: unhealthy until one succeeds, whatever calls do.
     probe_failing: bool,
+    /// Probes in a row that could not reach the upstream at all.
+    unreachable_probes: u32,
 }
 
 impl UpstreamActor {
@@ -119,6 +131,7 @@ impl UpstreamActor {
             was_up: false,
             probe_in_flight: false,
             probe_failing: false,
+            unreachable_probes: 0,
         }
     }
 
@@ -289,7 +302,7 @@ impl UpstreamActor {
             return;
         }
         self.probe_in_flight = true;
-        let timeout = self.spec.timeout;
+        let timeout = self.spec.probe_timeout();
         let started = Instant::now();
         let fut = async move {
             match tokio::time::timeout(
@@ -299,10 +312,10 @@ impl UpstreamActor {
             .await
             {
                 Ok(Ok(_)) => Ok(started.elapsed()),
-                Ok(Err(e)) => Err(format!("ping failed: {e}")),
-                Err(_) => Err(format!(
-                    "ping not answered within {} ms",
-                    timeout.as_millis()
+                Ok(Err(e)) => Err((format!("ping failed: {e}"), connect::session_trouble(&e))),
+                Err(_) => Err((
+                    format!("ping not answered within {} ms", timeout.as_millis()),
+                    None,
                 )),
             }
         };
@@ -317,13 +330,54 @@ impl UpstreamActor {
                 }
             });
             match result {
-                Ok(_) => act.record(true, None, ctx),
-                Err(e) => {
+                Ok(_) => {
+                    act.unreachable_probes = 0;
+                    act.record(true, None, ctx);
+                }
+                Err((e, trouble)) => {
                     act.health_event("probe_failed", json!({"error": e}));
-                    act.record(false, Some(e), ctx);
+                    act.record(false, Some(e.clone()), ctx);
+                    act.on_probe_trouble(trouble, &e, ctx);
                 }
             }
         }));
+    }
+
+    /// Decides, after a failed probe, whether the session is lost. Only a probe decides:
+    /// a failed call only asks for one, so that no single call ends a healthy session.
+    fn on_probe_trouble(
+        &mut self,
+        trouble: Option<SessionTrouble>,
+        error: &str,
+        ctx: &mut Context<Self>,
+    ) {
+        match trouble {
+            None => self.unreachable_probes = 0,
+            Some(SessionTrouble::Forgotten) => self.exit(
+                format!(
+                    "session lost: the upstream no longer knows our session \
+                     (it restarted or dropped it): {error}"
+                ),
+                ctx,
+            ),
+            Some(SessionTrouble::Unreachable) => {
+                self.unreachable_probes += 1;
+                // With the circuit open, probes wait for each cool-down (up to minutes):
+                // one that cannot reach the upstream then is enough.
+                let open = self.breaker.state() == CircuitState::Open;
+                if self.unreachable_probes >= LOST_AFTER_PROBES || open {
+                    let reason = format!(
+                        "session lost: {} probe(s) in a row could not reach the upstream{}: {error}",
+                        self.unreachable_probes,
+                        if open { " with the circuit open" } else { "" }
+                    );
+                    self.exit(reason, ctx);
+                } else {
+                    let after = CONFIRM_AFTER.min(self.spec.probe_interval);
+                    ctx.run_later(after, |act, ctx| act.probe(ctx));
+                }
+            }
+        }
     }
 }
 
@@ -434,6 +488,8 @@ impl UpstreamActor {
         let timeout = self.spec.timeout;
         let call = tokio::time::timeout(timeout, run(peer));
         Box::pin(call.into_actor(self).map(move |outcome, act, ctx| {
+            let unreachable =
+                matches!(&outcome, Ok(Err(e)) if connect::session_trouble(e).is_some());
             let result = match outcome {
                 Ok(Ok(result)) => Ok(result),
                 Err(_) => Err(CallError::Timeout { server, timeout }),
@@ -454,6 +510,11 @@ impl UpstreamActor {
                 Err(_) => false,
             };
             act.record(healthy, result.as_ref().err().map(ToString::to_string), ctx);
+            // A call that could not reach the upstream asks a probe whether the session
+            // still stands; only probes end it.
+            if unreachable {
+                act.probe(ctx);
+            }
             result
         }))
     }

@@ -9,7 +9,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use process_wrap::tokio::{CommandWrap, ProcessGroup};
-use rmcp::ErrorData;
 use rmcp::model::{
     ClientCapabilities, ClientConfig, Implementation, ProtocolVersion, ServerPeerInfo, Tool,
 };
@@ -21,10 +20,13 @@ use rmcp::model::{
 use rmcp::service::{
     InboundStreamOrigin, NotificationContext, QuitReason, RequestContext, RunningService,
 };
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransportConfig, StreamableHttpError,
+};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use rmcp::{ErrorData, ServiceError};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -237,6 +239,11 @@ async fn connect_inner(
             let mut config =
                 StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
             config.max_concurrent_requests = 256;
+            // An upstream that forgot our session (HTTP 404) restarted: rmcp would quietly
+            // open a new session under the old one, keeping a catalogue, server info and
+            // restart count that may no longer hold. The actor ends the session instead,
+            // and the supervisor reconnects in the open.
+            config = config.reinit_on_expired_session(false);
             let transport = StreamableHttpClientTransport::with_client(http_client()?, config);
             handshake(transport, client(ProtocolVersion::V_2025_06_18), &cancel).await?
         }
@@ -252,7 +259,7 @@ async fn connect_inner(
     };
     let peer = running.peer().clone();
     let info = peer.peer_info();
-    watch(running, notes);
+    watch(running, notes, pid);
     Ok(Session {
         peer,
         info,
@@ -278,10 +285,12 @@ where
         .map_err(|e| ConnectError::Handshake(e.to_string()))
 }
 
-/// Reports the end of the session, whatever ends it.
+/// Reports the end of the session, whatever ends it. For stdio, `group` is the child's
+/// process group, killed once the session is over.
 fn watch(
     running: RunningService<RoleClient, GatewayClient>,
     notes: mpsc::UnboundedSender<SessionNote>,
+    group: Option<u32>,
 ) {
     tokio::spawn(async move {
         let why = match running.waiting().await {
@@ -290,8 +299,59 @@ fn watch(
             Ok(other) => format!("session ended: {other:?}"),
             Err(e) => format!("session task failed: {e}"),
         };
+        // rmcp's graceful stdio shutdown closes stdin and waits for the child alone; when
+        // the child exits by itself, its group is never killed, and helpers it started
+        // would live on as orphans. The group id cannot be reused while a member lives.
+        if let Some(group) = group {
+            kill_group(group);
+        }
         let _ = notes.send(SessionNote::Ended(why));
     });
+}
+
+/// SIGKILL to every process left in the group. An empty group is nothing to do.
+fn kill_group(group: u32) {
+    let Ok(group) = libc::pid_t::try_from(group) else {
+        return;
+    };
+    if group > 1 {
+        // SAFETY: killpg only sends a signal; ESRCH (the group is empty) is expected.
+        unsafe {
+            libc::killpg(group, libc::SIGKILL);
+        }
+    }
+}
+
+/// What a failed request says about the session itself, beyond the one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionTrouble {
+    /// The transport could not carry the request: connection refused or reset, closed.
+    /// Once may be a blip; several in a row mean the upstream is gone.
+    Unreachable,
+    /// The upstream answered that it does not know our session (Streamable HTTP 404): it
+    /// restarted or dropped the session, which can never work again.
+    Forgotten,
+}
+
+/// Classifies a failed request. `None`: the upstream answered (an MCP error), or it did
+/// not answer in time, neither of which says the session is lost.
+pub fn session_trouble(error: &ServiceError) -> Option<SessionTrouble> {
+    match error {
+        ServiceError::TransportClosed => Some(SessionTrouble::Unreachable),
+        ServiceError::TransportSend(e) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e.error.as_ref());
+            while let Some(current) = source {
+                if let Some(StreamableHttpError::SessionExpired) =
+                    current.downcast_ref::<StreamableHttpError<reqwest::Error>>()
+                {
+                    return Some(SessionTrouble::Forgotten);
+                }
+                source = current.source();
+            }
+            Some(SessionTrouble::Unreachable)
+        }
+        _ => None,
+    }
 }
 
 /// The configured headers as HTTP types (validated at registration; checked again here
@@ -362,16 +422,37 @@ fn spawn_child(
             error: e.to_string(),
         })?;
     if let Some(stderr) = stderr {
-        let server = server.clone();
-        // Always drained, line by line: a child blocked on a full stderr pipe would hang.
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                log::info!(target: "omni_bridge::upstream::stderr", "[{server}] {line}");
-            }
-        });
+        tokio::spawn(drain_stderr(server.clone(), stderr));
     }
     Ok(transport)
+}
+
+/// The longest stderr line logged whole; the rest of a longer line is dropped.
+const MAX_STDERR_LINE: usize = 8 * 1024;
+
+/// Logs the child's stderr line by line, always draining it: a child blocked on a full
+/// stderr pipe would hang. Memory stays bounded however long a line runs.
+async fn drain_stderr(server: ServerName, stderr: impl tokio::io::AsyncRead + Unpin) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::with_capacity(256);
+    // Inside an overlong line whose start was logged: drop bytes until its end.
+    let mut skipping = false;
+    loop {
+        line.clear();
+        let limit = (MAX_STDERR_LINE + 1) as u64;
+        match (&mut reader).take(limit).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let cut = line.len() > MAX_STDERR_LINE && line.last() != Some(&b'\n');
+        if !skipping {
+            let text = String::from_utf8_lossy(&line[..line.len().min(MAX_STDERR_LINE)]);
+            let text = text.trim_end_matches(['\n', '\r']);
+            let more = if cut { "... (line cut)" } else { "" };
+            log::info!(target: "omni_bridge::upstream::stderr", "[{server}] {text}{more}");
+        }
+        skipping = cut || (skipping && line.last() != Some(&b'\n'));
+    }
 }
 
 /// Fetches the whole catalogue, following pagination.
@@ -386,4 +467,47 @@ pub async fn list_tools(peer: &Peer<RoleClient>, timeout: Duration) -> Result<Ve
         })
         .await
         .map_err(|e| e.to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::any::TypeId;
+
+    use rmcp::transport::DynamicTransportError;
+
+    use super::*;
+
+    fn send_error(error: impl std::error::Error + Send + Sync + 'static) -> ServiceError {
+        ServiceError::TransportSend(DynamicTransportError::from_parts(
+            "test",
+            TypeId::of::<()>(),
+            Box::new(error),
+        ))
+    }
+
+    #[test]
+    fn transport_failures_are_told_from_answers_and_timeouts() {
+        let expired = StreamableHttpError::<reqwest::Error>::SessionExpired;
+        assert_eq!(
+            session_trouble(&send_error(expired)),
+            Some(SessionTrouble::Forgotten)
+        );
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            session_trouble(&send_error(StreamableHttpError::<reqwest::Error>::Io(
+                refused
+            ))),
+            Some(SessionTrouble::Unreachable)
+        );
+        assert_eq!(
+            session_trouble(&ServiceError::TransportClosed),
+            Some(SessionTrouble::Unreachable)
+        );
+        let answered = ServiceError::McpError(ErrorData::internal_error("no", None));
+        assert_eq!(session_trouble(&answered), None);
+        let slow = ServiceError::Timeout {
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(session_trouble(&slow), None);
+    }
 }
