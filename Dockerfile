@@ -1,10 +1,18 @@
 # Build: docker build -t omni-bridge .
-# Run:   docker run -p 8080:8080 -v omni-data:/data omni-bridge
+# Run:   the image listens on 0.0.0.0, where omni-bridge refuses to start without an API
+#        key (exit 2). Create one first, in the same volume (it prints the secret once):
+#          docker run --rm -v omni-data:/data omni-bridge keys create --name ops --role admin
+#          docker run -p 8080:8080 -v omni-data:/data omni-bridge
+#        Only on a trusted network, run open instead:
+#          docker run -p 8080:8080 -v omni-data:/data omni-bridge serve --insecure-no-auth
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# Every target Cargo.toml declares must be here, or the manifest does not parse: the
+# bins live under src/, and the [[bench]] under benches/ (tests/ is found, not declared).
 COPY Cargo.toml Cargo.lock diesel.toml ./
 COPY migrations migrations
 COPY src src
+COPY benches benches
 RUN cargo build --release --locked --bin omni-bridge --bin omni-test-mcp \
     && strip target/release/omni-bridge target/release/omni-test-mcp
 

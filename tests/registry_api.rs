@@ -657,3 +657,118 @@ async fn three_instances_start_together_on_an_empty_postgres_database() {
         server.stop().await;
     }
 }
+
+/// Runs `sql` on the test's own database from a connection of the test's, not the
+/// gateway's.
+async fn run_on_store(db: &TestDb, sql: &str) {
+    use omni_bridge::store::DatabaseUrl;
+    match &db.url {
+        DatabaseUrl::Postgres(url) => {
+            use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+            let mut conn = AsyncPgConnection::establish(url).await.unwrap();
+            conn.batch_execute(sql).await.unwrap();
+        }
+        DatabaseUrl::Sqlite(path) => {
+            use diesel::connection::SimpleConnection;
+            use diesel::{Connection, SqliteConnection};
+            let (path, sql) = (path.clone(), format!("PRAGMA busy_timeout = 20000; {sql}"));
+            tokio::task::spawn_blocking(move || {
+                let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+                conn.batch_execute(&sql).unwrap();
+            })
+            .await
+            .unwrap();
+        }
+    }
+}
+
+async fn readyz(server: &TestServer) -> (StatusCode, Value) {
+    let resp = server.http.get(server.url("/readyz")).send().await.unwrap();
+    (resp.status(), resp.json().await.unwrap())
+}
+
+/// `/readyz` answers 503 and names the failing check when the store cannot answer a
+/// registry query, and 200 again once it can. The registry table is renamed away (a
+/// bare `SELECT 1` would still pass); on PostgreSQL the database is then dropped outright.
+/// SQLite has no honest whole-store outage for a test: a deleted or replaced file stays
+/// readable through the descriptors the pool already holds, and a lock does not stop
+/// WAL readers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_503_naming_the_store_when_it_cannot_answer() {
+    let db = TestDb::new();
+    let server = TestServer::start(db.settings()).await;
+    assert_eq!(readyz(&server).await.0, StatusCode::OK);
+
+    run_on_store(&db, "ALTER TABLE servers RENAME TO servers_away").await;
+    let (status, body) = readyz(&server).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "not_ready", "{body}");
+    assert_eq!(body["checks"]["store"], "unavailable", "{body}");
+
+    run_on_store(&db, "ALTER TABLE servers_away RENAME TO servers").await;
+    let (status, body) = readyz(&server).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["store"], "ok", "{body}");
+
+    if let omni_bridge::store::DatabaseUrl::Postgres(url) = &db.url {
+        let mut admin = url::Url::parse(url).unwrap();
+        let name = admin.path().trim_start_matches('/').to_owned();
+        admin.set_path("/postgres");
+        {
+            use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+            let mut conn = AsyncPgConnection::establish(admin.as_str()).await.unwrap();
+            conn.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                .await
+                .unwrap();
+        }
+        let (status, body) = readyz(&server).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["checks"]["store"], "unavailable", "{body}");
+    }
+    server.stop().await;
+}
+
+/// A write that finds SQLite locked by another connection waits out the busy timeout,
+/// then answers 503 `store-busy` with Retry-After and nothing of the SQL; once the lock
+/// is gone the same request succeeds. (PostgreSQL has no such lock.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_store_answers_503_store_busy() {
+    let db = TestDb::new();
+    let omni_bridge::store::DatabaseUrl::Sqlite(path) = &db.url else {
+        eprintln!("skipped: the lock is SQLite's");
+        return;
+    };
+    let server = TestServer::start(db.settings()).await;
+    let path = path.clone();
+    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        use diesel::connection::SimpleConnection;
+        use diesel::{Connection, SqliteConnection};
+        let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        // The gateway writes too (health history): wait our turn for the lock.
+        conn.batch_execute("PRAGMA busy_timeout = 20000; BEGIN EXCLUSIVE")
+            .unwrap();
+        locked_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+        conn.batch_execute("COMMIT").unwrap();
+    });
+    locked_rx.await.unwrap();
+
+    let resp = post(&server, &http_server("late")).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let text = resp.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["code"], "store-busy", "{text}");
+    let lower = text.to_lowercase();
+    for leak in ["insert", "select", "servers", "sqlite", "locked"] {
+        assert!(!lower.contains(leak), "{leak:?} in {text}");
+    }
+
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let resp = post(&server, &http_server("late")).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    server.stop().await;
+}
