@@ -19,10 +19,11 @@ use crate::cache::{CacheActor, CacheKey, SharedTier};
 use crate::error::ApiError;
 use crate::registry::{ServerName, ValidationError};
 use crate::store::invocations::NewInvocation;
+use crate::upstream::lane::Lane;
 use crate::upstream::relay::Relay;
 use crate::upstream::supervisor::GetUpstream;
 use crate::upstream::{
-    CallError, CallTool, Forward, Forwarded, StatusBoard, UpstreamActor, UpstreamSupervisor,
+    CallError, Forward, Forwarded, StatusBoard, UpstreamActor, UpstreamSupervisor,
 };
 
 /// About how many bytes `value` takes as JSON text, without writing it out: strings and
@@ -195,12 +196,14 @@ impl Gateway {
         mode: CacheMode,
         relay: Option<Relay>,
     ) -> Result<CallOutcome, ApiError> {
-        // Only what the call needs, both behind `Arc`s: a whole snapshot clone per call
+        // Only what the call needs, all behind `Arc`s: a whole snapshot clone per call
         // would copy strings and JSON on the hot path.
-        let (status, tools, spec) = self
+        let (status, tools, spec, lane) = self
             .inner
             .board
-            .read(server, |s| (s.status, s.tools.clone(), s.spec.clone()))
+            .read(server, |s| {
+                (s.status, s.tools.clone(), s.spec.clone(), s.lane.clone())
+            })
             .ok_or_else(|| ApiError::ServerNotFound(server.to_string()))?;
         if !status.is_connected() {
             return Err(ApiError::Call(CallError::NotConnected {
@@ -226,9 +229,16 @@ impl Gateway {
             cached,
             duration: Duration::ZERO,
         };
+        // Connected but between sessions (the actor just stopped or has not put its lane).
+        let lane = lane.ok_or_else(|| {
+            ApiError::Call(CallError::NotConnected {
+                server: server.to_string(),
+                status: "restarting",
+            })
+        })?;
         let Some(ttl) = ttl.filter(|_| mode != CacheMode::Bypass) else {
             let result = self
-                .call_upstream(server, tool_name, arguments, relay)
+                .call_upstream(&lane, server, tool_name, arguments, relay)
                 .await
                 .map_err(ApiError::Call)?;
             return Ok(done(result, false));
@@ -268,7 +278,7 @@ impl Gateway {
             .get_or_init(|| async {
                 // The flight's leader relays; followers only share the result.
                 let result = self
-                    .call_upstream(server, tool_name, arguments, relay)
+                    .call_upstream(&lane, server, tool_name, arguments, relay)
                     .await?;
                 if result.get("isError") != Some(&Value::Bool(true)) {
                     let size = serde_json::to_string(&*result).map_or(0, |s| s.len());
@@ -328,24 +338,13 @@ impl Gateway {
 
     async fn call_upstream(
         &self,
+        lane: &Lane,
         server: &ServerName,
         tool: &str,
         arguments: Option<JsonObject>,
         relay: Option<Relay>,
     ) -> Result<Arc<Value>, CallError> {
-        let result = self
-            .upstream(server)
-            .await?
-            .send(CallTool {
-                tool: tool.to_owned(),
-                arguments,
-                relay,
-            })
-            .await
-            // The actor stopped with the call in flight: removed, reloaded or crashed.
-            .map_err(|_| CallError::Gone {
-                server: server.to_string(),
-            })??;
+        let result = lane.call_tool(tool.to_owned(), arguments, relay).await?;
         let value = serde_json::to_value(&result).unwrap_or(Value::Null);
         let size = json_size(&value);
         if size > self.inner.max_result_bytes {

@@ -1,6 +1,9 @@
 //! UpstreamActor: one per upstream MCP server. Holds the session, the tool catalogue, the
-//! probe timer and the circuit breaker; answers tool calls concurrently (each call is a
-//! future spawned in the actor's context, never awaited before the next is accepted).
+//! probe timer and the circuit breaker. Tool calls do not pass through its mailbox: once
+//! connected it puts a `Lane` (its client handle and the shared breaker) on the status
+//! board, callers call on that, and it hears back only what may change its status
+//! (`CallFinished`, `BreakerMoved`). Pass-through requests (`Forward`) are rare and still
+//! come as messages, each a future spawned in its context.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,20 +12,19 @@ use actix::prelude::*;
 use chrono::Utc;
 use futures_util::future::BoxFuture;
 use rmcp::ServiceError;
-use rmcp::model::{CallToolRequest, ServerResult};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientRequest, CompleteRequestParams, CompleteResult,
-    ErrorCode, GetPromptRequestParams, GetPromptResult, JsonObject, PingRequest, Prompt,
-    ReadResourceRequestParams, ReadResourceResult, Resource, ResourceTemplate,
-    SubscribeRequestParams, UnsubscribeRequestParams,
+    ClientRequest, CompleteRequestParams, CompleteResult, ErrorCode, GetPromptRequestParams,
+    GetPromptResult, JsonObject, PingRequest, Prompt, ReadResourceRequestParams,
+    ReadResourceResult, Resource, ResourceTemplate, SubscribeRequestParams,
+    UnsubscribeRequestParams,
 };
-use rmcp::service::{Peer, PeerRequestOptions, RoleClient};
+use rmcp::service::{Peer, RoleClient};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::breaker::{Breaker, CircuitState, Transition};
+use super::breaker::{CircuitState, Transition};
 use super::connect::{self, Session, SessionNote, SessionTrouble};
-use super::relay::Relay;
+use super::lane::{Lane, SharedBreaker, is_callers_fault};
 use super::status::{Offers, StatusBoard, UpstreamStatus};
 use super::supervisor::{ChildExited, ChildUp};
 use crate::events::{Event, EventBus, EventType};
@@ -38,14 +40,22 @@ const LOST_AFTER_PROBES: u32 = 3;
 /// (or dismissed) in a second or two, not in three probe intervals.
 const CONFIRM_AFTER: Duration = Duration::from_millis(500);
 
-/// Invoke one tool of this upstream.
+/// A call on a lane ended in a way that may change this upstream's status: it failed, it
+/// followed failures, or it moved the circuit. The breaker has already counted it.
 #[derive(Message)]
-#[rtype(result = "Result<CallToolResult, CallError>")]
-pub struct CallTool {
-    pub tool: String,
-    pub arguments: Option<JsonObject>,
-    /// Where progress, logs and the upstream's own requests during the call go.
-    pub relay: Option<Relay>,
+#[rtype(result = "()")]
+pub struct CallFinished {
+    pub error: Option<String>,
+    pub transition: Option<Transition>,
+    /// The upstream could not be reached: a probe should ask whether the session stands.
+    pub unreachable: bool,
+}
+
+/// A lane's request for the breaker's verdict moved the circuit (open to half-open).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BreakerMoved {
+    pub transition: Transition,
 }
 
 /// Stop this actor and end its session (the supervisor's command).
@@ -94,7 +104,7 @@ pub struct UpstreamActor {
     up: Recipient<ChildUp>,
     bus: EventBus,
     board: StatusBoard,
-    breaker: Breaker,
+    breaker: SharedBreaker,
     session: Option<Arc<Session>>,
     status: UpstreamStatus,
     exit_reason: Option<String>,
@@ -115,7 +125,7 @@ impl UpstreamActor {
         up: Recipient<ChildUp>,
         bus: EventBus,
         board: StatusBoard,
-        breaker: Breaker,
+        breaker: SharedBreaker,
     ) -> Self {
         Self {
             spec,
@@ -145,7 +155,7 @@ impl UpstreamActor {
 
     fn set_status(&mut self, new: UpstreamStatus, reason: &str) {
         let old = self.status;
-        let circuit = self.breaker.state();
+        let circuit = self.breaker.lock().state();
         self.board.update(self.name(), |s| {
             s.status = new;
             s.circuit = circuit;
@@ -162,25 +172,27 @@ impl UpstreamActor {
         if self.probe_failing {
             return UpstreamStatus::Unhealthy;
         }
-        match self.breaker.state() {
+        let breaker = self.breaker.lock();
+        match breaker.state() {
             CircuitState::Open | CircuitState::HalfOpen => UpstreamStatus::Unhealthy,
-            CircuitState::Closed if self.breaker.consecutive_failures() > 0 => {
-                UpstreamStatus::Degraded
-            }
+            CircuitState::Closed if breaker.consecutive_failures() > 0 => UpstreamStatus::Degraded,
             CircuitState::Closed => UpstreamStatus::Healthy,
         }
     }
 
     fn on_transition(&mut self, transition: Transition, ctx: &mut Context<Self>) {
         // The board first: observers of the event (the /mcp catalogue) read it.
-        let circuit = self.breaker.state();
+        let (circuit, failures) = {
+            let breaker = self.breaker.lock();
+            (breaker.state(), breaker.consecutive_failures())
+        };
         self.board.update(self.name(), |s| s.circuit = circuit);
         match transition {
             Transition::Opened { cooldown } => {
                 self.health_event(
                     "circuit_opened",
                     json!({"cooldown_ms": cooldown.as_millis() as u64,
-                           "consecutive_failures": self.breaker.consecutive_failures()}),
+                           "consecutive_failures": failures}),
                 );
                 // Let a probe be the trial as soon as the cool-down ends.
                 ctx.run_later(cooldown, |act, ctx| act.probe(ctx));
@@ -193,10 +205,20 @@ impl UpstreamActor {
     fn record(&mut self, ok: bool, error: Option<String>, ctx: &mut Context<Self>) {
         let now = Instant::now();
         let transition = if ok {
-            self.breaker.record_success(now)
+            self.breaker.lock().record_success(now)
         } else {
-            self.breaker.record_failure(now)
+            self.breaker.lock().record_failure(now)
         };
+        self.recorded(transition, error, ctx);
+    }
+
+    /// What follows an outcome the breaker has counted: events, last error, status.
+    fn recorded(
+        &mut self,
+        transition: Option<Transition>,
+        error: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
         if let Some(t) = transition {
             self.on_transition(t, ctx);
         }
@@ -235,8 +257,18 @@ impl UpstreamActor {
                 prompts: i.capabilities.prompts.is_some(),
             });
         let pid = session.pid;
+        let lane = Lane::new(
+            self.name().to_string(),
+            self.generation,
+            session.peer.clone(),
+            session.relays.clone(),
+            self.spec.timeout,
+            self.breaker.clone(),
+            ctx.address(),
+        );
         self.session = Some(Arc::new(session));
         self.board.update(self.name(), |s| {
+            s.lane = Some(lane);
             s.pid = pid;
             s.server_info = info;
             s.offers = offers;
@@ -294,7 +326,7 @@ impl UpstreamActor {
         let Some(peer) = self.session.as_ref().map(|s| s.peer.clone()) else {
             return;
         };
-        let (verdict, transition) = self.breaker.try_acquire(Instant::now());
+        let (verdict, transition) = self.breaker.lock().try_acquire(Instant::now());
         if let Some(t) = transition {
             self.on_transition(t, ctx);
         }
@@ -364,7 +396,7 @@ impl UpstreamActor {
                 self.unreachable_probes += 1;
                 // With the circuit open, probes wait for each cool-down (up to minutes):
                 // one that cannot reach the upstream then is enough.
-                let open = self.breaker.state() == CircuitState::Open;
+                let open = self.breaker.lock().state() == CircuitState::Open;
                 if self.unreachable_probes >= LOST_AFTER_PROBES || open {
                     let reason = format!(
                         "session lost: {} probe(s) in a row could not reach the upstream{}: {error}",
@@ -423,6 +455,16 @@ impl Actor for UpstreamActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        // Only this actor's lane: a successor may already have put its own.
+        let generation = self.generation;
+        self.board.update(self.name(), |s| {
+            if s.lane
+                .as_ref()
+                .is_some_and(|l| l.generation() == generation)
+            {
+                s.lane = None;
+            }
+        });
         if let Some(session) = self.session.take() {
             session.close();
         }
@@ -456,14 +498,31 @@ impl Handler<Shutdown> for UpstreamActor {
     }
 }
 
-/// Whether a JSON-RPC error says the caller was wrong rather than the upstream broken.
-fn is_callers_fault(code: ErrorCode) -> bool {
-    code == ErrorCode::INVALID_PARAMS || code == ErrorCode::METHOD_NOT_FOUND
+impl Handler<CallFinished> for UpstreamActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CallFinished, ctx: &mut Context<Self>) {
+        self.recorded(msg.transition, msg.error, ctx);
+        // A call that could not reach the upstream asks a probe whether the session still
+        // stands; only probes end it.
+        if msg.unreachable {
+            self.probe(ctx);
+        }
+    }
+}
+
+impl Handler<BreakerMoved> for UpstreamActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BreakerMoved, ctx: &mut Context<Self>) {
+        self.on_transition(msg.transition, ctx);
+    }
 }
 
 impl UpstreamActor {
     /// Runs one request on the session through the breaker and under the deadline, and
-    /// feeds its outcome back to the breaker: the shared path of calls and pass-through.
+    /// feeds its outcome back to the breaker: the path of pass-through requests (tool
+    /// calls take the same steps on a `Lane`).
     fn guarded<T: 'static>(
         &mut self,
         ctx: &mut Context<Self>,
@@ -475,7 +534,7 @@ impl UpstreamActor {
             return Box::pin(fut::ready(Err(CallError::NotConnected { server, status })));
         };
         let peer = session.peer.clone();
-        let (verdict, transition) = self.breaker.try_acquire(Instant::now());
+        let (verdict, transition) = self.breaker.lock().try_acquire(Instant::now());
         if let Some(t) = transition {
             self.on_transition(t, ctx);
         }
@@ -517,39 +576,6 @@ impl UpstreamActor {
             }
             result
         }))
-    }
-}
-
-impl Handler<CallTool> for UpstreamActor {
-    type Result = ResponseActFuture<Self, Result<CallToolResult, CallError>>;
-
-    fn handle(&mut self, msg: CallTool, ctx: &mut Context<Self>) -> Self::Result {
-        let mut params = CallToolRequestParams::new(msg.tool);
-        if let Some(arguments) = msg.arguments {
-            params = params.with_arguments(arguments);
-        }
-        let (Some(relay), Some(session)) = (msg.relay, &self.session) else {
-            return self.guarded(ctx, move |peer| {
-                Box::pin(async move { peer.call_tool(params).await })
-            });
-        };
-        let relays = session.relays.clone();
-        self.guarded(ctx, move |peer| {
-            Box::pin(async move {
-                // The request by hand, to learn its id and progress token: they tell
-                // which messages from the upstream belong to this call.
-                let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-                let registration = relays.register(relay);
-                let handle = peer
-                    .send_request_with_option(request, PeerRequestOptions::no_options())
-                    .await?;
-                registration.sent(handle.id.clone(), handle.progress_token.clone());
-                match handle.await_response().await? {
-                    ServerResult::CallToolResult(result) => Ok(result),
-                    _ => Err(ServiceError::UnexpectedResponse),
-                }
-            })
-        })
     }
 }
 

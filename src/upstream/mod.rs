@@ -5,13 +5,14 @@ pub mod actor;
 pub mod breaker;
 pub mod connect;
 pub mod history;
+pub mod lane;
 pub mod relay;
 pub mod restart;
 pub mod sse;
 pub mod status;
 pub mod supervisor;
 
-pub use actor::{CallError, CallTool, Forward, Forwarded, UpstreamActor};
+pub use actor::{CallError, Forward, Forwarded, UpstreamActor};
 pub use status::{Offers, Snapshot, StatusBoard, UpstreamStatus};
 pub use supervisor::UpstreamSupervisor;
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::breaker::CircuitState;
+use super::lane::Lane;
 use crate::registry::{ServerName, ServerSpec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -65,6 +66,8 @@ pub struct Snapshot {
     pub next_restart_at: Option<DateTime<Utc>>,
     /// What the upstream said it offers besides tools, at its handshake.
     pub offers: Offers,
+    /// The connected session's client handle, which tool calls use.
+    pub lane: Option<Lane>,
 }
 
 /// The optional capabilities `/mcp` passes through.
@@ -91,6 +94,7 @@ impl Default for Snapshot {
             server_info: None,
             next_restart_at: None,
             offers: Offers::default(),
+            lane: None,
         }
     }
 }

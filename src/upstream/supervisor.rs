@@ -19,6 +19,7 @@ use serde_json::json;
 use super::UpstreamSettings;
 use super::actor::{Shutdown, UpstreamActor, publish_health, publish_status};
 use super::breaker::{Breaker, CircuitState};
+use super::lane::SharedBreaker;
 use super::restart::{Decision, RestartState};
 use super::status::{StatusBoard, UpstreamStatus};
 use crate::events::EventBus;
@@ -153,7 +154,7 @@ impl UpstreamSupervisor {
             ctx.address().recipient(),
             self.bus.clone(),
             self.board.clone(),
-            Breaker::new(self.settings.breaker.clone()),
+            SharedBreaker::new(Breaker::new(self.settings.breaker.clone())),
         )
         .start();
         slot.child = Child::Running { addr, generation };

@@ -52,6 +52,8 @@ pub struct FanOut {
     pub p50: Duration,
     pub p99: Duration,
     pub rss_per_session_bytes: f64,
+    /// The gateway's resident memory with every session open.
+    pub rss_kib: u64,
 }
 
 /// Opens `sessions` WebSockets, then triggers `rounds` cache invalidations one at a time
@@ -126,5 +128,6 @@ pub async fn measure(
         p50: at(0.5),
         p99: at(0.99),
         rss_per_session_bytes: (after.saturating_sub(before) * 1024) as f64 / sessions as f64,
+        rss_kib: after,
     }
 }

@@ -1,0 +1,188 @@
+//! Lane: a connected upstream's client handle, handed out by its actor (DESIGN.md section 1:
+//! "the actor hands out a cloned client handle"). A tool call on a lane asks the breaker,
+//! sends the request from the caller's own thread, and tells the actor only what may
+//! change the upstream's status. Going through the actor's mailbox instead cost two
+//! cross-thread hops per call, which the benchmark showed as most of what the gateway added
+//! to a fast upstream (see BENCHMARKS.md).
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use rmcp::ServiceError;
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ErrorCode, JsonObject,
+    ServerResult,
+};
+use rmcp::service::{Peer, PeerRequestOptions, RoleClient};
+
+use super::actor::{BreakerMoved, CallError, CallFinished, UpstreamActor};
+use super::breaker::Breaker;
+use super::connect;
+use super::relay::{Relay, Relays};
+
+/// The breaker of one upstream, shared by its actor (probes) and its lanes (calls).
+#[derive(Clone)]
+pub struct SharedBreaker(Arc<Mutex<Breaker>>);
+
+impl SharedBreaker {
+    pub fn new(breaker: Breaker) -> Self {
+        Self(Arc::new(Mutex::new(breaker)))
+    }
+
+    /// Held only for one decision; never across an await.
+    pub fn lock(&self) -> MutexGuard<'_, Breaker> {
+        self.0.lock().expect("breaker lock")
+    }
+}
+
+#[derive(Clone)]
+pub struct Lane {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    server: String,
+    /// The actor generation that made this lane; a stopping actor clears only its own.
+    generation: u64,
+    peer: Peer<RoleClient>,
+    relays: Relays,
+    timeout: Duration,
+    breaker: SharedBreaker,
+    actor: Addr<UpstreamActor>,
+}
+
+impl fmt::Debug for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Lane({} #{})", self.inner.server, self.inner.generation)
+    }
+}
+
+/// Whether a JSON-RPC error says the caller was wrong rather than the upstream broken.
+pub fn is_callers_fault(code: ErrorCode) -> bool {
+    code == ErrorCode::INVALID_PARAMS || code == ErrorCode::METHOD_NOT_FOUND
+}
+
+impl Lane {
+    pub fn new(
+        server: String,
+        generation: u64,
+        peer: Peer<RoleClient>,
+        relays: Relays,
+        timeout: Duration,
+        breaker: SharedBreaker,
+        actor: Addr<UpstreamActor>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                server,
+                generation,
+                peer,
+                relays,
+                timeout,
+                breaker,
+                actor,
+            }),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.inner.generation
+    }
+
+    /// Calls `tool` under the breaker and the server's deadline. With a relay, the
+    /// upstream's progress, logs and requests during the call go to it.
+    pub async fn call_tool(
+        &self,
+        tool: String,
+        arguments: Option<JsonObject>,
+        relay: Option<Relay>,
+    ) -> Result<CallToolResult, CallError> {
+        let lane = &self.inner;
+        let server = || lane.server.clone();
+        let (verdict, moved) = lane.breaker.lock().try_acquire(Instant::now());
+        if let Some(transition) = moved {
+            lane.actor.do_send(BreakerMoved { transition });
+        }
+        if let Err(rejected) = verdict {
+            return Err(CallError::CircuitOpen {
+                server: server(),
+                retry_after: rejected.retry_after,
+            });
+        }
+        let mut params = CallToolRequestParams::new(tool);
+        if let Some(arguments) = arguments {
+            params = params.with_arguments(arguments);
+        }
+        let outcome = tokio::time::timeout(lane.timeout, self.send(params, relay)).await;
+        let unreachable = matches!(&outcome, Ok(Err(e)) if connect::session_trouble(e).is_some());
+        let result = match outcome {
+            Ok(Ok(result)) => Ok(result),
+            Err(_) => Err(CallError::Timeout {
+                server: server(),
+                timeout: lane.timeout,
+            }),
+            Ok(Err(ServiceError::McpError(e))) => Err(CallError::Upstream {
+                server: server(),
+                code: e.code.0,
+                message: e.message.to_string(),
+            }),
+            Ok(Err(ServiceError::TransportClosed)) => Err(CallError::Gone { server: server() }),
+            Ok(Err(e)) => Err(CallError::Transport {
+                server: server(),
+                detail: e.to_string(),
+            }),
+        };
+        let healthy = match &result {
+            Ok(_) => true,
+            Err(CallError::Upstream { code, .. }) => is_callers_fault(ErrorCode(*code)),
+            Err(_) => false,
+        };
+        let (transition, had_failures) = {
+            let mut breaker = lane.breaker.lock();
+            let had_failures = breaker.consecutive_failures() > 0;
+            let now = Instant::now();
+            let transition = if healthy {
+                breaker.record_success(now)
+            } else {
+                breaker.record_failure(now)
+            };
+            (transition, had_failures)
+        };
+        // A success on a clean breaker changes nothing the actor shows: no message, so
+        // the common call never waits on, or queues work for, the actor's thread.
+        if !healthy || had_failures || transition.is_some() {
+            lane.actor.do_send(CallFinished {
+                error: result.as_ref().err().map(ToString::to_string),
+                transition,
+                unreachable,
+            });
+        }
+        result
+    }
+
+    async fn send(
+        &self,
+        params: CallToolRequestParams,
+        relay: Option<Relay>,
+    ) -> Result<CallToolResult, ServiceError> {
+        let lane = &self.inner;
+        let Some(relay) = relay else {
+            return lane.peer.call_tool(params).await;
+        };
+        // The request by hand, to learn its id and progress token: they tell which
+        // messages from the upstream belong to this call.
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        let registration = lane.relays.register(relay);
+        let handle = lane
+            .peer
+            .send_request_with_option(request, PeerRequestOptions::no_options())
+            .await?;
+        registration.sent(handle.id.clone(), handle.progress_token.clone());
+        match handle.await_response().await? {
+            ServerResult::CallToolResult(result) => Ok(result),
+            _ => Err(ServiceError::UnexpectedResponse),
+        }
+    }
+}
