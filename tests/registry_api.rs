@@ -267,6 +267,77 @@ async fn bad_input_gets_400_with_the_field() {
 }
 
 #[tokio::test]
+async fn probe_timeout_is_set_read_changed_and_checked() {
+    let db = TestDb::new();
+    let server = TestServer::start(db.settings()).await;
+    let get = |name: &'static str| {
+        let req = server
+            .http
+            .get(server.url(&format!("/api/v1/servers/{name}")));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+
+    let mut body = http_server("web");
+    body["probe_timeout"] = json!("2s");
+    let resp = post(&server, &body).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let created: Value = resp.json().await.unwrap();
+    assert_eq!(created["probe_timeout"], "2s");
+    assert_eq!(get("web").await["probe_timeout"], "2s");
+
+    body["probe_timeout"] = json!("750ms");
+    let resp = server
+        .http
+        .put(server.url("/api/v1/servers/web"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["probe_timeout"],
+        "750ms"
+    );
+    assert_eq!(get("web").await["probe_timeout"], "750ms");
+
+    // Left out, it goes back to the default, which the answer shows as null.
+    body.as_object_mut().unwrap().remove("probe_timeout");
+    let resp = server
+        .http
+        .put(server.url("/api/v1/servers/web"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(get("web").await["probe_timeout"].is_null());
+
+    for bad in ["0s", "10", "soon"] {
+        let mut body = http_server("bad");
+        body["probe_timeout"] = json!(bad);
+        let resp = post(&server, &body).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "invalid-field", "{bad}");
+        assert_eq!(err["error"]["field"], "probe_timeout", "{bad}");
+        let mut body = http_server("web");
+        body["probe_timeout"] = json!(bad);
+        let resp = server
+            .http
+            .put(server.url("/api/v1/servers/web"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["field"], "probe_timeout", "{bad}");
+    }
+    assert!(get("web").await["probe_timeout"].is_null());
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn oversized_body_is_413() {
     let db = TestDb::new();
     let mut settings = db.settings();
@@ -588,6 +659,39 @@ async fn config_file_servers_are_loaded_and_owned_by_the_file() {
         .collect();
     assert_eq!(names, ["by-api", "from-file"]);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_config_file_probe_timeout_is_stored_and_follows_the_file() {
+    let db = TestDb::new();
+    let spec = |probe_timeout: Option<&str>| {
+        ServerInput {
+            name: Some("from-file".into()),
+            transport: Some("sse".into()),
+            url: Some("http://127.0.0.1:9/sse".into()),
+            probe_timeout: probe_timeout.map(str::to_owned),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap()
+    };
+    // The second start overwrites the first's row, the third clears the value.
+    for probe_timeout in [Some("3s"), Some("4s"), None] {
+        let mut settings = db.settings();
+        settings.servers = vec![spec(probe_timeout)];
+        let server = TestServer::start(settings).await;
+        let got: Value = server
+            .http
+            .get(server.url("/api/v1/servers/from-file"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(got["probe_timeout"], json!(probe_timeout));
+        server.stop().await;
+    }
 }
 
 #[tokio::test]

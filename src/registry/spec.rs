@@ -23,6 +23,8 @@ pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Durations are stored in whole milliseconds: anything shorter would become 0.
+const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(1);
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 const MAX_CACHE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -197,6 +199,8 @@ pub struct ServerSpec {
     pub transport: Transport,
     pub enabled: bool,
     pub probe_interval: Duration,
+    /// `None` leaves the probe its default, see [`ServerSpec::probe_timeout`].
+    pub probe_timeout: Option<Duration>,
     pub timeout: Duration,
     pub cache: CachePolicy,
     pub cache_ttl: Option<Duration>,
@@ -208,10 +212,12 @@ pub struct ServerSpec {
 }
 
 impl ServerSpec {
-    /// How long a health probe (MCP `ping`) may take: [`DEFAULT_PROBE_TIMEOUT`], or the
-    /// call timeout if that is shorter (a probe never waits longer than a call would).
+    /// How long a health probe (MCP `ping`) may take: the server's own `probe_timeout`
+    /// if set (the operator knows best), else [`DEFAULT_PROBE_TIMEOUT`], or the call
+    /// timeout if that is shorter (by default a probe never waits longer than a call).
     pub fn probe_timeout(&self) -> Duration {
-        DEFAULT_PROBE_TIMEOUT.min(self.timeout)
+        self.probe_timeout
+            .unwrap_or_else(|| DEFAULT_PROBE_TIMEOUT.min(self.timeout))
     }
 
     /// How long a result of `tool` may be cached, or `None` if it may not be: the tool's
@@ -249,6 +255,7 @@ impl ServerSpec {
             "transport": self.transport.kind(),
             "enabled": self.enabled,
             "probe_interval": duration::format(self.probe_interval),
+            "probe_timeout": self.probe_timeout.map(duration::format),
             "timeout": duration::format(self.timeout),
             "cache": self.cache,
             "cache_ttl": self.cache_ttl.map(duration::format),
@@ -366,6 +373,7 @@ pub struct ServerInput {
     pub headers: Option<BTreeMap<String, String>>,
     pub enabled: Option<bool>,
     pub probe_interval: Option<String>,
+    pub probe_timeout: Option<String>,
     pub timeout: Option<String>,
     pub cache: Option<String>,
     pub cache_ttl: Option<String>,
@@ -448,6 +456,12 @@ impl ServerInput {
             MAX_PROBE_INTERVAL,
         )?
         .unwrap_or(DEFAULT_PROBE_INTERVAL);
+        let probe_timeout = optional_duration(
+            "probe_timeout",
+            self.probe_timeout.as_deref(),
+            MIN_PROBE_TIMEOUT,
+            MAX_TIMEOUT,
+        )?;
         let timeout =
             optional_duration("timeout", self.timeout.as_deref(), MIN_TIMEOUT, MAX_TIMEOUT)?
                 .unwrap_or(DEFAULT_TIMEOUT);
@@ -502,6 +516,7 @@ impl ServerInput {
             transport,
             enabled: self.enabled.unwrap_or(true),
             probe_interval,
+            probe_timeout,
             timeout,
             cache,
             cache_ttl,
@@ -748,6 +763,62 @@ mod tests {
         input.timeout = Some("5m".into());
         let spec = input.validate().unwrap();
         assert_eq!(spec.probe_timeout(), DEFAULT_PROBE_TIMEOUT);
+    }
+
+    #[test]
+    fn a_set_probe_timeout_overrides_the_default() {
+        let mut input = stdio();
+        input.probe_timeout = Some("2s".into());
+        let spec = input.validate().unwrap();
+        assert_eq!(spec.probe_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(spec.probe_timeout(), Duration::from_secs(2));
+        assert_eq!(spec.to_public_json()["probe_timeout"], "2s");
+        // Set, it is taken as written, even when longer than the default or the call
+        // timeout.
+        let mut input = stdio();
+        input.timeout = Some("1s".into());
+        input.probe_timeout = Some("45s".into());
+        assert_eq!(
+            input.validate().unwrap().probe_timeout(),
+            Duration::from_secs(45)
+        );
+        let mut input = stdio();
+        input.probe_timeout = Some("250ms".into());
+        assert_eq!(
+            input.validate().unwrap().probe_timeout(),
+            Duration::from_millis(250)
+        );
+        // Unset, the default applies and the answer says so with null.
+        let spec = stdio().validate().unwrap();
+        assert_eq!(spec.probe_timeout, None);
+        assert_eq!(spec.probe_timeout(), DEFAULT_PROBE_TIMEOUT);
+        assert!(spec.to_public_json()["probe_timeout"].is_null());
+    }
+
+    #[test]
+    fn a_probe_timeout_must_be_a_positive_duration() {
+        for bad in ["0s", "0ms", "500us", "10", "soon", "", "2h"] {
+            let mut input = stdio();
+            input.probe_timeout = Some(bad.into());
+            let err = input.validate().unwrap_err();
+            assert_eq!(err.field, "probe_timeout", "{bad:?}");
+            assert!(!err.message.is_empty());
+        }
+        let mut input = stdio();
+        input.probe_timeout = Some("1ms".into());
+        assert!(input.validate().is_ok());
+    }
+
+    #[test]
+    fn a_probe_timeout_is_read_from_the_config_file_form() {
+        let input: ServerInput = toml::from_str(
+            "name = \"time\"\ntransport = \"stdio\"\ncommand = \"x\"\nprobe_timeout = \"3s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            input.validate().unwrap().probe_timeout(),
+            Duration::from_secs(3)
+        );
     }
 
     #[test]

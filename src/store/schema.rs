@@ -14,6 +14,7 @@ diesel::table! {
         headers -> Text,
         enabled -> Bool,
         probe_interval_ms -> BigInt,
+        probe_timeout_ms -> Nullable<BigInt>,
         timeout_ms -> BigInt,
         cache_policy -> Text,
         cache_ttl_ms -> Nullable<BigInt>,
