@@ -1,7 +1,9 @@
 //! Process metrics: Prometheus families for `/metrics`, and plain counters that the live
-//! dashboard's `system_metrics` reads. Gauges that mirror the status board are set when
-//! `/metrics` is scraped, so nothing has to keep them in step.
+//! dashboard's `system_metrics` reads. Series that mirror the status board and the cache
+//! are set when `/metrics` is scraped, so nothing has to keep them in step. Monotonic
+//! numbers are counters (exposed as `..._total`), levels are gauges.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,11 +34,6 @@ pub struct StatusLabels {
     pub status: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NameLabels {
-    pub name: String,
-}
-
 type HistogramFamily = Family<CallLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -50,9 +47,18 @@ pub struct Metrics {
     pub tool_call_seconds: HistogramFamily,
     upstream_status: Family<StatusLabels, Gauge>,
     upstream_circuit_open: Family<ServerLabels, Gauge>,
-    upstream_restarts: Family<ServerLabels, Gauge>,
+    upstream_restarts: Family<ServerLabels, Counter>,
     upstream_tools: Family<ServerLabels, Gauge>,
-    cache: Family<NameLabels, Gauge>,
+    cache_entries: Gauge,
+    cache_bytes: Gauge,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    cache_evictions: Counter,
+    cache_expirations: Counter,
+    cache_invalidations: Counter,
+    /// One scrape at a time: a scrape clears and refills the board's families before it
+    /// encodes them, and a second scrape in between would see them half empty.
+    render_lock: Mutex<()>,
     pub ws_sessions: Gauge,
     pub ws_dropped_slow: Counter,
     pub ws_closed_abuse: Counter,
@@ -100,7 +106,7 @@ impl Metrics {
             "1 while an upstream's circuit is open or half-open",
             upstream_circuit_open.clone(),
         );
-        let upstream_restarts = Family::<ServerLabels, Gauge>::default();
+        let upstream_restarts = Family::<ServerLabels, Counter>::default();
         registry.register(
             "upstream_restarts",
             "Restarts of each upstream since it was registered",
@@ -112,11 +118,42 @@ impl Metrics {
             "Tools each upstream offers",
             upstream_tools.clone(),
         );
-        let cache = Family::<NameLabels, Gauge>::default();
-        registry.register(
-            "cache",
-            "Result cache counters and sizes (entries, bytes, hits, misses, evictions, expirations, invalidations)",
-            cache.clone(),
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        };
+        let cache_entries = gauge(
+            &mut registry,
+            "cache_entries",
+            "Entries in the result cache",
+        );
+        let cache_bytes = gauge(
+            &mut registry,
+            "cache_bytes",
+            "Bytes held by the result cache",
+        );
+        let cache_hits = counter(&mut registry, "cache_hits", "Result cache hits");
+        let cache_misses = counter(&mut registry, "cache_misses", "Result cache misses");
+        let cache_evictions = counter(
+            &mut registry,
+            "cache_evictions",
+            "Result cache entries evicted to stay within the limits",
+        );
+        let cache_expirations = counter(
+            &mut registry,
+            "cache_expirations",
+            "Result cache entries dropped when their TTL ran out",
+        );
+        let cache_invalidations = counter(
+            &mut registry,
+            "cache_invalidations",
+            "Result cache entries dropped by invalidation",
         );
         let ws_sessions = Gauge::default();
         registry.register(
@@ -163,7 +200,14 @@ impl Metrics {
             upstream_circuit_open,
             upstream_restarts,
             upstream_tools,
-            cache,
+            cache_entries,
+            cache_bytes,
+            cache_hits,
+            cache_misses,
+            cache_evictions,
+            cache_expirations,
+            cache_invalidations,
+            render_lock: Mutex::new(()),
             ws_sessions,
             ws_dropped_slow,
             ws_closed_abuse,
@@ -218,8 +262,14 @@ impl Metrics {
         self.live_sessions.load(Ordering::Relaxed)
     }
 
-    /// The Prometheus text exposition, with board and cache gauges brought up to date.
+    /// The Prometheus text exposition, with board and cache series brought up to date.
     pub fn render(&self, board: &StatusBoard, cache: Option<&CacheStats>) -> String {
+        // A poisoned lock only means another scrape panicked; the families are still sound.
+        let _one_at_a_time = self
+            .render_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Cleared so that a removed upstream's series go; refilled before anyone can encode.
         self.upstream_status.clear();
         self.upstream_circuit_open.clear();
         self.upstream_restarts.clear();
@@ -239,24 +289,25 @@ impl Metrics {
                 .set(i64::from(open));
             self.upstream_restarts
                 .get_or_create(&labels)
-                .set(snapshot.restart_count as i64);
+                .inc_by(snapshot.restart_count);
             self.upstream_tools
                 .get_or_create(&labels)
                 .set(snapshot.tools.len() as i64);
         }
         if let Some(stats) = cache {
-            for (name, value) in [
-                ("entries", stats.entries as u64),
-                ("bytes", stats.bytes as u64),
-                ("hits", stats.counters.hits),
-                ("misses", stats.counters.misses),
-                ("evictions", stats.counters.evictions),
-                ("expirations", stats.counters.expirations),
-                ("invalidations", stats.counters.invalidations),
+            self.cache_entries.set(stats.entries as i64);
+            self.cache_bytes.set(stats.bytes as i64);
+            let c = &stats.counters;
+            for (counter, value) in [
+                (&self.cache_hits, c.hits),
+                (&self.cache_misses, c.misses),
+                (&self.cache_evictions, c.evictions),
+                (&self.cache_expirations, c.expirations),
+                (&self.cache_invalidations, c.invalidations),
             ] {
-                self.cache
-                    .get_or_create(&NameLabels { name: name.into() })
-                    .set(value as i64);
+                // The cache keeps the totals; a counter only goes up, so it takes the
+                // difference (the cache's own counts never go down).
+                counter.inc_by(value.saturating_sub(counter.get()));
             }
         }
         let mut out = String::new();

@@ -62,6 +62,38 @@ async fn until(conn: &mut Conn, what: &str, pred: impl Fn(&Value) -> bool) -> Ve
     }
 }
 
+/// The value of an unlabelled series on `/metrics` (`name value`), if present.
+async fn metric(server: &TestServer, name: &str) -> Option<f64> {
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+}
+
+/// Polls `/metrics` until the series `name` reads `want`, or fails at the deadline.
+async fn wait_metric(server: &TestServer, name: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = metric(server, name).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} stayed at {got:?}, never {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn send(conn: &mut Conn, value: Value) {
     conn.send(Message::Text(value.to_string().into()))
         .await
@@ -82,8 +114,26 @@ async fn initial_status_then_the_events_of_a_killed_upstream_in_order() {
     let servers = first["data"]["servers"].as_array().unwrap();
     let victim = servers.iter().find(|s| s["name"] == "victim").unwrap();
     assert_eq!(victim["status"], "healthy");
+    assert_eq!(victim["circuit"], "closed");
     assert!(victim["tool_count"].as_u64().unwrap() > 0);
-    assert!(first["data"]["metrics"].is_object());
+    // No probe has run yet (its interval is an hour): the fields are there, empty.
+    for field in ["last_probe_at", "latency_ms"] {
+        assert!(victim.get(field).is_some(), "{field} missing: {victim}");
+    }
+    let metrics = &first["data"]["metrics"];
+    assert_eq!(metrics["upstreams_total"], 1, "{metrics}");
+    // The hub fetched the cache numbers when it started: a joining session has them.
+    let cache = &first["data"]["cache"];
+    for field in [
+        "entries",
+        "bytes",
+        "hits",
+        "misses",
+        "hit_rate",
+        "max_entries",
+    ] {
+        assert!(cache[field].is_number(), "cache.{field} missing: {cache}");
+    }
 
     let pid = server
         .http
@@ -145,20 +195,167 @@ async fn initial_status_then_the_events_of_a_killed_upstream_in_order() {
 }
 
 #[actix_rt::test]
-async fn system_metrics_arrive_on_their_interval() {
+async fn system_metrics_carry_fresh_cache_stats_and_live_probe_numbers() {
+    let db = TestDb::new();
+    let mut settings = db.stdio_settings();
+    settings.live.metrics_interval = Duration::from_millis(300);
+    let mut server = TestServer::start(settings).await;
+    let mut body = stdio("m");
+    body["probe_interval"] = json!("200ms");
+    server.register_healthy(&body).await;
+    let mut ws = connect(&server).await;
+    assert_eq!(next(&mut ws, WAIT).await["type"], "initial_status");
+
+    // A miss, then a hit.
+    for cached in [false, true] {
+        let (status, answer) = server.call("m", "echo", json!({"text": "x"})).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["cached"], cached, "{answer}");
+    }
+    let done = chrono::Utc::now() + chrono::Duration::milliseconds(20);
+    // The first tick stamped after the calls counts them: its cache numbers are fetched
+    // for that tick, not left over from the one before.
+    let seen = until(&mut ws, "system_metrics after the calls", |m| {
+        m["type"] == "system_metrics"
+            && m["timestamp"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t > done)
+    })
+    .await;
+    let metrics = &seen.last().unwrap()["data"];
+    assert_eq!(metrics["upstreams_total"], 1, "{metrics}");
+    assert_eq!(metrics["upstreams_healthy"], 1, "{metrics}");
+    assert!(metrics["live_sessions"].as_u64().unwrap() >= 1, "{metrics}");
+    assert!(metrics["memory_bytes"].as_u64().unwrap() > 0, "{metrics}");
+    assert!(
+        metrics["requests_total"].as_u64().unwrap() >= 3,
+        "{metrics}"
+    );
+    assert_eq!(metrics["errors_total"], 0, "{metrics}");
+    assert!(
+        metrics["requests_per_second"].as_f64().unwrap() >= 0.0,
+        "{metrics}"
+    );
+    assert_eq!(metrics["cache_hit_rate"], 0.5, "{metrics}");
+    assert_eq!(metrics["cache_entries"], 1, "{metrics}");
+    let cache = &metrics["cache"];
+    assert_eq!(cache["entries"], 1, "{cache}");
+    assert_eq!(cache["hits"], 1, "{cache}");
+    assert_eq!(cache["misses"], 1, "{cache}");
+    assert_eq!(cache["hit_rate"], 0.5, "{cache}");
+    assert!(cache["bytes"].as_u64().unwrap() > 0, "{cache}");
+    assert_eq!(cache["invalidations"], 0, "{cache}");
+    // The interval that held the calls shows them in its rate.
+    assert!(
+        seen.iter().any(|m| m["type"] == "system_metrics"
+            && m["data"]["requests_per_second"].as_f64().unwrap() > 0.0),
+        "{seen:?}"
+    );
+
+    // Per upstream: what probes change, though a successful probe publishes no event.
+    let summary = &metrics["servers"]["m"];
+    assert_eq!(summary["status"], "healthy", "{summary}");
+    assert_eq!(summary["circuit"], "closed", "{summary}");
+    assert!(summary["tool_count"].as_u64().unwrap() > 0, "{summary}");
+    for field in ["latency_ms", "last_probe_at", "restart_count"] {
+        assert!(summary.get(field).is_some(), "{field} missing: {summary}");
+    }
+    let probed = |m: &Value| -> Option<String> {
+        (m["type"] == "system_metrics")
+            .then(|| m["data"]["servers"]["m"]["last_probe_at"].as_str())
+            .flatten()
+            .map(str::to_owned)
+    };
+    let first = until(&mut ws, "a probe time", |m| probed(m).is_some()).await;
+    let first = probed(first.last().unwrap()).unwrap();
+    let later = until(&mut ws, "a later probe time", |m| {
+        probed(m).is_some_and(|t| t != first)
+    })
+    .await;
+    let later = &later.last().unwrap()["data"]["servers"]["m"];
+    assert!(later["latency_ms"].as_f64().unwrap() >= 0.0, "{later}");
+    server.stop().await;
+}
+
+/// `system_metrics` names upstreams, so each session gets only those its key may see.
+#[actix_rt::test]
+async fn system_metrics_show_a_key_only_the_upstreams_it_may_see() {
     let db = TestDb::new();
     let mut settings = db.stdio_settings();
     settings.live.metrics_interval = Duration::from_millis(100);
     let mut server = TestServer::start(settings).await;
-    server.register_healthy(&stdio("m")).await;
-    let mut ws = connect(&server).await;
-    let seen = until(&mut ws, "system_metrics", |m| m["type"] == "system_metrics").await;
-    let metrics = &seen.last().unwrap()["data"];
-    assert_eq!(metrics["upstreams_total"], 1);
-    assert_eq!(metrics["upstreams_healthy"], 1);
-    assert!(metrics["live_sessions"].as_u64().unwrap() >= 1, "{metrics}");
-    assert!(metrics["memory_bytes"].as_u64().unwrap() > 0);
-    assert!(metrics["requests_total"].as_u64().unwrap() >= 1);
+    server.register_healthy(&stdio("alpha")).await;
+    server.register_healthy(&stdio("beta")).await;
+    let create = async |admin: Option<&str>, body: Value| -> String {
+        let mut req = server.http.post(server.url("/api/v1/keys")).json(&body);
+        if let Some(admin) = admin {
+            req = req.bearer_auth(admin);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        resp.json::<Value>().await.unwrap()["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let admin = create(None, json!({"name": "admin", "role": "admin"})).await;
+    let watcher = create(
+        Some(&admin),
+        json!({"name": "watcher", "role": "viewer", "allow": ["alpha/*"]}),
+    )
+    .await;
+    let connect_as = async |key: &str| -> Conn {
+        let (resp, conn) = awc::Client::new()
+            .ws(format!("ws://{}/ws", server.addr))
+            .header("Authorization", format!("Bearer {key}"))
+            .connect()
+            .await
+            .expect("websocket connects");
+        assert_eq!(resp.status(), 101);
+        conn
+    };
+    let names =
+        |servers: &Value| -> Vec<String> { servers.as_object().unwrap().keys().cloned().collect() };
+    for (key, visible) in [(&watcher, vec!["alpha"]), (&admin, vec!["alpha", "beta"])] {
+        let mut ws = connect_as(key).await;
+        let first = next(&mut ws, WAIT).await;
+        assert_eq!(first["type"], "initial_status", "{first}");
+        assert_eq!(first["data"]["metrics"]["upstreams_total"], visible.len());
+        let seen = until(&mut ws, "system_metrics", |m| m["type"] == "system_metrics").await;
+        let metrics = &seen.last().unwrap()["data"];
+        assert_eq!(names(&metrics["servers"]), visible, "{metrics}");
+        assert_eq!(metrics["upstreams_total"], visible.len(), "{metrics}");
+        assert_eq!(metrics["upstreams_healthy"], visible.len(), "{metrics}");
+    }
+    server.stop().await;
+}
+
+/// A connection that goes away without a close frame leaves the hub and the session
+/// count at once: nothing waits for a heartbeat timeout.
+#[actix_rt::test]
+async fn a_dropped_connection_leaves_the_hub() {
+    let db = TestDb::new();
+    let mut settings = db.stdio_settings();
+    settings.live.metrics_interval = Duration::from_millis(100);
+    let server = TestServer::start(settings).await;
+    let mut observer = connect(&server).await;
+    assert_eq!(next(&mut observer, WAIT).await["type"], "initial_status");
+    let before = metric(&server, "omni_ws_sessions").await.unwrap();
+
+    let mut leaver = connect(&server).await;
+    assert_eq!(next(&mut leaver, WAIT).await["type"], "initial_status");
+    let sessions =
+        |n: u64| move |m: &Value| m["type"] == "system_metrics" && m["data"]["live_sessions"] == n;
+    until(&mut observer, "two sessions in the hub", sessions(2)).await;
+    assert_eq!(
+        metric(&server, "omni_ws_sessions").await,
+        Some(before + 1.0)
+    );
+
+    drop(leaver);
+    until(&mut observer, "one session in the hub", sessions(1)).await;
+    wait_metric(&server, "omni_ws_sessions", before).await;
     server.stop().await;
 }
 
@@ -357,20 +554,39 @@ fn never_reading_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
     stream
 }
 
+/// Reads the server's (unmasked) frames from a raw connection until the close frame;
+/// answers its code.
+fn read_close_code(stream: &mut std::net::TcpStream) -> Result<u16, String> {
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut read = |n: usize| -> Result<Vec<u8>, String> {
+        let mut buf = vec![0u8; n];
+        stream
+            .read_exact(&mut buf)
+            .map_err(|e| format!("no close frame: {e}"))?;
+        Ok(buf)
+    };
+    loop {
+        let head = read(2)?;
+        let opcode = head[0] & 0x0f;
+        assert_eq!(head[1] & 0x80, 0, "server frames are never masked");
+        let len = match head[1] & 0x7f {
+            126 => u16::from_be_bytes(read(2)?.try_into().unwrap()) as usize,
+            127 => u64::from_be_bytes(read(8)?.try_into().unwrap()) as usize,
+            n => n as usize,
+        };
+        let payload = read(len)?;
+        if opcode == 0x8 {
+            return payload
+                .get(..2)
+                .map(|code| u16::from_be_bytes([code[0], code[1]]))
+                .ok_or_else(|| "a close frame without a code".to_owned());
+        }
+    }
+}
+
 async fn dropped_slow(server: &TestServer) -> u64 {
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
+    metric(server, "omni_ws_dropped_slow_sessions_total")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with("omni_ws_dropped_slow_sessions_total"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse::<f64>().ok())
         .unwrap_or(0.0) as u64
 }
 
@@ -389,7 +605,8 @@ async fn a_slow_client_is_dropped_while_a_normal_one_keeps_receiving() {
     )
     .await;
     until(&mut normal, "subscribed", |m| m["type"] == "subscribed").await;
-    let _slow = never_reading_client(server.addr);
+    let before = dropped_slow(&server).await;
+    let mut slow = never_reading_client(server.addr);
 
     // The normal client reads everything, concurrently, counting invalidations.
     let (count_tx, mut count_rx) = tokio::sync::watch::channel(0usize);
@@ -410,12 +627,12 @@ async fn a_slow_client_is_dropped_while_a_normal_one_keeps_receiving() {
     // Publish events until the hub gives up on the slow client.
     let mut sent = 0usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while dropped_slow(&server).await == 0 {
+    while dropped_slow(&server).await == before {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the slow client was never dropped"
         );
-        for _ in 0..50 {
+        for _ in 0..16 {
             let resp = server
                 .http
                 .delete(server.url("/api/v1/cache"))
@@ -425,9 +642,23 @@ async fn a_slow_client_is_dropped_while_a_normal_one_keeps_receiving() {
             assert_eq!(resp.status(), StatusCode::OK);
             sent += 1;
         }
+        // Paced by the normal client: it has every event so far before the next batch, so
+        // its own queue (32) never holds more than one batch, however loaded the machine
+        // is, while the slow client's backlog only grows.
+        let target = sent;
+        tokio::time::timeout(WAIT, count_rx.wait_for(|n| *n >= target))
+            .await
+            .expect("the normal client keeps receiving")
+            .unwrap();
     }
-    assert_eq!(dropped_slow(&server).await, 1);
     eprintln!("the slow client was dropped after {sent} events");
+    // Reading at last, the slow client finds what was queued, then a close frame that says
+    // why; by then its session is gone, and it was counted once.
+    let code = tokio::task::spawn_blocking(move || read_close_code(&mut slow))
+        .await
+        .unwrap();
+    assert_eq!(code, Ok(1013), "slow consumer");
+    assert_eq!(dropped_slow(&server).await, before + 1);
     // The normal client got every one of them, none lost or delayed for good.
     let target = sent;
     tokio::time::timeout(WAIT, count_rx.wait_for(|n| *n >= target))
@@ -499,13 +730,42 @@ async fn prometheus_metrics_describe_the_gateway() {
         "omni_tool_call_duration_seconds_bucket{",
         "omni_upstream_status{server=\"promo\",status=\"healthy\"} 1",
         "omni_upstream_circuit_open{server=\"promo\"} 0",
-        "omni_upstream_restarts{server=\"promo\"} 0",
-        "omni_cache{name=\"misses\"} 1",
+        "omni_upstream_restarts_total{server=\"promo\"} 0",
+        "# TYPE omni_upstream_restarts counter",
+        "omni_cache_entries 1",
+        "omni_cache_misses_total 1",
+        "omni_cache_hits_total 0",
+        "# TYPE omni_cache_hits counter",
+        "omni_cache_evictions_total 0",
+        "omni_cache_expirations_total 0",
+        "omni_cache_invalidations_total 0",
+        "# TYPE omni_cache_entries gauge",
         "omni_ws_sessions 1",
         "omni_ws_dropped_slow_sessions_total 0",
         "omni_http_requests_total",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    // Concurrent scrapes each see every series: one scrape's refill never shows half
+    // done in another's.
+    let scrapes = futures_util::future::join_all((0..32).map(|_| async {
+        let resp = server
+            .http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        resp.text().await.unwrap()
+    }))
+    .await;
+    for text in scrapes {
+        for needle in [
+            "omni_upstream_status{server=\"promo\",status=\"healthy\"} 1",
+            "omni_upstream_restarts_total{server=\"promo\"} 0",
+            "omni_upstream_tools{server=\"promo\"}",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
     }
     server.stop().await;
 }

@@ -1,7 +1,8 @@
 //! EventHub: holds every live session's queue and subscription, fans each event out, and
-//! emits `system_metrics` on a timer. An event is serialized once; each session gets a
-//! shared copy through a bounded queue. A session whose queue is full is too slow: it is
-//! dropped, never waited for, so one slow client cannot delay the others or grow memory.
+//! emits `system_metrics` on a timer. An event is serialized once (once per allow-list for
+//! `system_metrics`, which lists upstreams); each session gets a shared copy through a
+//! bounded queue. A session whose queue is full is too slow: it is dropped, never waited
+//! for, so one slow client cannot delay the others or grow memory.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use crate::cache::actor::GetStats;
 use crate::cache::store::CacheStats;
 use crate::events::{Event, EventBus, EventType};
 use crate::metrics::{self, Metrics};
-use crate::upstream::StatusBoard;
+use crate::upstream::{StatusBoard, UpstreamStatus};
 
 /// A new session: it gets `initial_status` first, then the events it subscribes to.
 #[derive(Message)]
@@ -104,6 +105,7 @@ impl EventHub {
     }
 
     fn initial_status(&self, allow: &AllowList) -> Arc<str> {
+        // The cache numbers are there from the start: `started` waits for the first ones.
         let servers: Vec<Value> = self
             .board
             .all()
@@ -121,16 +123,17 @@ impl EventHub {
             .collect();
         Self::message(
             "initial_status",
-            json!({"servers": servers, "cache": self.cache_stats, "metrics": self.current_metrics()}),
+            json!({"servers": servers, "cache": self.cache_stats,
+                   "metrics": self.current_metrics(allow)}),
         )
     }
 
-    /// Offers `text` to one member; answers whether the member stays.
-    fn offer(metrics: &Metrics, member: &Member, text: &Arc<str>) -> bool {
+    /// Offers `text` to one member; answers whether the member stays. A full queue asks
+    /// the session to close as a slow consumer; the session counts it, once.
+    fn offer(member: &Member, text: &Arc<str>) -> bool {
         match member.queue.try_send(Outgoing::Text(text.clone())) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                metrics.ws_dropped_slow.inc();
                 member.session.do_send(CloseWith::slow_consumer());
                 false
             }
@@ -139,26 +142,32 @@ impl EventHub {
     }
 
     fn fan_out(&mut self, event: &Event) {
-        let text: Arc<str> = serde_json::to_string(event)
-            .unwrap_or_else(|_| "{}".into())
-            .into();
-        let metrics = &self.metrics;
+        let mut texts = Texts::new(event);
         self.members.retain(|_, member| {
             let visible = event
                 .server
                 .as_ref()
                 .is_none_or(|s| member.allow.allows_server(s.as_str()));
-            !visible || !member.filter.accepts(event) || Self::offer(metrics, member, &text)
+            !visible
+                || !member.filter.accepts(event)
+                || Self::offer(member, &texts.for_allow(&member.allow))
         });
     }
 
-    /// The numbers of `system_metrics` as they are now; the request rate is the one of
-    /// the last interval.
-    fn current_metrics(&self) -> Value {
-        let (total, healthy) = metrics::upstream_counts(&self.board);
+    /// The numbers of `system_metrics` as they are now, for a joining session that may see
+    /// `allow`; the request rate is the one of the last interval.
+    fn current_metrics(&self, allow: &AllowList) -> Value {
         let mut current = self.latest_metrics.clone();
-        current["upstreams_total"] = json!(total);
-        current["upstreams_healthy"] = json!(healthy);
+        let visible: Vec<UpstreamStatus> = self
+            .board
+            .all()
+            .into_iter()
+            .filter(|(name, _)| allow.allows_server(name.as_str()))
+            .map(|(_, snapshot)| snapshot.status)
+            .collect();
+        current["upstreams_total"] = json!(visible.len());
+        current["upstreams_healthy"] =
+            json!(visible.iter().filter(|s| counts_healthy(**s)).count());
         current["requests_total"] = json!(self.metrics.requests_total());
         current["errors_total"] = json!(self.metrics.errors_total());
         // The joining session counts.
@@ -167,12 +176,32 @@ impl EventHub {
         current
     }
 
+    /// Asks the cache for its numbers and publishes `system_metrics` with its answer, so
+    /// the cache part is as fresh as the rest (never one interval old).
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(
+            self.fetch_cache_stats()
+                .map(|_, act, _| act.publish_metrics()),
+        );
+    }
+
+    fn fetch_cache_stats(&self) -> impl ActorFuture<Self, Output = ()> + use<> {
+        self.cache
+            .send(GetStats)
+            .into_actor(self)
+            .map(|stats, act, _| match stats {
+                Ok(stats) => act.cache_stats = Some(stats),
+                // Keep the last numbers; the page shows them rather than nothing.
+                Err(e) => log::warn!("live hub: no cache stats: {e}"),
+            })
+    }
+
+    fn publish_metrics(&mut self) {
         let now = Instant::now();
         let requests = self.metrics.requests_total();
         let (then, before) = self.last_tick;
-        let per_second =
-            (requests - before) as f64 / now.duration_since(then).as_secs_f64().max(1e-3);
+        let per_second = requests.saturating_sub(before) as f64
+            / now.duration_since(then).as_secs_f64().max(1e-3);
         self.last_tick = (now, requests);
         let (total, healthy) = metrics::upstream_counts(&self.board);
         self.latest_metrics = json!({
@@ -183,26 +212,112 @@ impl EventHub {
             "errors_total": self.metrics.errors_total(),
             "cache_hit_rate": self.cache_stats.as_ref().map_or(0.0, |s| s.hit_rate),
             "cache_entries": self.cache_stats.as_ref().map_or(0, |s| s.entries),
+            "cache": self.cache_stats,
             "live_sessions": self.members.len(),
             "memory_bytes": metrics::resident_bytes(),
         });
-        self.bus.publish(Event::new(
-            EventType::SystemMetrics,
-            None,
-            self.latest_metrics.clone(),
-        ));
-        // Fresh cache numbers for the next tick and for new sessions.
-        ctx.spawn(
-            self.cache
-                .send(GetStats)
-                .into_actor(self)
-                .map(|stats, act, _| {
-                    if let Ok(stats) = stats {
-                        act.cache_stats = Some(stats);
-                    }
-                }),
-        );
+        // Per-upstream numbers that change without an event of their own (a successful
+        // probe publishes nothing). `fan_out` cuts this map down to each session's
+        // allow-list, so `latest_metrics` (shared by every joining session) leaves it out.
+        let mut data = self.latest_metrics.clone();
+        data["servers"] = self.server_summaries();
+        self.bus
+            .publish(Event::new(EventType::SystemMetrics, None, data));
     }
+
+    /// Every upstream, compactly: what the dashboard's table shows and no event carries.
+    fn server_summaries(&self) -> Value {
+        let servers: serde_json::Map<String, Value> = self
+            .board
+            .all()
+            .into_iter()
+            .map(|(name, s)| {
+                let summary = json!({
+                    "status": s.status,
+                    "circuit": s.circuit,
+                    "tool_count": s.tools.len(),
+                    "latency_ms": s.latency_ms.map(|ms| (ms * 10.0).round() / 10.0),
+                    "last_probe_at": s.last_probe_at.map(|t| {
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    }),
+                    "restart_count": s.restart_count,
+                });
+                (name.to_string(), summary)
+            })
+            .collect();
+        Value::Object(servers)
+    }
+}
+
+fn counts_healthy(status: UpstreamStatus) -> bool {
+    matches!(status, UpstreamStatus::Healthy | UpstreamStatus::Degraded)
+}
+
+/// The text of one event for each allow-list, each made at most once per fan-out.
+///
+/// Every event but `system_metrics` names at most one server and is either shown to a
+/// session or not, so one text serves all. `system_metrics` lists every upstream: a
+/// session gets only those its key's allow-list covers, with the upstream counts to match.
+/// The hub filters per session (rather than the page re-fetching `/api/v1/servers` after
+/// each tick) so that a thousand dashboards cost no thousand requests every interval, and
+/// the allow-list is applied in the same place as for every other event.
+struct Texts<'a> {
+    event: &'a Event,
+    /// For sessions that may see everything.
+    open: Option<Arc<str>>,
+    /// Per allow-list, by the address of its `Arc` (a key's sessions share one).
+    restricted: HashMap<usize, Arc<str>>,
+}
+
+impl<'a> Texts<'a> {
+    fn new(event: &'a Event) -> Self {
+        Self {
+            event,
+            open: None,
+            restricted: HashMap::new(),
+        }
+    }
+
+    fn serialize(event: &Event) -> Arc<str> {
+        serde_json::to_string(event)
+            .unwrap_or_else(|_| "{}".into())
+            .into()
+    }
+
+    fn for_allow(&mut self, allow: &Arc<AllowList>) -> Arc<str> {
+        let per_server = self.event.kind == EventType::SystemMetrics
+            && self.event.data.get("servers").is_some_and(Value::is_object);
+        if !per_server || allow.0.is_empty() {
+            return self
+                .open
+                .get_or_insert_with(|| Self::serialize(self.event))
+                .clone();
+        }
+        let event = self.event;
+        self.restricted
+            .entry(Arc::as_ptr(allow) as usize)
+            .or_insert_with(|| {
+                let mut event = event.clone();
+                restrict_to(&mut event.data, allow);
+                Self::serialize(&event)
+            })
+            .clone()
+    }
+}
+
+/// Cuts `system_metrics` data down to the upstreams `allow` covers.
+fn restrict_to(data: &mut Value, allow: &AllowList) {
+    let Some(Value::Object(servers)) = data.get_mut("servers") else {
+        return;
+    };
+    servers.retain(|name, _| allow.allows_server(name));
+    let total = servers.len();
+    let healthy = servers
+        .values()
+        .filter(|s| matches!(s["status"].as_str(), Some("healthy" | "degraded")))
+        .count();
+    data["upstreams_total"] = json!(total);
+    data["upstreams_healthy"] = json!(healthy);
 }
 
 enum BusNote {
@@ -222,8 +337,13 @@ impl Actor for EventHub {
             }
         });
         ctx.add_stream(events);
+        // Nothing else (no Join) is handled before the first cache numbers are in, so
+        // every `initial_status` carries them.
+        ctx.wait(
+            self.fetch_cache_stats()
+                .map(|_, act, _| act.publish_metrics()),
+        );
         ctx.run_interval(self.metrics_interval, |act, ctx| act.tick(ctx));
-        self.tick(ctx);
     }
 }
 
@@ -249,7 +369,7 @@ impl Handler<Join> for EventHub {
             allow: msg.allow,
         };
         // In the same handler as the registration, so no event slips in between.
-        if Self::offer(&self.metrics, &member, &self.initial_status(&member.allow)) {
+        if Self::offer(&member, &self.initial_status(&member.allow)) {
             self.members.insert(msg.id, member);
         }
     }
@@ -289,7 +409,7 @@ impl Handler<SetFilter> for EventHub {
             json!({"event_types": types, "servers": sorted(&msg.filter.servers)}),
         );
         member.filter = msg.filter;
-        if !Self::offer(&self.metrics, member, &confirmation) {
+        if !Self::offer(member, &confirmation) {
             self.members.remove(&msg.id);
         }
     }

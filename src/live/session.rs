@@ -56,6 +56,11 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// How long a client that sent no key in its request has to send it as its first message.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the writer waits for room to send the close frame. A slow consumer's socket is
+/// full when it is dropped; this gives it a moment to read on and learn why (1013) before
+/// the connection is simply cut. Only the close frame waits: the queue is dropped at once.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
 /// Whether the session may receive events yet.
 pub enum Access {
     /// Authenticated (or the gateway runs open): the servers it may see.
@@ -115,7 +120,6 @@ impl SessionActor {
             .try_send(Outgoing::Text(value.to_string().into()))
             .is_err()
         {
-            self.metrics.ws_dropped_slow.inc();
             self.close_with(CloseWith::slow_consumer(), ctx);
         }
     }
@@ -136,9 +140,15 @@ impl SessionActor {
         }
     }
 
+    /// The one place a session closes, so each close is counted once: the hub (a full
+    /// queue on fan-out) and this actor (a full queue on a ping or error) may both find
+    /// the same session too slow, but only the first close counts.
     fn close_with(&mut self, reason: CloseWith, ctx: &mut Context<Self>) {
         if let Some(close) = self.close.take() {
             log::debug!("ws session {} closing: {:?}", self.id, reason.0);
+            if reason.0.code == CloseCode::Again {
+                self.metrics.ws_dropped_slow.inc();
+            }
             let _ = close.send(reason.0);
         }
         ctx.stop();
@@ -299,11 +309,8 @@ async fn write_loop(
                 let sent = tokio::select! {
                     biased;
                     reason = &mut close => {
-                        let _ = tokio::time::timeout(
-                            std::time::Duration::from_secs(1),
-                            session.close(reason.ok()),
-                        )
-                        .await;
+                        drop(rx);
+                        let _ = tokio::time::timeout(CLOSE_GRACE, session.close(reason.ok())).await;
                         return;
                     }
                     sent = async {
@@ -319,5 +326,6 @@ async fn write_loop(
             }
         }
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), session.close(reason)).await;
+    drop(rx);
+    let _ = tokio::time::timeout(CLOSE_GRACE, session.close(reason)).await;
 }

@@ -1,7 +1,12 @@
 // Lives beside node_modules so that ES module resolution finds playwright-core.
-// Drives the dashboard in headless Chromium (Debian's package) with playwright-core:
-// waits until the upstream named on the command line shows as healthy, prints READY,
-// then waits, without reloading, until it shows any other status and prints CHANGED.
+// Drives the dashboard in headless Chromium (Debian's package) with playwright-core, never
+// reloading the page, and prints one line per step for tests/browser.rs:
+//   READY          the upstream named on the command line shows as healthy;
+//   PROBED <ms>    its last-probe time changed on screen (a later probe, which publishes no
+//                  event, reached the page through system_metrics), with the latency shown;
+//   CHANGED <st>   it shows another status (the test kills it after PROBED);
+//   FEED <text>    the health-event feed;
+//   BANNER <text>  the reconnect banner, once the gateway has stopped (after FEED).
 // Usage: node dashboard.mjs URL SERVER [SCREENSHOT]
 import { chromium } from "playwright-core";
 
@@ -14,17 +19,29 @@ const browser = await chromium.launch({
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   await page.goto(url);
-  const status = page.locator(`tr[data-server="${server}"] .status`);
+  const row = `tr[data-server="${server}"]`;
+  const status = page.locator(`${row} .status`);
   await status.filter({ hasText: /^healthy$/ }).waitFor({ timeout: 30000 });
   if (screenshot) await page.screenshot({ path: screenshot });
   console.log("READY");
-  await page.waitForFunction((name) => {
-    const el = document.querySelector(`tr[data-server="${name}"] .status`);
+
+  const probedAt = await page.locator(`${row} td.probe`).getAttribute("title");
+  await page.waitForFunction(([row, before]) => {
+    const el = document.querySelector(`${row} td.probe`);
+    return el && el.title && el.title !== before;
+  }, [row, probedAt], { timeout: 30000 });
+  console.log(`PROBED ${(await page.locator(`${row} td.latency`).textContent()).trim()}`);
+
+  await page.waitForFunction((row) => {
+    const el = document.querySelector(`${row} .status`);
     return el && el.textContent !== "healthy";
-  }, server, { timeout: 30000 });
+  }, row, { timeout: 30000 });
   console.log(`CHANGED ${await status.textContent()}`);
   const feed = await page.locator("#feed").textContent();
   console.log(`FEED ${feed.replace(/\s+/g, " ").slice(0, 500)}`);
+
+  await page.locator("#banner.show").waitFor({ timeout: 30000 });
+  console.log(`BANNER ${(await page.locator("#banner").textContent()).trim()}`);
 } finally {
   await browser.close();
 }
