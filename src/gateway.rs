@@ -196,6 +196,9 @@ impl Gateway {
         mode: CacheMode,
         relay: Option<Relay>,
     ) -> Result<CallOutcome, ApiError> {
+        // Before anything about the upstream is read: an invalidation after this point
+        // (a reload, say) refuses this call's fill.
+        let generation = self.inner.generation.current();
         // Only what the call needs, all behind `Arc`s: a whole snapshot clone per call
         // would copy strings and JSON on the hot path.
         let (status, tools, spec, lane) = self
@@ -243,7 +246,6 @@ impl Gateway {
                 .map_err(ApiError::Call)?;
             return Ok(done(result, false));
         };
-        let generation = self.inner.generation.current();
         if mode == CacheMode::Use {
             if let Ok(Some(hit)) = self.inner.cache.send(Lookup { key }).await {
                 return Ok(done(hit, true));
@@ -300,9 +302,14 @@ impl Gateway {
                     if let Some(shared) = self.inner.shared.clone().filter(|_| kept) {
                         let (server, tool, value) =
                             (server.to_string(), tool_name.to_owned(), result.clone());
-                        // Shared off the request path: Redis never delays an answer.
+                        let current = self.inner.generation.clone();
+                        // Shared off the request path: Redis never delays an answer. Not
+                        // at all if an invalidation came in the meantime (a put already
+                        // sent can still land after a clear; the TTL bounds that).
                         tokio::spawn(async move {
-                            shared.put(&server, &tool, &key, &value, ttl).await;
+                            if current.current() == generation {
+                                shared.put(&server, &tool, &key, &value, ttl).await;
+                            }
                         });
                     }
                 }

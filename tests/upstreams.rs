@@ -358,6 +358,23 @@ async fn deleting_fails_calls_in_flight(server: &mut TestServer, name: &str) {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "upstream-gone");
     server.events.health(name, "removed", WAIT).await;
+    // The call failed when the stopping actor closed its session, after it cleaned up its
+    // place on the status board: nothing of the server may be left there.
+    let gone = server
+        .http
+        .get(server.url(&format!("/api/v1/servers/{name}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    let listed = server.get_json("/api/v1/servers").await;
+    assert!(
+        !listed.to_string().contains(&format!("\"{name}\"")),
+        "a deleted server is still listed: {listed}"
+    );
+    let (status, body) = server.call(name, "echo", json!({"text": "x"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "server-not-found");
 }
 
 #[tokio::test]

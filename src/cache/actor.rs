@@ -112,7 +112,13 @@ impl CacheActor {
         let entries = self.cache.invalidate(&scope);
         if let Some(shared) = self.shared.clone() {
             let scope = scope.clone();
-            actix::spawn(async move { shared.invalidate(&scope).await });
+            let generation = self.generation.clone();
+            actix::spawn(async move {
+                shared.invalidate(&scope).await;
+                // Again once Redis is clear: a call that read the old entry from Redis
+                // while it was being cleared must not keep it here.
+                generation.advance();
+            });
         }
         let server = match &scope {
             Scope::Server { server } | Scope::Tool { server, .. } => {

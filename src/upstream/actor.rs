@@ -260,8 +260,7 @@ impl UpstreamActor {
         let lane = Lane::new(
             self.name().to_string(),
             self.generation,
-            session.peer.clone(),
-            session.relays.clone(),
+            &session,
             self.spec.timeout,
             self.breaker.clone(),
             ctx.address(),
@@ -457,7 +456,7 @@ impl Actor for UpstreamActor {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         // Only this actor's lane: a successor may already have put its own.
         let generation = self.generation;
-        self.board.update(self.name(), |s| {
+        self.board.update_if_present(self.name(), |s| {
             if s.lane
                 .as_ref()
                 .is_some_and(|l| l.generation() == generation)

@@ -179,6 +179,14 @@ impl Breaker {
         Transition::Opened { cooldown }
     }
 
+    /// A call let through ended without an outcome (its caller went away). In half-open it
+    /// was the trial: let the next asker be one, or the circuit would wait forever.
+    pub fn abandon(&mut self) {
+        if self.state == CircuitState::HalfOpen {
+            self.trial_in_flight = false;
+        }
+    }
+
     /// Closes the circuit and forgets its history (an operator's reset).
     pub fn reset(&mut self) {
         *self = Self::new(self.config.clone());
@@ -188,6 +196,29 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_abandoned_trial_lets_the_next_asker_be_the_trial() {
+        let config = BreakerConfig {
+            failure_threshold: 1,
+            base_cooldown: Duration::from_secs(1),
+            max_cooldown: Duration::from_secs(1),
+        };
+        let mut breaker = Breaker::new(config);
+        let t0 = Instant::now();
+        breaker.record_failure(t0);
+        let later = t0 + Duration::from_secs(2);
+        assert!(breaker.try_acquire(later).0.is_ok(), "the trial");
+        assert!(breaker.try_acquire(later).0.is_err(), "one trial at a time");
+        breaker.abandon();
+        assert_eq!(breaker.state(), CircuitState::HalfOpen);
+        assert!(breaker.try_acquire(later).0.is_ok(), "a new trial");
+        // Abandoning a call in a closed circuit changes nothing.
+        breaker.record_success(later);
+        breaker.abandon();
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        assert_eq!(breaker.consecutive_failures(), 0);
+    }
 
     fn breaker() -> Breaker {
         Breaker::new(BreakerConfig {

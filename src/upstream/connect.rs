@@ -172,6 +172,11 @@ impl Session {
     pub fn close(&self) {
         self.cancel.cancel();
     }
+
+    /// Cancelled when the session is closed: calls in flight on it end at once.
+    pub fn closed(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
 }
 
 impl Drop for Session {

@@ -16,10 +16,11 @@ use rmcp::model::{
     ServerResult,
 };
 use rmcp::service::{Peer, PeerRequestOptions, RoleClient};
+use tokio_util::sync::CancellationToken;
 
 use super::actor::{BreakerMoved, CallError, CallFinished, UpstreamActor};
 use super::breaker::Breaker;
-use super::connect;
+use super::connect::{self, Session};
 use super::relay::{Relay, Relays};
 
 /// The breaker of one upstream, shared by its actor (probes) and its lanes (calls).
@@ -51,6 +52,24 @@ struct Inner {
     timeout: Duration,
     breaker: SharedBreaker,
     actor: Addr<UpstreamActor>,
+    /// Cancelled when the actor closes the session (removed, reloaded, restarting).
+    closed: CancellationToken,
+}
+
+/// A call the breaker let through and that has no outcome yet. Dropped unsettled (the
+/// caller went away mid-call), it gives up its place, so a half-open circuit is not left
+/// waiting for a trial that will never report.
+struct Admitted<'a> {
+    breaker: &'a SharedBreaker,
+    settled: bool,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.breaker.lock().abandon();
+        }
+    }
 }
 
 impl fmt::Debug for Lane {
@@ -68,8 +87,7 @@ impl Lane {
     pub fn new(
         server: String,
         generation: u64,
-        peer: Peer<RoleClient>,
-        relays: Relays,
+        session: &Session,
         timeout: Duration,
         breaker: SharedBreaker,
         actor: Addr<UpstreamActor>,
@@ -78,11 +96,12 @@ impl Lane {
             inner: Arc::new(Inner {
                 server,
                 generation,
-                peer,
-                relays,
+                peer: session.peer.clone(),
+                relays: session.relays.clone(),
                 timeout,
                 breaker,
                 actor,
+                closed: session.closed(),
             }),
         }
     }
@@ -115,7 +134,20 @@ impl Lane {
         if let Some(arguments) = arguments {
             params = params.with_arguments(arguments);
         }
-        let outcome = tokio::time::timeout(lane.timeout, self.send(params, relay)).await;
+        let mut admitted = Admitted {
+            breaker: &lane.breaker,
+            settled: false,
+        };
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(lane.timeout, self.send(params, relay)) => outcome,
+            // Its session was closed: say so now rather than wait for rmcp to wind the
+            // session down (seconds). That actor and its breaker are gone: nothing to record.
+            () = lane.closed.cancelled() => {
+                admitted.settled = true;
+                return Err(CallError::Gone { server: server() });
+            }
+        };
+        admitted.settled = true;
         let unreachable = matches!(&outcome, Ok(Err(e)) if connect::session_trouble(e).is_some());
         let result = match outcome {
             Ok(Ok(result)) => Ok(result),

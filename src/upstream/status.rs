@@ -144,6 +144,14 @@ impl StatusBoard {
         change(map.entry(name.clone()).or_default())
     }
 
+    /// Changes one entry only if it is there: for an actor that may be stopping after its
+    /// server was removed, which must not bring the entry back.
+    pub fn update_if_present(&self, name: &ServerName, change: impl FnOnce(&mut Snapshot)) {
+        if let Some(snapshot) = self.inner.write().expect("board lock").get_mut(name) {
+            change(snapshot);
+        }
+    }
+
     pub fn remove(&self, name: &ServerName) {
         self.inner.write().expect("board lock").remove(name);
     }
