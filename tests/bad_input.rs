@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestDb, TestServer, WAIT, stdio};
+use common::{SqliteWriteLock, TestDb, TestServer, WAIT, stdio};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -112,25 +112,10 @@ async fn audit_rows_wait_out_a_locked_store_and_none_is_lost() {
     }
     let mut server = TestServer::start(db.stdio_settings()).await;
     server.register_healthy(&stdio("audited")).await;
-    let omni_bridge::store::DatabaseUrl::Sqlite(path) = &db.url else {
-        unreachable!()
-    };
     // Another connection takes SQLite's write lock and holds it.
-    let path = path.clone();
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        use diesel::connection::SimpleConnection;
-        use diesel::{Connection, SqliteConnection};
-        let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
-        // The gateway writes too (health history): wait our turn for the lock.
-        conn.batch_execute("PRAGMA busy_timeout = 20000; BEGIN EXCLUSIVE")
-            .unwrap();
-        locked_tx.send(()).unwrap();
-        release_rx.recv().unwrap();
-        conn.batch_execute("COMMIT").unwrap();
-    });
-    locked_rx.recv().unwrap();
+    let lock = SqliteWriteLock::hold(&db)
+        .await
+        .expect("a SQLite test database");
     const CALLS: usize = 25;
     for i in 0..CALLS {
         let (status, _) = server
@@ -149,8 +134,7 @@ async fn audit_rows_wait_out_a_locked_store_and_none_is_lost() {
         Some(0),
         "{rows}"
     );
-    release_tx.send(()).unwrap();
-    holder.join().unwrap();
+    lock.release();
 
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -168,15 +152,7 @@ async fn audit_rows_wait_out_a_locked_store_and_none_is_lost() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get_text("/metrics").await;
     let lost: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("omni_audit_rows_dropped"))

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{TestDb, TestMcp, TestServer};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Lines the browser script prints, as they come.
 struct Script {
@@ -81,15 +81,7 @@ async fn the_dashboard_shows_an_upstream_going_down_without_a_reload() {
         .events
         .status("watched", "healthy", Duration::from_secs(20))
         .await;
-    let pid = server
-        .http
-        .get(server.url("/api/v1/servers/watched"))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["pid"]
+    let pid = server.get_json("/api/v1/servers/watched").await["pid"]
         .as_i64()
         .unwrap();
 

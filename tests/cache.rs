@@ -18,15 +18,7 @@ async fn with_upstream(settings: Settings, body: Value) -> TestServer {
 }
 
 async fn stats(server: &TestServer) -> Value {
-    server
-        .http
-        .get(server.url("/api/v1/cache/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    server.get_json("/api/v1/cache/stats").await
 }
 
 #[tokio::test]
@@ -452,15 +444,7 @@ async fn every_call_is_audited() {
     // Rows are written in batches off the request path; wait until all four are there.
     let deadline = tokio::time::Instant::now() + WAIT;
     let rows = loop {
-        let page: Value = server
-            .http
-            .get(server.url("/api/v1/invocations?server=audited"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = server.get_json("/api/v1/invocations?server=audited").await;
         let rows = page["invocations"].as_array().unwrap().clone();
         if rows.len() == 4 {
             break rows;
@@ -563,6 +547,37 @@ async fn wait_stats(server: &TestServer, what: &str, done: impl Fn(&Value) -> bo
     }
 }
 
+/// Starts a `sleep` call of `ms` (cacheable), runs `invalidate` while the upstream holds
+/// it, then checks that its fill was refused and that the next fill is kept.
+async fn a_fill_is_refused_across(
+    server: &mut TestServer,
+    ms: u64,
+    what: &str,
+    invalidate: impl AsyncFnOnce(&mut TestServer),
+) {
+    let slow = start_call(server, "race", "sleep", json!({"ms": ms}));
+    wait_sleeping(server, "race", "1").await;
+    invalidate(server).await;
+    assert_eq!(
+        sleeping(server, "race").await,
+        "1",
+        "the call must still be upstream when the invalidation is done"
+    );
+    let (status, first) = slow.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["cached"], false);
+    let (_, again) = server.call("race", "sleep", json!({"ms": ms})).await;
+    assert_eq!(
+        again["cached"], false,
+        "the fill of a call started before {what} brought its result back"
+    );
+    let (_, third) = server.call("race", "sleep", json!({"ms": ms})).await;
+    assert_eq!(
+        third["cached"], true,
+        "with no invalidation in between, a fill is kept"
+    );
+}
+
 #[tokio::test]
 async fn an_invalidation_during_a_call_is_not_undone_by_its_fill() {
     let db = TestDb::new();
@@ -571,64 +586,30 @@ async fn an_invalidation_during_a_call_is_not_undone_by_its_fill() {
     let mut server = with_upstream(db.stdio_settings(), body).await;
 
     // An admin invalidation while the call waits on the upstream.
-    let slow = start_call(&server, "race", "sleep", json!({"ms": 1500}));
-    wait_sleeping(&server, "race", "1").await;
-    let resp = server
-        .http
-        .delete(server.url("/api/v1/cache/servers/race"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(
-        sleeping(&server, "race").await,
-        "1",
-        "the call must still be upstream when the invalidation is done"
-    );
-    let (status, first) = slow.await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{first}");
-    assert_eq!(first["cached"], false);
-    let (_, again) = server.call("race", "sleep", json!({"ms": 1500})).await;
-    assert_eq!(
-        again["cached"], false,
-        "the fill of a call started before the invalidation brought its result back"
-    );
-    let (_, third) = server.call("race", "sleep", json!({"ms": 1500})).await;
-    assert_eq!(
-        third["cached"], true,
-        "with no invalidation in between, a fill is kept"
-    );
+    a_fill_is_refused_across(&mut server, 1500, "the invalidation", async |server| {
+        let resp = server
+            .http
+            .delete(server.url("/api/v1/cache/servers/race"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    })
+    .await;
 
     // A changed catalogue while the call waits on the upstream.
-    let slow = start_call(&server, "race", "sleep", json!({"ms": 1501}));
-    wait_sleeping(&server, "race", "1").await;
-    let (status, toggled) = server.call("race", "toggle_extra", json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{toggled}");
-    server
-        .events
-        .wait_for(WAIT, "cache_invalidated (tools_changed)", |e| {
-            e.kind == omni_bridge::events::EventType::CacheInvalidated
-                && e.data["reason"] == "tools_changed"
-        })
-        .await;
-    assert_eq!(
-        sleeping(&server, "race").await,
-        "1",
-        "the call must still be upstream when the invalidation is done"
-    );
-    let (status, first) = slow.await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{first}");
-    assert_eq!(first["cached"], false);
-    let (_, again) = server.call("race", "sleep", json!({"ms": 1501})).await;
-    assert_eq!(
-        again["cached"], false,
-        "the fill of a call started before the catalogue changed brought its result back"
-    );
-    let (_, third) = server.call("race", "sleep", json!({"ms": 1501})).await;
-    assert_eq!(
-        third["cached"], true,
-        "with no invalidation in between, a fill is kept"
-    );
+    a_fill_is_refused_across(&mut server, 1501, "the catalogue changed", async |server| {
+        let (status, toggled) = server.call("race", "toggle_extra", json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{toggled}");
+        server
+            .events
+            .wait_for(WAIT, "cache_invalidated (tools_changed)", |e| {
+                e.kind == omni_bridge::events::EventType::CacheInvalidated
+                    && e.data["reason"] == "tools_changed"
+            })
+            .await;
+    })
+    .await;
     server.stop().await;
 }
 

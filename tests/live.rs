@@ -64,15 +64,7 @@ async fn until(conn: &mut Conn, what: &str, pred: impl Fn(&Value) -> bool) -> Ve
 
 /// The value of an unlabelled series on `/metrics` (`name value`), if present.
 async fn metric(server: &TestServer, name: &str) -> Option<f64> {
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.get_text("/metrics").await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|n| n.trim().parse::<f64>().ok())
@@ -135,15 +127,7 @@ async fn initial_status_then_the_events_of_a_killed_upstream_in_order() {
         assert!(cache[field].is_number(), "cache.{field} missing: {cache}");
     }
 
-    let pid = server
-        .http
-        .get(server.url("/api/v1/servers/victim"))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["pid"]
+    let pid = server.get_json("/api/v1/servers/victim").await["pid"]
         .as_i64()
         .unwrap();
     // SAFETY: kill(2) on a child this test's gateway started.
@@ -716,15 +700,7 @@ async fn prometheus_metrics_describe_the_gateway() {
     let mut ws = connect(&server).await;
     // Its first message means its session actor has started (and counted itself).
     assert_eq!(next(&mut ws, WAIT).await["type"], "initial_status");
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.get_text("/metrics").await;
     for needle in [
         "omni_tool_calls_total{server=\"promo\",tool=\"echo\",outcome=\"ok\"} 1",
         "omni_tool_call_duration_seconds_bucket{",

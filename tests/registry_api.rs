@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestDb, TestServer};
+use common::{SqliteWriteLock, TestDb, TestServer};
 use omni_bridge::registry::ServerInput;
 use omni_bridge::store::Store;
 use reqwest::StatusCode;
@@ -63,15 +63,7 @@ async fn create_list_get_update_delete() {
     assert_eq!(created["timeout"], "30s");
     assert_eq!(created["source"], "api");
 
-    let list: Value = server
-        .http
-        .get(server.url("/api/v1/servers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/api/v1/servers").await;
     assert_eq!(list["servers"].as_array().unwrap().len(), 1);
     assert_eq!(
         declarations(&list)[0],
@@ -247,15 +239,7 @@ async fn bad_input_gets_400_with_the_field() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 
     // Nothing bad was stored along the way.
-    let list: Value = server
-        .http
-        .get(server.url("/api/v1/servers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/api/v1/servers").await;
     let names: Vec<&str> = list["servers"]
         .as_array()
         .unwrap()
@@ -412,29 +396,11 @@ async fn secrets_are_never_returned_and_survive_round_trips() {
         "/api/v1/servers/web",
         "/api/v1/servers/time",
     ] {
-        bodies.push(
-            server
-                .http
-                .get(server.url(path))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        );
+        bodies.push(server.get_text(path).await);
     }
 
     // Send back what was read: the redacted values keep the stored secrets.
-    let read: Value = server
-        .http
-        .get(server.url("/api/v1/servers/web"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read: Value = server.get_json("/api/v1/servers/web").await;
     assert_eq!(read["headers"]["Authorization"], "<redacted>");
     let input = json!({
         "name": "web", "transport": "streamable_http", "url": read["url"],
@@ -522,29 +488,13 @@ async fn the_registry_survives_a_restart() {
         post(&server, &http_server("web")).await.status(),
         StatusCode::CREATED
     );
-    let before: Value = server
-        .http
-        .get(server.url("/api/v1/servers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let before: Value = server.get_json("/api/v1/servers").await;
     server.stop().await;
 
     // A second start on the same database: migrations have nothing to do, data is there.
     assert_eq!(omni_bridge::store::migrate::run(&db.url).await.unwrap(), 0);
     let server = TestServer::start(db.settings()).await;
-    let after: Value = server
-        .http
-        .get(server.url("/api/v1/servers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: Value = server.get_json("/api/v1/servers").await;
     // The declarations are the same; the live state (status, last error) may differ.
     assert_eq!(declarations(&before), declarations(&after));
     server.stop().await;
@@ -606,15 +556,7 @@ async fn config_file_servers_are_loaded_and_owned_by_the_file() {
     let mut settings = db.settings();
     settings.servers = vec![spec("from-file"), spec("also-file")];
     let server = TestServer::start(settings).await;
-    let got: Value = server
-        .http
-        .get(server.url("/api/v1/servers/from-file"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = server.get_json("/api/v1/servers/from-file").await;
     assert_eq!(got["source"], "config");
     let resp = server
         .http
@@ -642,15 +584,7 @@ async fn config_file_servers_are_loaded_and_owned_by_the_file() {
     let mut settings = db.settings();
     settings.servers = vec![spec("from-file")];
     let server = TestServer::start(settings).await;
-    let list: Value = server
-        .http
-        .get(server.url("/api/v1/servers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/api/v1/servers").await;
     let names: Vec<&str> = list["servers"]
         .as_array()
         .unwrap()
@@ -680,15 +614,7 @@ async fn a_config_file_probe_timeout_is_stored_and_follows_the_file() {
         let mut settings = db.settings();
         settings.servers = vec![spec(probe_timeout)];
         let server = TestServer::start(settings).await;
-        let got: Value = server
-            .http
-            .get(server.url("/api/v1/servers/from-file"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let got: Value = server.get_json("/api/v1/servers/from-file").await;
         assert_eq!(got["probe_timeout"], json!(probe_timeout));
         server.stop().await;
     }
@@ -838,26 +764,14 @@ async fn readiness_is_503_naming_the_store_when_it_cannot_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_sqlite_store_answers_503_store_busy() {
     let db = TestDb::new();
-    let omni_bridge::store::DatabaseUrl::Sqlite(path) = &db.url else {
+    if !matches!(db.url, omni_bridge::store::DatabaseUrl::Sqlite(_)) {
         eprintln!("skipped: the lock is SQLite's");
         return;
-    };
+    }
     let server = TestServer::start(db.settings()).await;
-    let path = path.clone();
-    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        use diesel::connection::SimpleConnection;
-        use diesel::{Connection, SqliteConnection};
-        let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
-        // The gateway writes too (health history): wait our turn for the lock.
-        conn.batch_execute("PRAGMA busy_timeout = 20000; BEGIN EXCLUSIVE")
-            .unwrap();
-        locked_tx.send(()).unwrap();
-        release_rx.recv().unwrap();
-        conn.batch_execute("COMMIT").unwrap();
-    });
-    locked_rx.await.unwrap();
+    let lock = SqliteWriteLock::hold(&db)
+        .await
+        .expect("a SQLite test database");
 
     let resp = post(&server, &http_server("late")).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -870,8 +784,7 @@ async fn a_locked_sqlite_store_answers_503_store_busy() {
         assert!(!lower.contains(leak), "{leak:?} in {text}");
     }
 
-    release_tx.send(()).unwrap();
-    holder.join().unwrap();
+    lock.release();
     let resp = post(&server, &http_server("late")).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     server.stop().await;

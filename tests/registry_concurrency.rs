@@ -19,15 +19,7 @@ fn body(name: &str, n: usize) -> Value {
 }
 
 async fn names(server: &TestServer) -> Vec<String> {
-    let list: Value = server
-        .http
-        .get(server.url("/api/v1/servers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/api/v1/servers").await;
     list["servers"]
         .as_array()
         .unwrap()
@@ -89,15 +81,7 @@ async fn concurrent_creates_updates_and_deletes_stay_consistent() {
     for r in updates {
         assert_eq!(r.unwrap().status(), StatusCode::OK);
     }
-    let got: Value = server
-        .http
-        .get(server.url("/api/v1/servers/contested"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = server.get_json("/api/v1/servers/contested").await;
     assert_eq!(got["revision"], json!(1 + N));
     let last: usize = got["url"]
         .as_str()

@@ -45,15 +45,7 @@ async fn healthy_and_callable(server: &mut TestServer, body: Value) {
     assert_eq!(got["circuit"], "closed");
     assert_eq!(got["server_info"]["name"], name);
 
-    let tools: Value = server
-        .http
-        .get(server.url("/api/v1/tools"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tools: Value = server.get_json("/api/v1/tools").await;
     let mine: Vec<&Value> = tools["tools"]
         .as_array()
         .unwrap()
@@ -734,15 +726,7 @@ async fn configured_headers_reach_http_and_sse_upstreams() {
         .health("unguarded", "restart_scheduled", WAIT)
         .await;
     // The secret never shows in what the API answers.
-    let list = server
-        .http
-        .get(server.url("/api/v1/servers"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = server.get_text("/api/v1/servers").await;
     assert!(!list.contains("s3cret"));
     server.stop().await;
 }

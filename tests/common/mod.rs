@@ -243,6 +243,17 @@ impl TestServer {
             .unwrap()
     }
 
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// One registry entry with its live state.
     pub async fn server_json(&self, name: &str) -> Value {
         self.get_json(&format!("/api/v1/servers/{name}")).await
@@ -434,4 +445,42 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Another connection holding SQLite's write lock (`BEGIN EXCLUSIVE`) until released: the
+/// store then refuses every write while reads go on (WAL).
+pub struct SqliteWriteLock {
+    release: std::sync::mpsc::Sender<()>,
+    holder: std::thread::JoinHandle<()>,
+}
+
+impl SqliteWriteLock {
+    /// Takes the lock on the test database's file and answers once it is held; `None` on
+    /// PostgreSQL, which has no such lock.
+    pub async fn hold(db: &TestDb) -> Option<Self> {
+        let omni_bridge::store::DatabaseUrl::Sqlite(path) = &db.url else {
+            return None;
+        };
+        let path = path.clone();
+        let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            use diesel::connection::SimpleConnection;
+            use diesel::{Connection, SqliteConnection};
+            let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+            // The gateway writes too (health history): wait our turn for the lock.
+            conn.batch_execute("PRAGMA busy_timeout = 20000; BEGIN EXCLUSIVE")
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            conn.batch_execute("COMMIT").unwrap();
+        });
+        locked_rx.await.unwrap();
+        Some(Self { release, holder })
+    }
+
+    pub fn release(self) {
+        self.release.send(()).unwrap();
+        self.holder.join().unwrap();
+    }
 }
