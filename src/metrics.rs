@@ -13,8 +13,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::auth::AllowList;
 use crate::cache::CacheStats;
-use crate::upstream::{StatusBoard, UpstreamStatus};
+use crate::upstream::StatusBoard;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
@@ -318,13 +319,17 @@ impl Metrics {
 }
 
 /// Counts of upstreams: total and healthy (healthy or degraded).
-pub fn upstream_counts(board: &StatusBoard) -> (usize, usize) {
+pub fn upstream_counts(board: &StatusBoard, allow: &AllowList) -> (usize, usize) {
     let all = board.all();
-    let healthy = all
-        .values()
-        .filter(|s| matches!(s.status, UpstreamStatus::Healthy | UpstreamStatus::Degraded))
-        .count();
-    (all.len(), healthy)
+    let visible = all
+        .iter()
+        .filter(|(name, _)| allow.allows_server(name.as_str()));
+    let (mut total, mut up) = (0, 0);
+    for (_, snapshot) in visible {
+        total += 1;
+        up += usize::from(snapshot.status.is_up());
+    }
+    (total, up)
 }
 
 /// Resident memory of this process, in bytes (Linux), for `system_metrics`.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -158,16 +159,9 @@ impl EventHub {
     /// `allow`; the request rate is the one of the last interval.
     fn current_metrics(&self, allow: &AllowList) -> Value {
         let mut current = self.latest_metrics.clone();
-        let visible: Vec<UpstreamStatus> = self
-            .board
-            .all()
-            .into_iter()
-            .filter(|(name, _)| allow.allows_server(name.as_str()))
-            .map(|(_, snapshot)| snapshot.status)
-            .collect();
-        current["upstreams_total"] = json!(visible.len());
-        current["upstreams_healthy"] =
-            json!(visible.iter().filter(|s| counts_healthy(**s)).count());
+        let (total, healthy) = metrics::upstream_counts(&self.board, allow);
+        current["upstreams_total"] = json!(total);
+        current["upstreams_healthy"] = json!(healthy);
         current["requests_total"] = json!(self.metrics.requests_total());
         current["errors_total"] = json!(self.metrics.errors_total());
         // The joining session counts.
@@ -203,7 +197,7 @@ impl EventHub {
         let per_second = requests.saturating_sub(before) as f64
             / now.duration_since(then).as_secs_f64().max(1e-3);
         self.last_tick = (now, requests);
-        let (total, healthy) = metrics::upstream_counts(&self.board);
+        let (total, healthy) = metrics::upstream_counts(&self.board, &AllowList::default());
         self.latest_metrics = json!({
             "upstreams_total": total,
             "upstreams_healthy": healthy,
@@ -247,10 +241,6 @@ impl EventHub {
             .collect();
         Value::Object(servers)
     }
-}
-
-fn counts_healthy(status: UpstreamStatus) -> bool {
-    matches!(status, UpstreamStatus::Healthy | UpstreamStatus::Degraded)
 }
 
 /// The text of one event for each allow-list, each made at most once per fan-out.
@@ -314,7 +304,7 @@ fn restrict_to(data: &mut Value, allow: &AllowList) {
     let total = servers.len();
     let healthy = servers
         .values()
-        .filter(|s| matches!(s["status"].as_str(), Some("healthy" | "degraded")))
+        .filter(|s| UpstreamStatus::deserialize(&s["status"]).is_ok_and(UpstreamStatus::is_up))
         .count();
     data["upstreams_total"] = json!(total);
     data["upstreams_healthy"] = json!(healthy);

@@ -6,14 +6,14 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use rmcp::model::Tool;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::breaker::CircuitState;
 use super::lane::Lane;
 use crate::registry::{ServerName, ServerSpec};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamStatus {
     Starting,
@@ -40,6 +40,11 @@ impl UpstreamStatus {
             Self::Failed => "failed",
             Self::Disabled => "disabled",
         }
+    }
+
+    /// Whether it counts as up in `system_metrics` (`upstreams_healthy`): it answers.
+    pub fn is_up(self) -> bool {
+        matches!(self, Self::Healthy | Self::Degraded)
     }
 
     /// Whether calls can be sent to the upstream at all.
