@@ -13,10 +13,9 @@ use chrono::Utc;
 use futures_util::future::BoxFuture;
 use rmcp::ServiceError;
 use rmcp::model::{
-    ClientRequest, CompleteRequestParams, CompleteResult, ErrorCode, GetPromptRequestParams,
-    GetPromptResult, JsonObject, PingRequest, Prompt, ReadResourceRequestParams,
-    ReadResourceResult, Resource, ResourceTemplate, SubscribeRequestParams,
-    UnsubscribeRequestParams,
+    ClientRequest, CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResult,
+    JsonObject, PingRequest, Prompt, ReadResourceRequestParams, ReadResourceResult, Resource,
+    ResourceTemplate, SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::service::{Peer, RoleClient};
 use serde_json::json;
@@ -24,7 +23,7 @@ use tokio::sync::mpsc;
 
 use super::breaker::{CircuitState, Transition};
 use super::connect::{self, Session, SessionNote, SessionTrouble};
-use super::lane::{Lane, SharedBreaker, is_callers_fault};
+use super::lane::{Judged, Lane, SharedBreaker, judge};
 use super::status::{Offers, StatusBoard, UpstreamStatus};
 use super::supervisor::{ChildExited, ChildUp};
 use crate::events::{Event, EventBus, EventType};
@@ -546,27 +545,11 @@ impl UpstreamActor {
         let timeout = self.spec.timeout;
         let call = tokio::time::timeout(timeout, run(peer));
         Box::pin(call.into_actor(self).map(move |outcome, act, ctx| {
-            let unreachable =
-                matches!(&outcome, Ok(Err(e)) if connect::session_trouble(e).is_some());
-            let result = match outcome {
-                Ok(Ok(result)) => Ok(result),
-                Err(_) => Err(CallError::Timeout { server, timeout }),
-                Ok(Err(ServiceError::McpError(e))) => Err(CallError::Upstream {
-                    server,
-                    code: e.code.0,
-                    message: e.message.to_string(),
-                }),
-                Ok(Err(ServiceError::TransportClosed)) => Err(CallError::Gone { server }),
-                Ok(Err(e)) => Err(CallError::Transport {
-                    server,
-                    detail: e.to_string(),
-                }),
-            };
-            let healthy = match &result {
-                Ok(_) => true,
-                Err(CallError::Upstream { code, .. }) => is_callers_fault(ErrorCode(*code)),
-                Err(_) => false,
-            };
+            let Judged {
+                result,
+                healthy,
+                unreachable,
+            } = judge(&server, timeout, outcome);
             act.record(healthy, result.as_ref().err().map(ToString::to_string), ctx);
             // A call that could not reach the upstream asks a probe whether the session
             // still stands; only probes end it.

@@ -79,8 +79,56 @@ impl fmt::Debug for Lane {
 }
 
 /// Whether a JSON-RPC error says the caller was wrong rather than the upstream broken.
-pub fn is_callers_fault(code: ErrorCode) -> bool {
+fn is_callers_fault(code: ErrorCode) -> bool {
     code == ErrorCode::INVALID_PARAMS || code == ErrorCode::METHOD_NOT_FOUND
+}
+
+/// What one request's outcome means, for calls on a lane and pass-through alike.
+pub struct Judged<T> {
+    pub result: Result<T, CallError>,
+    /// The upstream answered as it should (the breaker counts a success); an error that
+    /// is the caller's fault counts too.
+    pub healthy: bool,
+    /// The upstream could not be reached: a probe should ask whether the session stands.
+    pub unreachable: bool,
+}
+
+/// Judges the outcome of a request sent under `timeout`.
+pub fn judge<T>(
+    server: &str,
+    timeout: Duration,
+    outcome: Result<Result<T, ServiceError>, tokio::time::error::Elapsed>,
+) -> Judged<T> {
+    // Owned only on failure: a successful call allocates nothing here.
+    let server = || server.to_owned();
+    let unreachable = matches!(&outcome, Ok(Err(e)) if connect::session_trouble(e).is_some());
+    let result = match outcome {
+        Ok(Ok(result)) => Ok(result),
+        Err(_) => Err(CallError::Timeout {
+            server: server(),
+            timeout,
+        }),
+        Ok(Err(ServiceError::McpError(e))) => Err(CallError::Upstream {
+            server: server(),
+            code: e.code.0,
+            message: e.message.to_string(),
+        }),
+        Ok(Err(ServiceError::TransportClosed)) => Err(CallError::Gone { server: server() }),
+        Ok(Err(e)) => Err(CallError::Transport {
+            server: server(),
+            detail: e.to_string(),
+        }),
+    };
+    let healthy = match &result {
+        Ok(_) => true,
+        Err(CallError::Upstream { code, .. }) => is_callers_fault(ErrorCode(*code)),
+        Err(_) => false,
+    };
+    Judged {
+        result,
+        healthy,
+        unreachable,
+    }
 }
 
 impl Lane {
@@ -148,29 +196,11 @@ impl Lane {
             }
         };
         admitted.settled = true;
-        let unreachable = matches!(&outcome, Ok(Err(e)) if connect::session_trouble(e).is_some());
-        let result = match outcome {
-            Ok(Ok(result)) => Ok(result),
-            Err(_) => Err(CallError::Timeout {
-                server: server(),
-                timeout: lane.timeout,
-            }),
-            Ok(Err(ServiceError::McpError(e))) => Err(CallError::Upstream {
-                server: server(),
-                code: e.code.0,
-                message: e.message.to_string(),
-            }),
-            Ok(Err(ServiceError::TransportClosed)) => Err(CallError::Gone { server: server() }),
-            Ok(Err(e)) => Err(CallError::Transport {
-                server: server(),
-                detail: e.to_string(),
-            }),
-        };
-        let healthy = match &result {
-            Ok(_) => true,
-            Err(CallError::Upstream { code, .. }) => is_callers_fault(ErrorCode(*code)),
-            Err(_) => false,
-        };
+        let Judged {
+            result,
+            healthy,
+            unreachable,
+        } = judge(&lane.server, lane.timeout, outcome);
         let (transition, had_failures) = {
             let mut breaker = lane.breaker.lock();
             let had_failures = breaker.consecutive_failures() > 0;
