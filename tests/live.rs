@@ -579,6 +579,9 @@ async fn a_slow_client_is_dropped_while_a_normal_one_keeps_receiving() {
     let db = TestDb::new();
     let mut settings = db.stdio_settings();
     settings.live.queue = 32;
+    // The slow client never answers a ping; only its backlog may end it here, however long
+    // a loaded machine takes to fill its socket buffers.
+    settings.live.ping_timeout = Duration::from_secs(600);
     let server = TestServer::start(settings).await;
 
     let mut normal = connect(&server).await;
@@ -592,7 +595,8 @@ async fn a_slow_client_is_dropped_while_a_normal_one_keeps_receiving() {
     let before = dropped_slow(&server).await;
     let mut slow = never_reading_client(server.addr);
 
-    // The normal client reads everything, concurrently, counting invalidations.
+    // The normal client reads everything, concurrently, counting invalidations, and answers
+    // the server's pings as the dashboard does.
     let (count_tx, mut count_rx) = tokio::sync::watch::channel(0usize);
     let reader = actix_rt::spawn(async move {
         let mut n = 0;
@@ -600,6 +604,9 @@ async fn a_slow_client_is_dropped_while_a_normal_one_keeps_receiving() {
             let m = next(&mut normal, Duration::from_secs(60)).await;
             if m.get("closed").is_some() {
                 panic!("the normal client was closed: {m}");
+            }
+            if m["type"] == "ping" {
+                send(&mut normal, json!({"action": "pong"})).await;
             }
             if m["type"] == "cache_invalidated" {
                 n += 1;
