@@ -441,8 +441,8 @@ async fn without_keys_it_refuses_to_listen_beyond_loopback() {
 /// key only the servers its allow-list covers.
 #[actix_rt::test]
 async fn the_live_stream_authenticates_in_its_first_message_and_filters_by_allow_list() {
-    use awc::ws::{Frame, Message};
-    use futures_util::{SinkExt, StreamExt};
+    use awc::ws::Message;
+    use futures_util::SinkExt;
 
     let db = TestDb::new();
     let mut server = TestServer::start(db.stdio_settings()).await;
@@ -456,22 +456,7 @@ async fn the_live_stream_authenticates_in_its_first_message_and_filters_by_allow
     )
     .await;
     let url = format!("ws://{}/ws", server.addr);
-    let next = async |conn: &mut actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>| -> Value {
-        loop {
-            let frame = tokio::time::timeout(WAIT, conn.next())
-                .await
-                .expect("a frame in time");
-            match frame {
-                Some(Ok(Frame::Text(bytes))) => return serde_json::from_slice(&bytes).unwrap(),
-                Some(Ok(Frame::Close(reason))) => {
-                    let code: u16 = reason.map_or(1005, |r| r.code.into());
-                    return json!({"closed": code});
-                }
-                Some(Ok(_)) => continue,
-                other => return json!({"closed": format!("{other:?}")}),
-            }
-        }
-    };
+    let next = async |conn: &mut common::WsConn| common::ws_next(conn, WAIT).await;
 
     // A wrong key ends the session with a policy close.
     let (_, mut conn) = awc::Client::new().ws(&url).connect().await.unwrap();

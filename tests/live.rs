@@ -7,44 +7,21 @@ use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::time::Duration;
 
-use actix_codec::Framed;
-use awc::BoxedSocket;
-use awc::ws::{Codec, Frame, Message};
-use common::{TestDb, TestServer, WAIT, stdio};
-use futures_util::{SinkExt, StreamExt};
+use awc::ws::Message;
+use common::{TestDb, TestServer, WAIT, WsConn, stdio, ws_connect, ws_next};
+use futures_util::SinkExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-type Conn = Framed<BoxedSocket, Codec>;
+type Conn = WsConn;
 
 async fn connect(server: &TestServer) -> Conn {
-    let (resp, conn) = awc::Client::new()
-        .ws(format!("ws://{}/ws", server.addr))
-        .connect()
-        .await
-        .expect("websocket connects");
-    assert_eq!(resp.status(), 101);
-    conn
+    ws_connect(server).await
 }
 
 /// The next JSON message, or the close frame as `{"closed": code}`.
 async fn next(conn: &mut Conn, within: Duration) -> Value {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let frame = tokio::time::timeout_at(deadline, conn.next())
-            .await
-            .expect("a message within the deadline");
-        match frame {
-            Some(Ok(Frame::Text(bytes))) => return serde_json::from_slice(&bytes).unwrap(),
-            Some(Ok(Frame::Close(reason))) => {
-                let code: u16 = reason.map_or(1005, |r| r.code.into());
-                return json!({"closed": code});
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => panic!("protocol error: {e}"),
-            None => return json!({"closed": 1006}),
-        }
-    }
+    ws_next(conn, within).await
 }
 
 /// Reads until a message satisfies `pred`; returns everything read, that one last.

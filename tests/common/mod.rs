@@ -484,3 +484,40 @@ impl SqliteWriteLock {
         self.holder.join().unwrap();
     }
 }
+
+/// A dashboard WebSocket connection, as awc opens it.
+pub type WsConn = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
+
+/// Opens `/ws` on the gateway.
+pub async fn ws_connect(server: &TestServer) -> WsConn {
+    let (resp, conn) = awc::Client::new()
+        .ws(format!("ws://{}/ws", server.addr))
+        .connect()
+        .await
+        .expect("websocket connects");
+    assert_eq!(resp.status(), 101);
+    conn
+}
+
+/// The next JSON message within `within`, or the close frame as `{"closed": code}`
+/// (1006 if the connection ended without one). Pings and other control frames are skipped.
+pub async fn ws_next(conn: &mut WsConn, within: Duration) -> Value {
+    use awc::ws::Frame;
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, conn.next())
+            .await
+            .expect("a message within the deadline");
+        match frame {
+            Some(Ok(Frame::Text(bytes))) => return serde_json::from_slice(&bytes).unwrap(),
+            Some(Ok(Frame::Close(reason))) => {
+                let code: u16 = reason.map_or(1005, |r| r.code.into());
+                return serde_json::json!({"closed": code});
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("protocol error: {e}"),
+            None => return serde_json::json!({"closed": 1006}),
+        }
+    }
+}
