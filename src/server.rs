@@ -275,6 +275,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .configure(|cfg| http::configure(cfg, body_limit))
     })
     .shutdown_timeout(grace_secs(settings.shutdown_timeout))
+    // Streamed answers (an `/mcp` call's SSE events, live-stream frames) are several
+    // small writes; under Nagle's algorithm each one after the first waits for the
+    // client's ACK, which a client delays up to 40 ms. actix leaves Nagle on by default.
+    .tcp_nodelay(true)
     .disable_signals()
     .bind(settings.bind)
     .map_err(|source| StartError::Bind {

@@ -923,3 +923,60 @@ async fn a_stateless_listen_stream_is_acknowledged_then_told_of_list_changes() {
     );
     server.stop().await;
 }
+
+/// The socket the gateway accepted for a client connected from `client`, found among
+/// this process's descriptors (the test server runs in this process).
+fn accepted_socket(server: std::net::SocketAddr, client: std::net::SocketAddr) -> Option<bool> {
+    use std::os::fd::FromRawFd;
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        // Borrowed, never closed: ManuallyDrop keeps the gateway's descriptor open.
+        let socket = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+        if socket.local_addr().ok() == Some(server) && socket.peer_addr().ok() == Some(client) {
+            return socket.nodelay().ok();
+        }
+    }
+    None
+}
+
+/// An `/mcp` call's answer is an SSE stream written in several small pieces (a priming
+/// event, the result, the end of the body). With Nagle's algorithm on, each piece after
+/// the first waits for the client's ACK, which a client may delay by 40 ms: a plain
+/// HTTP/1.1 client saw every call take 44 ms. The gateway turns Nagle off on every
+/// connection it accepts; this reads that back from the accepted socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_connections_send_small_writes_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::new();
+    let server = TestServer::start(db.stdio_settings()).await;
+    let mut conn = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let client = conn.local_addr().unwrap();
+    // One answered request: the connection has been accepted and set up.
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    tokio::time::timeout(WAIT, conn.read_exact(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let addr = server.addr;
+    let nodelay = tokio::task::spawn_blocking(move || accepted_socket(addr, client))
+        .await
+        .unwrap();
+    assert_eq!(nodelay, Some(true), "Nagle's algorithm is off");
+    drop(conn);
+    server.stop().await;
+}
