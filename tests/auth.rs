@@ -61,13 +61,6 @@ async fn send(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-/// Creates a key through the API with `admin`'s key (or none while the gateway is open).
-async fn create_key(server: &TestServer, admin: Option<&str>, body: Value) -> String {
-    let (status, created) = send(server, Method::POST, "/api/v1/keys", admin, Some(body)).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    created["secret"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_made_before_the_first_start_locks_the_gateway() {
     let db = TestDb::new();
@@ -121,25 +114,21 @@ async fn each_role_reaches_its_endpoints_and_no_further() {
     let mut server = TestServer::start(db.stdio_settings()).await;
     server.register_healthy(&stdio("alpha")).await;
     // Open until the first key exists.
-    let admin = create_key(&server, None, json!({"name": "admin", "role": "admin"})).await;
+    let admin = server
+        .create_key(None, json!({"name": "admin", "role": "admin"}))
+        .await;
     let (status, _) = send(&server, Method::GET, "/api/v1/tools", None, None).await;
     assert_eq!(
         status,
         StatusCode::UNAUTHORIZED,
         "the first key closes the gateway"
     );
-    let operator = create_key(
-        &server,
-        Some(&admin),
-        json!({"name": "op", "role": "operator"}),
-    )
-    .await;
-    let viewer = create_key(
-        &server,
-        Some(&admin),
-        json!({"name": "view", "role": "viewer"}),
-    )
-    .await;
+    let operator = server
+        .create_key(Some(&admin), json!({"name": "op", "role": "operator"}))
+        .await;
+    let viewer = server
+        .create_key(Some(&admin), json!({"name": "view", "role": "viewer"}))
+        .await;
 
     let call = Some(json!({"arguments": {"text": "hi"}}));
     let register = Some(stdio("beta"));
@@ -264,13 +253,15 @@ async fn an_allow_list_limits_what_a_key_sees_and_calls_everywhere() {
     let mut server = TestServer::start(db.stdio_settings()).await;
     server.register_healthy(&stdio("alpha")).await;
     server.register_healthy(&stdio("beta")).await;
-    let admin = create_key(&server, None, json!({"name": "admin", "role": "admin"})).await;
-    let narrow = create_key(
-        &server,
-        Some(&admin),
-        json!({"name": "narrow", "role": "operator", "allow": ["alpha/e*"]}),
-    )
-    .await;
+    let admin = server
+        .create_key(None, json!({"name": "admin", "role": "admin"}))
+        .await;
+    let narrow = server
+        .create_key(
+            Some(&admin),
+            json!({"name": "narrow", "role": "operator", "allow": ["alpha/e*"]}),
+        )
+        .await;
 
     let (_, tools) = send(&server, Method::GET, "/api/v1/tools", Some(&narrow), None).await;
     let seen: Vec<String> = tools["tools"]
@@ -380,13 +371,15 @@ async fn an_allow_list_limits_what_a_key_sees_and_calls_everywhere() {
 async fn a_key_over_its_rate_gets_429_then_recovers() {
     let db = TestDb::new();
     let server = TestServer::start(db.settings()).await;
-    let admin = create_key(&server, None, json!({"name": "admin", "role": "admin"})).await;
-    let slow = create_key(
-        &server,
-        Some(&admin),
-        json!({"name": "slow", "role": "viewer", "rate_limit": "3/s"}),
-    )
-    .await;
+    let admin = server
+        .create_key(None, json!({"name": "admin", "role": "admin"}))
+        .await;
+    let slow = server
+        .create_key(
+            Some(&admin),
+            json!({"name": "slow", "role": "viewer", "rate_limit": "3/s"}),
+        )
+        .await;
     for _ in 0..3 {
         let (status, _) = send(&server, Method::GET, "/api/v1/servers", Some(&slow), None).await;
         assert_eq!(status, StatusCode::OK);
@@ -448,13 +441,15 @@ async fn the_live_stream_authenticates_in_its_first_message_and_filters_by_allow
     let mut server = TestServer::start(db.stdio_settings()).await;
     server.register_healthy(&stdio("alpha")).await;
     server.register_healthy(&stdio("beta")).await;
-    let admin = create_key(&server, None, json!({"name": "admin", "role": "admin"})).await;
-    let watcher = create_key(
-        &server,
-        Some(&admin),
-        json!({"name": "watcher", "role": "viewer", "allow": ["alpha/*"]}),
-    )
-    .await;
+    let admin = server
+        .create_key(None, json!({"name": "admin", "role": "admin"}))
+        .await;
+    let watcher = server
+        .create_key(
+            Some(&admin),
+            json!({"name": "watcher", "role": "viewer", "allow": ["alpha/*"]}),
+        )
+        .await;
     let url = format!("ws://{}/ws", server.addr);
     let next = async |conn: &mut common::WsConn| common::ws_next(conn, WAIT).await;
 

@@ -248,24 +248,15 @@ async fn system_metrics_show_a_key_only_the_upstreams_it_may_see() {
     let mut server = TestServer::start(settings).await;
     server.register_healthy(&stdio("alpha")).await;
     server.register_healthy(&stdio("beta")).await;
-    let create = async |admin: Option<&str>, body: Value| -> String {
-        let mut req = server.http.post(server.url("/api/v1/keys")).json(&body);
-        if let Some(admin) = admin {
-            req = req.bearer_auth(admin);
-        }
-        let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        resp.json::<Value>().await.unwrap()["secret"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let admin = create(None, json!({"name": "admin", "role": "admin"})).await;
-    let watcher = create(
-        Some(&admin),
-        json!({"name": "watcher", "role": "viewer", "allow": ["alpha/*"]}),
-    )
-    .await;
+    let admin = server
+        .create_key(None, json!({"name": "admin", "role": "admin"}))
+        .await;
+    let watcher = server
+        .create_key(
+            Some(&admin),
+            json!({"name": "watcher", "role": "viewer", "allow": ["alpha/*"]}),
+        )
+        .await;
     let connect_as = async |key: &str| -> Conn {
         let (resp, conn) = awc::Client::new()
             .ws(format!("ws://{}/ws", server.addr))

@@ -232,6 +232,20 @@ impl TestServer {
             .await
     }
 
+    /// Creates an API key with `admin`'s key (or none while the gateway is open); answers
+    /// its secret.
+    pub async fn create_key(&self, admin: Option<&str>, body: Value) -> String {
+        let mut req = self.http.post(self.url("/api/v1/keys")).json(&body);
+        if let Some(admin) = admin {
+            req = req.bearer_auth(admin);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let created: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+        created["secret"].as_str().unwrap().to_owned()
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         self.http
             .get(self.url(path))
