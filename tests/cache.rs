@@ -486,50 +486,6 @@ async fn every_call_is_audited() {
     server.stop().await;
 }
 
-/// Starts a call in the background, so the test can act while it is in flight.
-fn start_call(
-    server: &TestServer,
-    name: &str,
-    tool: &str,
-    args: Value,
-) -> tokio::task::JoinHandle<(StatusCode, Value)> {
-    let request = server
-        .http
-        .post(server.url(&format!("/api/v1/servers/{name}/tools/{tool}/call")))
-        .json(&json!({ "arguments": args }));
-    tokio::spawn(async move {
-        let resp = request.send().await.unwrap();
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    })
-}
-
-/// How many `sleep` calls the upstream `name` is running now (its `sleeping` tool, which
-/// is not read-only and so never cached).
-async fn sleeping(server: &TestServer, name: &str) -> String {
-    let (status, body) = server.call(name, "sleeping", json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["cached"], false);
-    text_of(&body).to_owned()
-}
-
-/// Waits until the upstream runs `n` sleep calls. No event says that a call reached the
-/// upstream, so this polls, with a deadline.
-async fn wait_sleeping(server: &TestServer, name: &str, n: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let now = sleeping(server, name).await;
-        if now == n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} never had {n} sleep calls running (last: {now})"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Polls the cache stats until `done` accepts them. The sweep timer publishes no event,
 /// so this polls, with a deadline.
 async fn wait_stats(server: &TestServer, what: &str, done: impl Fn(&Value) -> bool) -> Value {
@@ -555,11 +511,11 @@ async fn a_fill_is_refused_across(
     what: &str,
     invalidate: impl AsyncFnOnce(&mut TestServer),
 ) {
-    let slow = start_call(server, "race", "sleep", json!({"ms": ms}));
-    wait_sleeping(server, "race", "1").await;
+    let slow = server.start_call("race", "sleep", json!({"ms": ms}));
+    server.wait_sleeping("race", "1").await;
     invalidate(server).await;
     assert_eq!(
-        sleeping(server, "race").await,
+        server.sleeping("race").await,
         "1",
         "the call must still be upstream when the invalidation is done"
     );

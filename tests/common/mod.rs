@@ -246,6 +246,50 @@ impl TestServer {
         created["secret"].as_str().unwrap().to_owned()
     }
 
+    /// Starts a call in the background, so the test can act while it is in flight.
+    pub fn start_call(
+        &self,
+        name: &str,
+        tool: &str,
+        args: Value,
+    ) -> tokio::task::JoinHandle<(reqwest::StatusCode, Value)> {
+        let request = self
+            .http
+            .post(self.url(&format!("/api/v1/servers/{name}/tools/{tool}/call")))
+            .json(&serde_json::json!({ "arguments": args }));
+        tokio::spawn(async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status();
+            (status, resp.json().await.unwrap_or(Value::Null))
+        })
+    }
+
+    /// How many `sleep` calls the test upstream `name` is running now (its `sleeping`
+    /// tool, which is not read-only and so never cached).
+    pub async fn sleeping(&self, name: &str) -> String {
+        let (status, body) = self.call(name, "sleeping", serde_json::json!({})).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        assert_eq!(body["cached"], false);
+        text_of(&body).to_owned()
+    }
+
+    /// Waits until the upstream runs `n` sleep calls. No event says that a call reached
+    /// the upstream, so this polls, with a deadline.
+    pub async fn wait_sleeping(&self, name: &str, n: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let now = self.sleeping(name).await;
+            if now == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} never had {n} sleep calls running (last: {now})"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         self.http
             .get(self.url(path))
