@@ -246,14 +246,20 @@ impl Gateway {
                 .map_err(ApiError::Call)?;
             return Ok(done(result, false));
         };
+        // The shared tier's invalidation counter, read before the upstream is asked: the
+        // fill is shared only if no instance cleared the tier in between.
+        let mut shared_epoch = None;
         if mode == CacheMode::Use {
             if let Ok(Some(hit)) = self.inner.cache.send(Lookup { key }).await {
                 return Ok(done(hit, true));
             }
             // Another instance may have it; keep it near for what is left of its TTL.
-            if let Some(shared) = &self.inner.shared
-                && let Some((hit, left)) = shared.get(server.as_str(), tool_name, &key).await
-            {
+            let read = match &self.inner.shared {
+                Some(shared) => Some(shared.get(server.as_str(), tool_name, &key).await),
+                None => None,
+            };
+            shared_epoch = read.as_ref().and_then(|r| r.epoch);
+            if let Some((hit, left)) = read.and_then(|r| r.hit) {
                 let size = serde_json::to_string(&*hit).map_or(0, |s| s.len());
                 let _ = self
                     .inner
@@ -270,6 +276,8 @@ impl Gateway {
                     .await;
                 return Ok(done(hit, true));
             }
+        } else if let Some(shared) = &self.inner.shared {
+            shared_epoch = shared.epoch().await;
         }
         // Single flight: the first caller runs the call; the others wait for its result.
         let flight = {
@@ -299,16 +307,18 @@ impl Gateway {
                         .await
                         .unwrap_or(false);
                     // What this instance would not keep, no other instance gets either.
-                    if let Some(shared) = self.inner.shared.clone().filter(|_| kept) {
+                    if let (Some(shared), Some(epoch), true) =
+                        (self.inner.shared.clone(), shared_epoch, kept)
+                    {
                         let (server, tool, value) =
                             (server.to_string(), tool_name.to_owned(), result.clone());
                         let current = self.inner.generation.clone();
                         // Shared off the request path: Redis never delays an answer. Not
-                        // at all if an invalidation came in the meantime (a put already
-                        // sent can still land after a clear; the TTL bounds that).
+                        // if this instance heard of an invalidation meanwhile, and Redis
+                        // itself refuses it if any instance cleared the tier since `epoch`.
                         tokio::spawn(async move {
                             if current.current() == generation {
-                                shared.put(&server, &tool, &key, &value, ttl).await;
+                                shared.put((&server, &tool, &key), &value, ttl, epoch).await;
                             }
                         });
                     }

@@ -12,7 +12,7 @@ use common::{TestDb, TestServer, WAIT, stdio};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use omni_bridge::store::DatabaseUrl;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn postgres(db: &TestDb) -> Option<String> {
     match &db.url {
@@ -279,4 +279,109 @@ async fn a_redis_that_is_down_costs_only_its_tier() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(second["cached"], true, "the local tier still works");
     server.stop().await;
+}
+
+/// A fill that began before another instance cleared Redis must not land in Redis after
+/// the clear, where every instance would take it up. The two gateways here share only
+/// Redis (each has its own store), so A never hears of B's clear: only Redis can refuse
+/// A's late fill, by the invalidation counter A read before it asked its upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_begun_before_another_instance_cleared_redis_is_not_shared() {
+    let Some((redis_url, prefix)) = redis() else {
+        return;
+    };
+    let (db_a, db_b) = (TestDb::new(), TestDb::new());
+    let settings = |db: &TestDb| {
+        let mut s = db.stdio_settings();
+        s.cache.redis_url = Some(redis_url.clone());
+        s.cache.redis_prefix = prefix.clone();
+        s
+    };
+    let mut a = TestServer::start(settings(&db_a)).await;
+    let mut b = TestServer::start(settings(&db_b)).await;
+    let mut race = stdio("race");
+    race["tools"] = json!({"sleep": {"cache": "always"}});
+    a.register_healthy(&race).await;
+    b.register_healthy(&race).await;
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let epoch_key = format!("{prefix}cache-epoch");
+    let epoch = async |conn: &mut redis::aio::MultiplexedConnection| -> u64 {
+        let e: Option<u64> = redis::cmd("GET")
+            .arg(&epoch_key)
+            .query_async(conn)
+            .await
+            .unwrap();
+        e.unwrap_or(0)
+    };
+    let before = epoch(&mut conn).await;
+
+    // A's call is with its upstream when B clears the cache, Redis included.
+    let args = json!({"ms": 1500});
+    let slow = a.start_call("race", "sleep", args.clone());
+    a.wait_sleeping("race", "1").await;
+    let resp = b.http.delete(b.url("/api/v1/cache")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // B clears Redis off its request path; no event says when, so poll, with a deadline.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while epoch(&mut conn).await == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never cleared Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        a.sleeping("race").await,
+        "1",
+        "A's call must still be upstream when B's clear is done"
+    );
+    let (status, first) = slow.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["cached"], false);
+    // A offers its fill to Redis off its request path; its stats tell when Redis answered.
+    let shared = |stats: &Value| -> u64 {
+        ["stored", "refused"]
+            .iter()
+            .map(|k| stats["shared"][k].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let stats = loop {
+        let stats = a.get_json("/api/v1/cache/stats").await;
+        if shared(&stats) > 0 {
+            break stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never offered its fill to Redis: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        stats["shared"],
+        json!({"stored": 0, "refused": 1}),
+        "Redis took a fill begun before the clear"
+    );
+    // So B, which cleared, does not get it back from Redis; A keeps its own copy (it never
+    // heard of the clear).
+    let (_, at_b) = b.call("race", "sleep", args.clone()).await;
+    assert_eq!(at_b["cached"], false, "{at_b}");
+    let (_, at_a) = a.call("race", "sleep", args.clone()).await;
+    assert_eq!(at_a["cached"], true, "{at_a}");
+    // With no clear in between, B's fill is shared as before.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stats = b.get_json("/api/v1/cache/stats").await;
+        if stats["shared"]["stored"] == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B's fill, begun after the clear, was never shared: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.stop().await;
+    b.stop().await;
 }

@@ -240,6 +240,8 @@ impl Handler<GetStats> for CacheActor {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.cache.stats())
+        let mut stats = self.cache.stats();
+        stats.shared = self.shared.as_ref().map(SharedTier::counts);
+        MessageResult(stats)
     }
 }

@@ -4,17 +4,33 @@
 //! (a miss, or a fill not shared), never a request.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 
+use super::store::SharedCounts;
 use super::{CacheKey, Scope};
 
 /// Longest a request waits on Redis before it goes on without it.
 const DEADLINE: Duration = Duration::from_millis(100);
+
+/// Stores `ARGV[1]` under `KEYS[1]` for `ARGV[2]` ms only if the invalidation counter
+/// `KEYS[2]` still reads `ARGV[3]` (absent reads 0): checked and written in one step, so
+/// a fill that began before a clear by any instance can never land after it.
+const PUT_IF_EPOCH: &str = "if (redis.call('GET', KEYS[2]) or '0') == ARGV[3] then \
+     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end return 0";
+
+/// What a read of the shared tier found.
+pub struct SharedRead {
+    /// The shared result and how long it has left.
+    pub hit: Option<(Arc<Value>, Duration)>,
+    /// The tier's invalidation counter at the read, for a later [`SharedTier::put`]; None
+    /// when Redis did not answer.
+    pub epoch: Option<u64>,
+}
 
 #[derive(Clone)]
 pub struct SharedTier {
@@ -24,6 +40,9 @@ pub struct SharedTier {
     /// Whether the last operation worked, so that going down and coming back are each
     /// logged once rather than per request.
     up: Arc<AtomicBool>,
+    /// Fills stored and refused, for the cache stats.
+    stored: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
 }
 
 /// `*`, `?`, `[`, `]` and `\` match literally in a SCAN pattern only when escaped.
@@ -55,11 +74,19 @@ impl SharedTier {
             conn,
             prefix: prefix.into(),
             up: Arc::new(AtomicBool::new(true)),
+            stored: Arc::default(),
+            refused: Arc::default(),
         })
     }
 
     fn key(&self, server: &str, tool: &str, key: &CacheKey) -> String {
         format!("{}cache:{server}:{tool}:{}", self.prefix, key.to_hex())
+    }
+
+    /// Counts clears of this tier by every instance (outside the `cache:` keys, so a clear
+    /// never deletes it).
+    fn epoch_key(&self) -> String {
+        format!("{}cache-epoch", self.prefix)
     }
 
     fn note<T>(
@@ -90,50 +117,100 @@ impl SharedTier {
         }
     }
 
-    /// A shared result and how long it has left, if Redis holds one.
-    pub async fn get(
-        &self,
-        server: &str,
-        tool: &str,
-        key: &CacheKey,
-    ) -> Option<(Arc<Value>, Duration)> {
+    /// A shared result and how long it has left, if Redis holds one, and the tier's
+    /// invalidation counter, read together before the upstream is asked.
+    pub async fn get(&self, server: &str, tool: &str, key: &CacheKey) -> SharedRead {
         let k = self.key(server, tool, key);
         let mut conn = self.conn.clone();
-        let answer: Option<(Option<Vec<u8>>, i64)> = self.note(
+        let answer: Option<(Option<Vec<u8>>, i64, Option<u64>)> = self.note(
             "get",
             tokio::time::timeout(
                 DEADLINE,
-                redis::pipe().get(&k).pttl(&k).query_async(&mut conn),
+                redis::pipe()
+                    .get(&k)
+                    .pttl(&k)
+                    .get(self.epoch_key())
+                    .query_async(&mut conn),
             )
             .await,
         );
-        let (Some(bytes), ttl_ms) = answer? else {
-            return None;
+        let Some((bytes, ttl_ms, epoch)) = answer else {
+            return SharedRead {
+                hit: None,
+                epoch: None,
+            };
         };
-        let ttl = Duration::from_millis(u64::try_from(ttl_ms).ok().filter(|&ms| ms > 0)?);
-        let value = serde_json::from_slice(&bytes).ok()?;
-        Some((Arc::new(value), ttl))
+        let ttl = u64::try_from(ttl_ms)
+            .ok()
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis);
+        let hit = bytes
+            .zip(ttl)
+            .and_then(|(bytes, ttl)| Some((Arc::new(serde_json::from_slice(&bytes).ok()?), ttl)));
+        SharedRead {
+            hit,
+            epoch: Some(epoch.unwrap_or(0)),
+        }
     }
 
-    /// Shares a result for `ttl`.
+    /// The tier's invalidation counter now (for a fill that did not read the tier first).
+    pub async fn epoch(&self) -> Option<u64> {
+        let mut conn = self.conn.clone();
+        let epoch: Option<Option<u64>> = self.note(
+            "epoch",
+            tokio::time::timeout(DEADLINE, conn.get(self.epoch_key())).await,
+        );
+        epoch.map(|e| e.unwrap_or(0))
+    }
+
+    /// Shares a result for `ttl`, unless the tier was cleared since `epoch` was read;
+    /// answers whether it was stored.
     pub async fn put(
         &self,
-        server: &str,
-        tool: &str,
-        key: &CacheKey,
+        (server, tool, key): (&str, &str, &CacheKey),
         value: &Value,
         ttl: Duration,
-    ) {
+        epoch: u64,
+    ) -> bool {
         let Ok(bytes) = serde_json::to_vec(value) else {
-            return;
+            return false;
         };
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let k = self.key(server, tool, key);
         let mut conn = self.conn.clone();
-        let _: Option<()> = self.note(
+        let stored: Option<i64> = self.note(
             "put",
-            tokio::time::timeout(DEADLINE, conn.pset_ex(k, bytes, ms)).await,
+            tokio::time::timeout(
+                DEADLINE,
+                redis::cmd("EVAL")
+                    .arg(PUT_IF_EPOCH)
+                    .arg(2)
+                    .arg(self.key(server, tool, key))
+                    .arg(self.epoch_key())
+                    .arg(bytes)
+                    .arg(ms)
+                    .arg(epoch)
+                    .query_async(&mut conn),
+            )
+            .await,
         );
+        match stored {
+            Some(1) => {
+                self.stored.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Some(_) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub fn counts(&self) -> SharedCounts {
+        SharedCounts {
+            stored: self.stored.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
     }
 
     /// Drops the shared entries of `scope`.
@@ -155,6 +232,11 @@ impl SharedTier {
             ),
         };
         let mut conn = self.conn.clone();
+        // First: from here on, a fill that read the tier before this clear is refused.
+        let _: Option<u64> = self.note(
+            "invalidate",
+            tokio::time::timeout(DEADLINE, conn.incr(self.epoch_key(), 1)).await,
+        );
         let mut cursor: u64 = 0;
         // SCAN in steps, each under the deadline: a big keyspace is cleared in pieces
         // without holding Redis up.

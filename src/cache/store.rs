@@ -57,6 +57,18 @@ pub struct CacheStats {
     pub hit_rate: f64,
     #[serde(flatten)]
     pub counters: CacheCounters,
+    /// The Redis tier's fills, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedCounts>,
+}
+
+/// What became of the fills this instance offered the shared Redis tier.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SharedCounts {
+    /// Stored in Redis for every instance.
+    pub stored: u64,
+    /// Refused by Redis: some instance cleared the tier after the call began.
+    pub refused: u64,
 }
 
 /// Which entries an invalidation drops.
@@ -186,6 +198,7 @@ impl ResultCache {
                 self.counters.hits as f64 / lookups as f64
             },
             counters: self.counters.clone(),
+            shared: None,
         }
     }
 }
@@ -358,6 +371,7 @@ mod tests {
                     invalidations: 1,
                     too_large: 0,
                 },
+                shared: None,
             }
         );
     }
