@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestDb, TestServer, WAIT, stdio};
+use common::{TestDb, TestServer, WAIT, poll_until, stdio};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use omni_bridge::store::DatabaseUrl;
 use reqwest::StatusCode;
@@ -323,14 +323,11 @@ async fn a_fill_begun_before_another_instance_cleared_redis_is_not_shared() {
     let resp = b.http.delete(b.url("/api/v1/cache")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     // B clears Redis off its request path; no event says when, so poll, with a deadline.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while epoch(&mut conn).await == before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "B never cleared Redis"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll_until(async || match epoch(&mut conn).await {
+        now if now == before => Err("B never cleared Redis".to_owned()),
+        _ => Ok(()),
+    })
+    .await;
     assert_eq!(
         a.sleeping("race").await,
         "1",
@@ -346,18 +343,14 @@ async fn a_fill_begun_before_another_instance_cleared_redis_is_not_shared() {
             .map(|k| stats["shared"][k].as_u64().unwrap_or(0))
             .sum()
     };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let stats = loop {
+    let stats = poll_until(async || {
         let stats = a.get_json("/api/v1/cache/stats").await;
-        if shared(&stats) > 0 {
-            break stats;
+        match shared(&stats) {
+            0 => Err(format!("A never offered its fill to Redis: {stats}")),
+            _ => Ok(stats),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "A never offered its fill to Redis: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    })
+    .await;
     assert_eq!(
         stats["shared"],
         json!({"stored": 0, "refused": 1}),
@@ -370,18 +363,16 @@ async fn a_fill_begun_before_another_instance_cleared_redis_is_not_shared() {
     let (_, at_a) = a.call("race", "sleep", args.clone()).await;
     assert_eq!(at_a["cached"], true, "{at_a}");
     // With no clear in between, B's fill is shared as before.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    poll_until(async || {
         let stats = b.get_json("/api/v1/cache/stats").await;
-        if stats["shared"]["stored"] == 1 {
-            break;
+        match stats["shared"]["stored"] == 1 {
+            true => Ok(()),
+            false => Err(format!(
+                "B's fill, begun after the clear, was never shared: {stats}"
+            )),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "B's fill, begun after the clear, was never shared: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }

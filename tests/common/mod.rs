@@ -276,18 +276,17 @@ impl TestServer {
     /// Waits until the upstream runs `n` sleep calls. No event says that a call reached
     /// the upstream, so this polls, with a deadline.
     pub async fn wait_sleeping(&self, name: &str, n: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        poll_until(async || {
             let now = self.sleeping(name).await;
             if now == n {
-                return;
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name} never had {n} sleep calls running (last: {now})"
+                ))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} never had {n} sleep calls running (last: {now})"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
@@ -347,6 +346,19 @@ impl Drop for TestServer {
 
 /// How long a test waits for any one thing to happen.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// For state that no event announces: asks `probe` every 10 ms until it answers `Ok`,
+/// and fails with its last `Err` (what was awaited, and what was seen) after `WAIT`.
+pub async fn poll_until<T>(mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(why) => assert!(tokio::time::Instant::now() < deadline, "{why}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 /// Our test MCP server over stdio, as a registry entry.
 pub fn stdio(name: &str) -> Value {
