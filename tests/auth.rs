@@ -253,14 +253,8 @@ async fn an_allow_list_limits_what_a_key_sees_and_calls_everywhere() {
     let mut server = TestServer::start(db.stdio_settings()).await;
     server.register_healthy(&stdio("alpha")).await;
     server.register_healthy(&stdio("beta")).await;
-    let admin = server
-        .create_key(None, json!({"name": "admin", "role": "admin"}))
-        .await;
-    let narrow = server
-        .create_key(
-            Some(&admin),
-            json!({"name": "narrow", "role": "operator", "allow": ["alpha/e*"]}),
-        )
+    let (admin, narrow) = server
+        .admin_and_key(json!({"name": "narrow", "role": "operator", "allow": ["alpha/e*"]}))
         .await;
 
     let (_, tools) = send(&server, Method::GET, "/api/v1/tools", Some(&narrow), None).await;
@@ -441,14 +435,8 @@ async fn the_live_stream_authenticates_in_its_first_message_and_filters_by_allow
     let mut server = TestServer::start(db.stdio_settings()).await;
     server.register_healthy(&stdio("alpha")).await;
     server.register_healthy(&stdio("beta")).await;
-    let admin = server
-        .create_key(None, json!({"name": "admin", "role": "admin"}))
-        .await;
-    let watcher = server
-        .create_key(
-            Some(&admin),
-            json!({"name": "watcher", "role": "viewer", "allow": ["alpha/*"]}),
-        )
+    let (admin, watcher) = server
+        .admin_and_key(json!({"name": "watcher", "role": "viewer", "allow": ["alpha/*"]}))
         .await;
     let url = format!("ws://{}/ws", server.addr);
     let next = async |conn: &mut common::WsConn| common::ws_next(conn, WAIT).await;

@@ -511,15 +511,9 @@ async fn a_fill_is_refused_across(
     what: &str,
     invalidate: impl AsyncFnOnce(&mut TestServer),
 ) {
-    let slow = server.start_call("race", "sleep", json!({"ms": ms}));
-    server.wait_sleeping("race", "1").await;
-    invalidate(server).await;
-    assert_eq!(
-        server.sleeping("race").await,
-        "1",
-        "the call must still be upstream when the invalidation is done"
-    );
-    let (status, first) = slow.await.unwrap();
+    let (status, first) = server
+        .across_a_slow_call("race", json!({"ms": ms}), invalidate)
+        .await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(first["cached"], false);
     let (_, again) = server.call("race", "sleep", json!({"ms": ms})).await;

@@ -318,22 +318,18 @@ async fn a_fill_begun_before_another_instance_cleared_redis_is_not_shared() {
 
     // A's call is with its upstream when B clears the cache, Redis included.
     let args = json!({"ms": 1500});
-    let slow = a.start_call("race", "sleep", args.clone());
-    a.wait_sleeping("race", "1").await;
-    let resp = b.http.delete(b.url("/api/v1/cache")).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    // B clears Redis off its request path; no event says when, so poll, with a deadline.
-    poll_until(async || match epoch(&mut conn).await {
-        now if now == before => Err("B never cleared Redis".to_owned()),
-        _ => Ok(()),
-    })
-    .await;
-    assert_eq!(
-        a.sleeping("race").await,
-        "1",
-        "A's call must still be upstream when B's clear is done"
-    );
-    let (status, first) = slow.await.unwrap();
+    let (status, first) = a
+        .across_a_slow_call("race", args.clone(), async |_| {
+            let resp = b.http.delete(b.url("/api/v1/cache")).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            // B clears Redis off its request path; no event says when, so poll.
+            poll_until(async || match epoch(&mut conn).await {
+                now if now == before => Err("B never cleared Redis".to_owned()),
+                _ => Ok(()),
+            })
+            .await;
+        })
+        .await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(first["cached"], false);
     // A offers its fill to Redis off its request path; its stats tell when Redis answered.

@@ -248,14 +248,8 @@ async fn system_metrics_show_a_key_only_the_upstreams_it_may_see() {
     let mut server = TestServer::start(settings).await;
     server.register_healthy(&stdio("alpha")).await;
     server.register_healthy(&stdio("beta")).await;
-    let admin = server
-        .create_key(None, json!({"name": "admin", "role": "admin"}))
-        .await;
-    let watcher = server
-        .create_key(
-            Some(&admin),
-            json!({"name": "watcher", "role": "viewer", "allow": ["alpha/*"]}),
-        )
+    let (admin, watcher) = server
+        .admin_and_key(json!({"name": "watcher", "role": "viewer", "allow": ["alpha/*"]}))
         .await;
     let connect_as = async |key: &str| -> Conn {
         let (resp, conn) = awc::Client::new()

@@ -246,6 +246,16 @@ impl TestServer {
         created["secret"].as_str().unwrap().to_owned()
     }
 
+    /// Creates an admin key on an open gateway, then with it the key `body` describes;
+    /// answers both secrets.
+    pub async fn admin_and_key(&self, body: Value) -> (String, String) {
+        let admin = self
+            .create_key(None, serde_json::json!({"name": "admin", "role": "admin"}))
+            .await;
+        let key = self.create_key(Some(&admin), body).await;
+        (admin, key)
+    }
+
     /// Starts a call in the background, so the test can act while it is in flight.
     pub fn start_call(
         &self,
@@ -287,6 +297,25 @@ impl TestServer {
             }
         })
         .await
+    }
+
+    /// Starts a `sleep` call of `tool args` on `name`, runs `meanwhile` while the upstream
+    /// holds it (and checks it still does afterwards), then answers the call's outcome.
+    pub async fn across_a_slow_call(
+        &mut self,
+        name: &str,
+        args: Value,
+        meanwhile: impl AsyncFnOnce(&mut TestServer),
+    ) -> (reqwest::StatusCode, Value) {
+        let slow = self.start_call(name, "sleep", args);
+        self.wait_sleeping(name, "1").await;
+        meanwhile(self).await;
+        assert_eq!(
+            self.sleeping(name).await,
+            "1",
+            "the call must still be upstream when what ran meanwhile is done"
+        );
+        slow.await.unwrap()
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
