@@ -163,17 +163,17 @@ impl SharedTier {
         epoch.map(|e| e.unwrap_or(0))
     }
 
-    /// Shares a result for `ttl`, unless the tier was cleared since `epoch` was read;
-    /// answers whether it was stored.
+    /// Shares a result for `ttl`, unless the tier was cleared since `epoch` was read (the
+    /// outcome is counted for the stats).
     pub async fn put(
         &self,
         (server, tool, key): (&str, &str, &CacheKey),
         value: &Value,
         ttl: Duration,
         epoch: u64,
-    ) -> bool {
+    ) {
         let Ok(bytes) = serde_json::to_vec(value) else {
-            return false;
+            return;
         };
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut conn = self.conn.clone();
@@ -193,17 +193,12 @@ impl SharedTier {
             )
             .await,
         );
-        match stored {
-            Some(1) => {
-                self.stored.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Some(_) => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-            None => false,
-        }
+        let counter = match stored {
+            Some(1) => &self.stored,
+            Some(_) => &self.refused,
+            None => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn counts(&self) -> SharedCounts {
