@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::audit::AuditLog;
-use crate::cache::actor::{Generation, Lookup, Store as CacheStore};
+use crate::cache::actor::{Generation, Reader, Store as CacheStore};
 use crate::cache::{CacheActor, CacheKey, SharedTier};
 use crate::error::ApiError;
 use crate::registry::{ServerName, ValidationError};
@@ -75,6 +75,8 @@ struct Inner {
     board: StatusBoard,
     supervisor: Addr<UpstreamSupervisor>,
     cache: Addr<CacheActor>,
+    /// Lookups, without a message to the cache actor.
+    reader: Reader,
     /// The cache's invalidation count, read before each upstream call.
     generation: Generation,
     default_ttl: Duration,
@@ -95,7 +97,7 @@ impl Gateway {
     pub fn new(
         board: StatusBoard,
         supervisor: Addr<UpstreamSupervisor>,
-        (cache, generation): (Addr<CacheActor>, Generation),
+        (cache, reader, generation): (Addr<CacheActor>, Reader, Generation),
         default_ttl: Duration,
         audit: AuditLog,
         metrics: Arc<crate::metrics::Metrics>,
@@ -108,6 +110,7 @@ impl Gateway {
                 board,
                 supervisor,
                 cache,
+                reader,
                 generation,
                 default_ttl,
                 audit,
@@ -250,7 +253,7 @@ impl Gateway {
         // fill is shared only if no instance cleared the tier in between.
         let mut shared_epoch = None;
         if mode == CacheMode::Use {
-            if let Ok(Some(hit)) = self.inner.cache.send(Lookup { key }).await {
+            if let Some(hit) = self.inner.reader.lookup(&key) {
                 return Ok(done(hit, true));
             }
             // Another instance may have it; keep it near for what is left of its TTL.

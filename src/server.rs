@@ -181,13 +181,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.cache.sweep_interval,
     )
     .with_shared(shared.clone());
-    let generation = cache.generation();
+    let (generation, reader) = (cache.generation(), cache.reader());
     let cache = cache.start();
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::new(
         board.clone(),
         supervisor.clone(),
-        (cache.clone(), generation),
+        (cache.clone(), reader, generation),
         settings.cache.default_ttl,
         AuditLog::start(store.clone(), metrics.audit_rows_dropped.clone()),
         metrics.clone(),
