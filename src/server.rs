@@ -93,6 +93,8 @@ impl Stopper {
     }
 }
 
+/// The log target of the access log (one line per request, at `info`).
+const ACCESS_LOG: &str = "omni_bridge::access";
 /// How often the keys are re-read, so that one revoked through another instance stops
 /// working here too.
 const KEY_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
@@ -251,6 +253,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     };
     let body_limit = settings.body_limit;
     let mcp_for_stop = mcp.shutdown.clone();
+    let access_log = log::log_enabled!(target: ACCESS_LOG, log::Level::Info);
     let server = HttpServer::new(move || {
         let counted = metrics.clone();
         let guard = guard.clone();
@@ -271,7 +274,12 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
                     Ok(res)
                 }
             })
-            .wrap(middleware::Logger::new("%a \"%r\" %s %Dms").log_target("omni_bridge::access"))
+            // Off unless its target is logged: the logger formats every request's fields
+            // (peer address, clock) before it knows whether the line will be kept.
+            .wrap(middleware::Condition::new(
+                access_log,
+                middleware::Logger::new("%a \"%r\" %s %Dms").log_target(ACCESS_LOG),
+            ))
             .configure(|cfg| http::configure(cfg, body_limit))
     })
     .shutdown_timeout(grace_secs(settings.shutdown_timeout))

@@ -75,7 +75,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     .service(live::websocket)
     .service(live::prometheus)
     .service(
+        // Routes are tried in order, each pattern with parameters by a regex match; the
+        // hot one goes first (no two patterns here match the same path).
         web::scope("/api/v1")
+            .service(tools::call)
             .service(servers::list)
             .service(servers::create)
             .service(servers::get)
@@ -85,7 +88,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
             .service(upstreams::reload)
             .service(upstreams::events)
             .service(tools::catalogue)
-            .service(tools::call)
             .service(cache::stats)
             .service(cache::clear)
             .service(cache::clear_server)
