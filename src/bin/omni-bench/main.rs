@@ -13,6 +13,7 @@
 //! Usage: `cargo run --release --bin omni-bench -- [--seconds 5] [--out BENCHMARKS.md]`
 
 mod fanout;
+mod raw;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -348,12 +349,17 @@ async fn run(duration: Duration) -> String {
     let mut cached = Vec::new();
     let url = |server: &str| format!("{base}/api/v1/servers/{server}/tools/echo/call");
     gateway_call(http.clone(), url("http-echo"), false)().await; // prime the cache
+    let cached_call = raw::RawPost::new(
+        &addr,
+        "/api/v1/servers/http-echo/tools/echo/call",
+        &json!({"arguments": {"text": "bench"}}).to_string(),
+    );
     for c in [1, 64] {
-        let m = load(
-            c,
-            duration,
-            gateway_call(http.clone(), url("http-echo"), false),
-        )
+        let post = cached_call.clone();
+        let m = load(c, duration, move || {
+            let post = post.clone();
+            async move { post.send().await }
+        })
         .await;
         lines.push(row("cached call, HTTP API", c, m));
         cached.push((c, m));
@@ -427,7 +433,10 @@ async fn run(duration: Duration) -> String {
         "Produced by `cargo run --release --bin omni-bench -- --seconds {}`: the gateway and \
          the test MCP server run as separate processes on this machine ({} cores); \
          latencies are measured by the client, in microseconds. One run; these machines \
-         are shared and noisy.\n\n",
+         are shared and noisy. The cached rows use a lean keep-alive HTTP/1.1 client (one \
+         connection per concurrent caller, like wrk); each uncached comparison uses the \
+         same general clients on both sides (reqwest for the HTTP API, rmcp's MCP client \
+         for the upstream and for `/mcp`).\n\n",
         duration.as_secs(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
