@@ -104,9 +104,7 @@ const VERSIONS: &[ProtocolVersion] = &[
 /// The caller of this request, as the auth guard found it. None only if the guard did
 /// not run, which the routes do not allow; such a request may see and call nothing.
 fn caller_of(context: &RequestContext<RoleServer>) -> Option<Caller> {
-    rmcp_actix_web::transport::on_request_extensions(&context.extensions)
-        .and_then(|e| e.get::<Caller>())
-        .cloned()
+    super::bridge::caller_of(&context.extensions)
 }
 
 fn may_call(caller: Option<&Caller>, server: &ServerName, tool: &str) -> bool {

@@ -1,11 +1,12 @@
 //! The MCP endpoint at `/mcp`: one Streamable HTTP server whose tools are every healthy
-//! upstream's tools. rmcp's transport (mounted in actix-web by `rmcp-actix-web`) speaks
+//! upstream's tools. rmcp's transport (mounted in actix-web by [`bridge`]) speaks
 //! the protocol for both eras: the handshake revisions 2025-03-26, 2025-06-18 and
 //! 2025-11-25 with sessions, and the stateless 2026-07-28. We supply the handler
 //! ([`handler`]), the aggregate catalogue ([`catalogue`]), the naming rule ([`names`])
 //! and the guards rmcp does not have: an `Origin` check and a bound on sessions
 //! ([`guard`]).
 
+pub mod bridge;
 pub mod catalogue;
 pub mod guard;
 pub mod handler;
@@ -14,12 +15,14 @@ pub mod names;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::web;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp_actix_web::transport::StreamableHttpService;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::Gateway;
+use bridge::Bridge;
 use catalogue::Catalogue;
 use handler::{McpHandler, Shared};
 
@@ -57,8 +60,8 @@ pub struct McpEndpoint {
     shared: Arc<Shared>,
     sessions: Arc<LocalSessionManager>,
     settings: McpSettings,
-    loopback: bool,
-    body_limit: usize,
+    /// rmcp's service, built once for every worker.
+    bridge: web::Data<Bridge>,
     /// Ends every session and stream at shutdown.
     pub shutdown: CancellationToken,
 }
@@ -73,13 +76,39 @@ impl McpEndpoint {
     ) -> Self {
         let mut sessions = LocalSessionManager::default();
         sessions.session_config.keep_alive = Some(settings.session_idle);
+        let sessions = Arc::new(sessions);
+        let shared = Shared::new(gateway, catalogue, settings.page_size);
+        let shutdown = CancellationToken::new();
+        let mut config = StreamableHttpServerConfig::default()
+            .with_legacy_session_mode(true)
+            .with_sse_keep_alive(Some(Duration::from_secs(15)))
+            .with_max_request_body_bytes(body_limit)
+            .with_cancellation_token(shutdown.clone());
+        if !settings.allowed_hosts.is_empty() {
+            config = config.with_allowed_hosts(settings.allowed_hosts.clone());
+        } else if !loopback {
+            // Bound beyond loopback with no list: any Host (rmcp's default would refuse
+            // every name but localhost). Origin is still checked by our guard.
+            config = config.disable_allowed_hosts();
+        }
+        let factory = shared.clone();
+        let service = StreamableHttpService::new(
+            move || Ok(McpHandler::new(factory.clone())),
+            sessions.clone(),
+            config,
+        );
         Self {
-            shared: Shared::new(gateway, catalogue, settings.page_size),
-            sessions: Arc::new(sessions),
+            shared,
+            sessions,
             settings,
-            loopback,
-            body_limit,
-            shutdown: CancellationToken::new(),
+            bridge: web::Data::new(Bridge {
+                service: Arc::new(service),
+                runtime: crate::upstream::connect::upstream_runtime()
+                    .handle()
+                    .clone(),
+                body_limit,
+            }),
+            shutdown,
         }
     }
 
@@ -94,39 +123,16 @@ impl McpEndpoint {
 
     /// The actix-web service for `/mcp`, with the guards in front of rmcp's transport.
     pub fn service(&self) -> impl actix_web::dev::HttpServiceFactory + 'static {
-        let shared = self.shared.clone();
-        let hosts = if !self.settings.allowed_hosts.is_empty() {
-            Some(self.settings.allowed_hosts.clone())
-        } else if self.loopback {
-            None
-        } else {
-            // Bound beyond loopback with no list: any Host (rmcp's default would refuse
-            // every name but localhost). Origin is still checked by our guard.
-            Some(vec![])
-        };
-        let transport = StreamableHttpService::builder()
-            .service_factory(Arc::new(move || Ok(McpHandler::new(shared.clone()))))
-            .session_manager(self.sessions.clone())
-            .stateful_mode(true)
-            .sse_keep_alive(Duration::from_secs(15))
-            .max_request_body_bytes(self.body_limit)
-            .maybe_allowed_hosts(hosts)
-            .cancellation_token(self.shutdown.clone())
-            // The auth guard's verdict, for the handler's allow-list checks.
-            .on_request_fn(|req, extensions| {
-                use actix_web::HttpMessage;
-                if let Some(caller) = req.extensions().get::<crate::auth::Caller>() {
-                    extensions.insert(caller.clone());
-                }
-            })
-            .build();
         let guard = guard::Guard {
             sessions: self.sessions.clone(),
             max_sessions: self.settings.max_sessions,
             allowed_origins: Arc::new(self.settings.allowed_origins.clone()),
         };
-        transport
-            .scope_with_path("/mcp")
+        // "/mcp" and "/mcp/" alike.
+        web::scope("/mcp")
+            .app_data(self.bridge.clone())
+            .route("", web::route().to(bridge::handle))
+            .route("/", web::route().to(bridge::handle))
             .wrap(actix_web::middleware::from_fn(move |req, next| {
                 let guard = guard.clone();
                 async move { guard.check(req, next).await }

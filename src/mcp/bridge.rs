@@ -1,0 +1,112 @@
+//! How `/mcp` requests reach rmcp's Streamable HTTP server (a `tower`-style service on
+//! `http` 1.x types) from actix-web, and on which threads rmcp then works.
+//!
+//! rmcp spawns a session's tasks (its worker, the loop that dispatches each message,
+//! a task per request) with `tokio::spawn`, on whatever runtime runs the request that
+//! opened the session. Called straight from an actix worker, that is the worker's own
+//! single-threaded runtime: every message of a session was then handled on one core,
+//! whichever worker took the connection, and a busy session could not use the other
+//! (one session at concurrency 64 served half of what four sessions served together).
+//! So each request is handed to the multi-threaded runtime the upstream clients live on:
+//! a session's work spreads over its threads, and a tool call reaches its upstream's
+//! client without leaving that runtime.
+//!
+//! The request body is read here, bounded: rmcp gets at most one byte more than the
+//! limit, enough for its own 413. The `Authorization` header never reaches rmcp or the
+//! handler (the auth guard has already read it; nothing downstream may forward it); the
+//! guard's verdict travels as the request's [`Caller`] extension instead.
+
+use std::sync::Arc;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use http_body_util::{BodyDataStream, Full};
+use rmcp::transport::StreamableHttpService;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+
+use super::handler::McpHandler;
+use crate::auth::Caller;
+
+pub type RmcpService = StreamableHttpService<McpHandler, LocalSessionManager>;
+
+/// What each `/mcp` request needs; shared by every actix worker.
+pub struct Bridge {
+    pub service: Arc<RmcpService>,
+    /// Where rmcp's work runs (see the module's comment).
+    pub runtime: tokio::runtime::Handle,
+    pub body_limit: usize,
+}
+
+/// The actix handler for every method on `/mcp`.
+pub async fn handle(
+    request: HttpRequest,
+    mut payload: web::Payload,
+    bridge: web::Data<Bridge>,
+) -> actix_web::Result<HttpResponse> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk?;
+        let room = bridge.body_limit + 1 - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() > bridge.body_limit {
+            break;
+        }
+    }
+    let mut builder = http::Request::builder()
+        .method(request.method().as_str())
+        .uri(request.uri().to_string())
+        .version(match request.version() {
+            actix_web::http::Version::HTTP_10 => http::Version::HTTP_10,
+            actix_web::http::Version::HTTP_2 => http::Version::HTTP_2,
+            _ => http::Version::HTTP_11,
+        });
+    for (name, value) in request.headers() {
+        if name == actix_web::http::header::AUTHORIZATION {
+            continue;
+        }
+        // actix's header types are `http` 0.2's; names and values are checked again.
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_str().as_bytes()),
+            http::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            builder = builder.header(name, value);
+        }
+    }
+    if let Some(caller) = request.extensions().get::<Caller>() {
+        builder = builder.extension(caller.clone());
+    }
+    let bridged = builder
+        .body(Full::new(body.freeze()))
+        .map_err(|e| actix_web::error::ErrorBadRequest(format!("malformed request: {e}")))?;
+    let service = bridge.service.clone();
+    let response = bridge
+        .runtime
+        .spawn(async move { service.handle(bridged).await })
+        .await
+        .map_err(|e| actix_web::error::ErrorInternalServerError(format!("MCP transport: {e}")))?;
+    let (parts, body) = response.into_parts();
+    let mut answer = HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(parts.status.as_u16())
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    for (name, value) in &parts.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            answer.append_header((name, value));
+        }
+    }
+    // The body is polled here; rmcp's tasks feed it from the other runtime.
+    Ok(answer.streaming(BodyDataStream::new(body)))
+}
+
+/// The caller a request came with, as the auth guard found it.
+pub fn caller_of(extensions: &rmcp::model::Extensions) -> Option<Caller> {
+    extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Caller>())
+        .cloned()
+}
