@@ -317,9 +317,12 @@ impl ServerHandler for McpHandler {
         while let Ok(item) = relayed.try_recv() {
             recipient.relay(item).await;
         }
+        // This task outlives the call by the relay's linger (seconds), so at thousands of
+        // calls a second thousands of them wait at once: the relaying future, which holds
+        // rmcp's request futures and is kilobytes, is boxed only when something comes.
         tokio::spawn(async move {
             while let Some(item) = relayed.recv().await {
-                recipient.relay(item).await;
+                Box::pin(recipient.relay(item)).await;
             }
         });
         // A capability the request did not declare is the client's error (-32021); one
