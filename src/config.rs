@@ -58,6 +58,11 @@ pub struct AuthSettings {
     /// Run open on a non-loopback address when no keys exist (refused otherwise).
     pub insecure_no_auth: bool,
     pub rates: RoleRates,
+    /// Browser origins allowed besides the gateway's own (`scheme://host[:port]`).
+    pub allowed_origins: Vec<String>,
+    /// `Host` values accepted besides loopback names (`name` or `name:port`); checked
+    /// when bound to loopback or when not empty.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The result cache's bounds and timers.
@@ -170,8 +175,11 @@ struct FileConfig {
     mcp_page_size: Option<u64>,
     mcp_max_sessions: Option<u64>,
     mcp_session_idle: Option<String>,
-    mcp_allowed_origins: Option<Vec<String>>,
-    mcp_allowed_hosts: Option<Vec<String>>,
+    /// Until 0.x these applied to `/mcp` only, under their `mcp_` names.
+    #[serde(alias = "mcp_allowed_origins")]
+    allowed_origins: Option<Vec<String>>,
+    #[serde(alias = "mcp_allowed_hosts")]
+    allowed_hosts: Option<Vec<String>>,
     rate_limit_viewer: Option<String>,
     rate_limit_operator: Option<String>,
     rate_limit_admin: Option<String>,
@@ -220,9 +228,34 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
     }
     let live = live_settings(&file)?;
     let mcp = mcp_settings(&file)?;
+    for origin in file.allowed_origins.iter().flatten() {
+        let ok = url::Url::parse(origin)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+        if !ok {
+            return Err(ConfigError::new(
+                "allowed_origins",
+                format!("'{origin}' is not an origin such as https://app.example.com"),
+            ));
+        }
+    }
+    for host in file.allowed_hosts.iter().flatten() {
+        let ok = !host.is_empty()
+            && host.len() <= 255
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        if !ok {
+            return Err(ConfigError::new(
+                "allowed_hosts",
+                format!("'{host}' is not a host name or name:port"),
+            ));
+        }
+    }
     let mut auth = AuthSettings {
         insecure_no_auth: args.insecure_no_auth,
         rates: RoleRates::default(),
+        allowed_origins: file.allowed_origins.clone().unwrap_or_default(),
+        allowed_hosts: file.allowed_hosts.clone().unwrap_or_default(),
     };
     for (key, text, slot) in [
         (
@@ -376,18 +409,6 @@ fn mcp_settings(file: &FileConfig) -> Result<McpSettings, ConfigError> {
         )
         .map_err(|m| ConfigError::new("mcp_session_idle", m))?;
     }
-    for origin in file.mcp_allowed_origins.iter().flatten() {
-        let ok = url::Url::parse(origin)
-            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
-        if !ok {
-            return Err(ConfigError::new(
-                "mcp_allowed_origins",
-                format!("'{origin}' is not an origin such as https://app.example.com"),
-            ));
-        }
-    }
-    out.allowed_origins = file.mcp_allowed_origins.clone().unwrap_or_default();
-    out.allowed_hosts = file.mcp_allowed_hosts.clone().unwrap_or_default();
     Ok(out)
 }
 
@@ -547,6 +568,23 @@ mod tests {
             DatabaseUrl::Sqlite(PathBuf::from("./data/omni-bridge.db"))
         );
         assert!(!s.allow_stdio_via_api);
+    }
+
+    #[test]
+    fn allowed_hosts_and_origins_keep_their_old_mcp_names() {
+        for (hosts, origins) in [
+            ("allowed_hosts", "allowed_origins"),
+            ("mcp_allowed_hosts", "mcp_allowed_origins"),
+        ] {
+            let f = file(&format!(
+                "{hosts} = [\"gw.internal\", \"proxy:8443\"]\n{origins} = [\"https://app.example\"]\n"
+            ));
+            let s = resolve(&args_for(&f)).unwrap();
+            assert_eq!(s.auth.allowed_hosts, ["gw.internal", "proxy:8443"]);
+            assert_eq!(s.auth.allowed_origins, ["https://app.example"]);
+        }
+        let f = file("allowed_hosts = [\"bad host/\"]\n");
+        assert_eq!(resolve(&args_for(&f)).unwrap_err().key, "allowed_hosts");
     }
 
     #[test]

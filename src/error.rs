@@ -17,6 +17,9 @@ pub enum ApiError {
     InvalidField(ValidationError),
     #[error("{0}")]
     InvalidBody(String),
+    /// Redacted secrets sent with a URL on another origin: they must be given again.
+    #[error("{0}")]
+    SecretNeedsReentry(ValidationError),
     #[error("{0}")]
     InvalidArguments(ValidationError),
     #[error("{0}")]
@@ -51,6 +54,13 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Bound to loopback (or given `allowed_hosts`), a request for another name: DNS
+    /// rebinding, or a proxy that needs listing.
+    #[error("{0}")]
+    HostNotAllowed(String),
+    /// A browser page from another origin.
+    #[error("{0}")]
+    OriginNotAllowed(String),
     #[error("too many requests for key '{key}'; retry in {} s", retry_after.as_secs().max(1))]
     RateLimited {
         key: String,
@@ -71,6 +81,7 @@ impl ApiError {
         match self {
             Self::InvalidField(_) => "invalid-field",
             Self::InvalidBody(_) => "invalid-body",
+            Self::SecretNeedsReentry(_) => "secret-needs-reentry",
             Self::InvalidArguments(_) => "invalid-arguments",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::ServerNotFound(_) => "server-not-found",
@@ -95,6 +106,8 @@ impl ApiError {
             Self::StoreUnavailable => "store-unavailable",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::HostNotAllowed(_) => "host-not-allowed",
+            Self::OriginNotAllowed(_) => "origin-not-allowed",
             Self::RateLimited { .. } => "rate-limited",
             Self::NotAllowed(_) => "not-allowed",
             Self::KeyExists(_) => "key-exists",
@@ -107,6 +120,16 @@ impl ApiError {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         log::error!("internal error: {cause}");
         Self::Internal
+    }
+}
+
+impl From<crate::registry::RestoreError> for ApiError {
+    fn from(err: crate::registry::RestoreError) -> Self {
+        use crate::registry::RestoreError;
+        match err {
+            RestoreError::Invalid(v) => Self::InvalidField(v),
+            RestoreError::NeedsReentry(v) => Self::SecretNeedsReentry(v),
+        }
     }
 }
 
@@ -137,9 +160,10 @@ impl From<StoreError> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::InvalidField(_) | Self::InvalidBody(_) | Self::InvalidArguments(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidField(_)
+            | Self::InvalidBody(_)
+            | Self::InvalidArguments(_)
+            | Self::SecretNeedsReentry(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ServerNotFound(_) | Self::RouteNotFound(_) | Self::ToolNotFound { .. } => {
                 StatusCode::NOT_FOUND
@@ -157,9 +181,11 @@ impl ResponseError for ApiError {
             Self::ServerExists(_) | Self::ManagedByConfig(_) | Self::NameCollision(_) => {
                 StatusCode::CONFLICT
             }
-            Self::StdioNotAllowed | Self::Forbidden(_) | Self::NotAllowed(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Self::StdioNotAllowed
+            | Self::Forbidden(_)
+            | Self::HostNotAllowed(_)
+            | Self::OriginNotAllowed(_)
+            | Self::NotAllowed(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::KeyExists(_) => StatusCode::CONFLICT,
@@ -172,7 +198,9 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        if let Self::InvalidField(v) | Self::InvalidArguments(v) = self {
+        if let Self::InvalidField(v) | Self::InvalidArguments(v) | Self::SecretNeedsReentry(v) =
+            self
+        {
             body["error"]["field"] = json!(v.field);
         }
         let mut response = HttpResponse::build(self.status_code());

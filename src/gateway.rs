@@ -167,9 +167,15 @@ impl Gateway {
                 (e.status_code().as_u16(), e.code().to_owned(), false)
             }
         };
+        // Names the gateway does not know stay out of the labels (see `metrics`).
+        let (server_label, tool_label) = match &outcome {
+            Err(ApiError::ServerNotFound(_)) => (None, None),
+            Err(ApiError::ToolNotFound { .. }) => (Some(server.as_str()), None),
+            _ => (Some(server.as_str()), Some(tool)),
+        };
         self.inner.metrics.record_call(
-            server.as_str(),
-            tool,
+            server_label,
+            tool_label,
             &label,
             started.elapsed().as_secs_f64(),
         );

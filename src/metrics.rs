@@ -17,6 +17,15 @@ use crate::auth::AllowList;
 use crate::cache::CacheStats;
 use crate::upstream::StatusBoard;
 
+/// The label of a server or tool the call named but the gateway does not know: client
+/// text never becomes a label value, so made-up names cannot multiply the series.
+pub const UNKNOWN: &str = "(unknown)";
+/// The label of every call past [`MAX_CALL_SERIES`].
+pub const OVERFLOW: &str = "(other)";
+/// Series of the per-call families at most; each is a counter and a histogram of 12
+/// buckets, so this bounds a scrape to a few megabytes whatever the catalogue holds.
+pub const MAX_CALL_SERIES: usize = 5_000;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     pub server: String,
@@ -65,8 +74,12 @@ pub struct Metrics {
     pub ws_closed_abuse: Counter,
     pub http_requests: Counter,
     pub http_errors: Counter,
-    /// Audit rows lost because the buffer in front of a down store overflowed.
+    /// Audit rows that never reached the store, whatever the reason.
     pub audit_rows_dropped: Counter,
+    /// The per-call label sets in use, for the cap.
+    call_series: std::sync::RwLock<std::collections::HashSet<CallLabels>>,
+    /// Calls counted under [`OVERFLOW`] because the cap was reached.
+    call_series_capped: Counter,
     /// For `system_metrics`: the same numbers without going through the registry.
     requests_total: AtomicU64,
     errors_total: AtomicU64,
@@ -189,12 +202,20 @@ impl Metrics {
         let audit_rows_dropped = Counter::default();
         registry.register(
             "audit_rows_dropped",
-            "tool_invocations rows lost because the store was down longer than the buffer lasts",
+            "tool_invocations rows that never reached the store (store down past the buffer, \
+             rows the store refused, rows left at shutdown)",
             audit_rows_dropped.clone(),
+        );
+        let call_series_capped = counter(
+            &mut registry,
+            "metric_series_capped",
+            "Tool calls counted under server=\"(other)\" because the per-call series reached their cap",
         );
         Self {
             registry,
             audit_rows_dropped,
+            call_series: Default::default(),
+            call_series_capped,
             tool_calls,
             tool_call_seconds,
             upstream_status,
@@ -229,12 +250,35 @@ impl Metrics {
         }
     }
 
-    pub fn record_call(&self, server: &str, tool: &str, outcome: &str, seconds: f64) {
-        let labels = CallLabels {
-            server: server.to_owned(),
-            tool: tool.to_owned(),
+    /// Counts one call. `server` and `tool` are `None` when the call named something the
+    /// gateway does not know; `outcome` is one of a fixed set of codes.
+    pub fn record_call(
+        &self,
+        server: Option<&str>,
+        tool: Option<&str>,
+        outcome: &str,
+        seconds: f64,
+    ) {
+        let mut labels = CallLabels {
+            server: server.unwrap_or(UNKNOWN).to_owned(),
+            tool: tool.unwrap_or(UNKNOWN).to_owned(),
             outcome: outcome.to_owned(),
         };
+        let known = self
+            .call_series
+            .read()
+            .expect("call series")
+            .contains(&labels);
+        if !known {
+            let mut series = self.call_series.write().expect("call series");
+            if series.len() < MAX_CALL_SERIES {
+                series.insert(labels.clone());
+            } else if !series.contains(&labels) {
+                self.call_series_capped.inc();
+                labels.server = OVERFLOW.to_owned();
+                labels.tool = OVERFLOW.to_owned();
+            }
+        }
         self.tool_calls.get_or_create(&labels).inc();
         self.tool_call_seconds
             .get_or_create(&labels)

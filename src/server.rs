@@ -8,7 +8,9 @@ use actix_web::{App, HttpServer, middleware, web};
 
 use crate::audit::AuditLog;
 use crate::auth::KeyRing;
+use crate::auth::boundary::Boundary;
 use crate::auth::guard::Guard;
+use crate::auth::keyring::OpenPolicy;
 use crate::cache::{CacheActor, SharedTier};
 use crate::cluster::{Cluster, PeerBoard, Targets};
 use crate::config::Settings;
@@ -112,6 +114,23 @@ fn spawn_key_refresh(keys: KeyRing, store: Store) {
     });
 }
 
+/// Ends the live sessions (WebSocket and MCP) of keys that are no longer in force, as
+/// soon as the ring learns of it: a revocation here, one announced by another instance,
+/// or one the timer finds.
+fn spawn_session_reaper(
+    mut keys: tokio::sync::watch::Receiver<crate::auth::keyring::KeyState>,
+    hub: actix::Addr<EventHub>,
+    mcp: McpEndpoint,
+) {
+    actix_rt::spawn(async move {
+        while keys.changed().await.is_ok() {
+            let state = keys.borrow_and_update().clone();
+            hub.do_send(crate::live::hub::RetainKeys(state.clone()));
+            mcp.end_unadmitted(&state).await;
+        }
+    });
+}
+
 /// actix takes the graceful-stop timeout in whole seconds. Truncating would turn "500ms"
 /// (or "0s") into no grace at all, cutting every in-flight request; so round up, to at
 /// least one second.
@@ -140,18 +159,16 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let store = Store::open(&settings.database, &settings.store)?;
     store.sync_config_servers(&settings.servers).await?;
 
-    let keys = KeyRing::new(settings.auth.rates);
-    keys.reload(&store).await?;
     let loopback = settings.bind.ip().is_loopback();
-    if keys.is_empty() {
-        if !loopback && !settings.auth.insecure_no_auth {
-            return Err(StartError::NoKeys(settings.bind));
-        }
-        log::warn!(
-            "NO API KEYS: omni-bridge runs OPEN on {}; anyone who can reach it may change \
-             servers and call every tool. Create a key (omni-bridge keys create) to require keys.",
-            settings.bind
-        );
+    let policy = OpenPolicy {
+        loopback,
+        insecure_no_auth: settings.auth.insecure_no_auth,
+    };
+    let keys = KeyRing::new(settings.auth.rates, policy);
+    // Logs the mode (open, closed with every key revoked, or keys required).
+    keys.reload(&store).await?;
+    if keys.is_empty() && !loopback && !settings.auth.insecure_no_auth {
+        return Err(StartError::NoKeys(settings.bind));
     }
     spawn_key_refresh(keys.clone(), store.clone());
 
@@ -210,9 +227,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         gateway.clone(),
         catalogue,
         settings.mcp.clone(),
-        loopback,
         settings.body_limit,
     );
+    spawn_session_reaper(keys.subscribe(), hub.clone(), mcp.clone());
 
     // Unique per start, even for several gateways in one process (tests).
     let origin = format!("{}-{:08x}", settings.instance, rand::random::<u32>());
@@ -247,18 +264,21 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         cluster,
         peers,
     });
-    let guard = Guard {
-        ring: keys,
-        open_without_keys: loopback || settings.auth.insecure_no_auth,
-    };
+    let guard = Guard { ring: keys };
+    let boundary = Arc::new(Boundary::new(
+        loopback,
+        settings.auth.allowed_hosts.clone(),
+        settings.auth.allowed_origins.clone(),
+    ));
     let body_limit = settings.body_limit;
     let mcp_for_stop = mcp.shutdown.clone();
     let access_log = log::log_enabled!(target: ACCESS_LOG, log::Level::Info);
     let server = HttpServer::new(move || {
         let counted = metrics.clone();
         let guard = guard.clone();
+        let boundary = boundary.clone();
         App::new()
-            .service(mcp.service())
+            .app_data(mcp.bridge.clone())
             .wrap(middleware::from_fn(move |req, next| {
                 let guard = guard.clone();
                 async move { guard.check(req, next).await }
@@ -280,7 +300,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
                 access_log,
                 middleware::Logger::new("%a \"%r\" %s %Dms").log_target(ACCESS_LOG),
             ))
-            .configure(|cfg| http::configure(cfg, body_limit))
+            .configure(|cfg| http::configure(cfg, body_limit, boundary))
     })
     .shutdown_timeout(grace_secs(settings.shutdown_timeout))
     // Streamed answers (an `/mcp` call's SSE events, live-stream frames) are several

@@ -141,7 +141,7 @@ async fn each_role_reaches_its_endpoints_and_no_further() {
     let classes: Vec<(Method, &str, Option<Value>, &str)> = vec![
         (Method::GET, "/api/v1/tools", None, "viewer"),
         (Method::GET, "/api/v1/servers", None, "viewer"),
-        (Method::GET, "/metrics", None, "viewer"),
+        (Method::GET, "/metrics", None, "admin"),
         (Method::GET, "/api/v1/cache/stats", None, "viewer"),
         (
             Method::POST,

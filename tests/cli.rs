@@ -3,181 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::binary::{BIN, Gateway, client, database_url, runtime};
 use common::{TestDb, TestMcp, WAIT, text_of};
-use omni_bridge::store::DatabaseUrl;
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_omni-bridge");
-
-/// The gateway binary, started and listening. Killed and reaped on drop if a test fails
-/// before it exits.
-struct Gateway {
-    child: Option<Child>,
-    pid: i32,
-    addr: SocketAddr,
-    /// Its stderr (the log), line by line, from after the "listening" line.
-    log: mpsc::Receiver<String>,
-}
-
-impl Gateway {
-    /// Spawns `cmd` with a clean `OMNI_*` environment (plus what `cmd` sets) and waits for
-    /// the line that names its address.
-    fn start(cmd: &mut Command) -> Self {
-        for var in [
-            "OMNI_CONFIG",
-            "OMNI_BIND",
-            "OMNI_DATABASE_URL",
-            "OMNI_DATA_DIR",
-            "OMNI_REDIS_URL",
-            "OMNI_INSECURE_NO_AUTH",
-        ] {
-            if !cmd.get_envs().any(|(k, _)| k == var) {
-                cmd.env_remove(var);
-            }
-        }
-        let mut child = cmd
-            .env("OMNI_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let pid = child.id() as i32;
-        let mut gateway = Self {
-            child: Some(child),
-            pid,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            log: mpsc::channel().1,
-        };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
-        gateway.addr = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|e| panic!("no 'listening on' line ({e}); log: {seen:#?}"));
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-            seen.push(line);
-        };
-        gateway.log = rx;
-        // The address is logged a moment before the signal handlers are installed; once
-        // the gateway answers, they are.
-        let status = runtime().block_on(async {
-            client()
-                .get(format!("{}/readyz", gateway.base()))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        });
-        assert_eq!(status, 200);
-        gateway
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Sends `signal` to the process this test started (never reaped before this).
-    fn signal(&self, signal: libc::c_int) {
-        assert!(self.child.is_some(), "signal after the child was reaped");
-        assert_eq!(unsafe { libc::kill(self.pid, signal) }, 0);
-    }
-
-    /// Waits for the process to exit, at most `within`; a process still running then is
-    /// killed and the test fails.
-    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("not reaped yet");
-        let (tx, rx) = mpsc::channel();
-        let waiter = std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        match rx.recv_timeout(within) {
-            Ok(status) => {
-                waiter.join().unwrap();
-                status.unwrap()
-            }
-            Err(_) => {
-                // Not reaped (the waiter still waits), so the pid is still ours.
-                unsafe { libc::kill(self.pid, libc::SIGKILL) };
-                waiter.join().unwrap();
-                panic!("the gateway did not exit within {within:?}");
-            }
-        }
-    }
-
-    /// Waits for a log line containing `text`.
-    fn wait_log(&self, text: &str) {
-        let deadline = Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return,
-                Ok(line) => seen.push(line),
-                Err(e) => panic!("no log line with {text:?} ({e}); seen: {seen:#?}"),
-            }
-        }
-    }
-
-    /// A new connection is refused: nothing listens on the address any more.
-    fn assert_refused(&self) {
-        let err = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))
-            .expect_err("the address still accepts connections");
-        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The `--database-url` of a test database (SQLite, or PostgreSQL under
-/// OMNI_TEST_DATABASE_URL).
-fn database_url(db: &TestDb) -> String {
-    match &db.url {
-        DatabaseUrl::Postgres(url) => url.clone(),
-        DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
-    }
-}
-
-/// A client that keeps no idle connection: an idle keep-alive connection would hold a
-/// graceful stop until the server's keep-alive timeout.
-fn client() -> reqwest::Client {
-    omni_bridge::tls::install_crypto_provider();
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
-}
 
 /// Calls a tool of "slow" through the HTTP API.
 async fn call(
@@ -495,4 +328,95 @@ fn the_access_log_follows_the_log_filter() {
         }
     }
     assert!(!lines.iter().any(|l| l.contains("\"GET /")), "{lines:#?}");
+}
+
+/// `omni-bridge keys ...` on `db`; must succeed.
+fn keys_cli(db: &TestDb, args: &[&str]) {
+    let out = Command::new(BIN)
+        .arg("keys")
+        .args(["--database-url", &database_url(db)])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Revoking every key never reopens a gateway bound to loopback: it answers 401 until a
+/// key exists again, whether the keys went through the API while it ran or through the
+/// command line before it started, and it says so in its log.
+#[test]
+fn revoking_every_key_leaves_a_loopback_gateway_closed() {
+    let db = TestDb::new();
+    let start = || {
+        Gateway::start(
+            Command::new(BIN)
+                .args(["--bind", "127.0.0.1:0", "--database-url"])
+                .arg(database_url(&db)),
+        )
+    };
+    let rt = runtime();
+    let status = |gateway: &Gateway, key: Option<&str>| {
+        let mut req = client().get(format!("{}/api/v1/keys", gateway.base()));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        rt.block_on(async { req.send().await.unwrap().status().as_u16() })
+    };
+    let mut gateway = start();
+    assert!(
+        gateway.startup.iter().any(|l| l.contains("runs OPEN")),
+        "{:#?}",
+        gateway.startup
+    );
+    assert_eq!(
+        status(&gateway, None),
+        200,
+        "a store that never held a key runs open"
+    );
+    let created: Value = rt.block_on(async {
+        client()
+            .post(format!("{}/api/v1/keys", gateway.base()))
+            .json(&json!({"name": "root", "role": "admin"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let root = created["secret"].as_str().unwrap().to_owned();
+    assert_eq!(status(&gateway, None), 401);
+    assert_eq!(status(&gateway, Some(&root)), 200);
+    let revoked = rt.block_on(async {
+        client()
+            .delete(format!("{}/api/v1/keys/root", gateway.base()))
+            .bearer_auth(&root)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(revoked.is_success(), "{revoked}");
+    gateway.wait_log("stays CLOSED");
+    assert_eq!(status(&gateway, None), 401);
+    assert_eq!(status(&gateway, Some(&root)), 401);
+    gateway.signal(libc::SIGTERM);
+    assert!(gateway.wait_exit(WAIT).success());
+
+    // Keys made and revoked from the command line while it was down: it starts closed.
+    keys_cli(&db, &["create", "--name", "again", "--role", "viewer"]);
+    keys_cli(&db, &["revoke", "again"]);
+    let mut gateway = start();
+    assert!(
+        gateway.startup.iter().any(|l| l.contains("stays CLOSED")),
+        "{:#?}",
+        gateway.startup
+    );
+    assert_eq!(status(&gateway, None), 401);
+    gateway.signal(libc::SIGTERM);
+    assert!(gateway.wait_exit(WAIT).success());
 }

@@ -372,3 +372,62 @@ async fn a_fill_begun_before_another_instance_cleared_redis_is_not_shared() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A key revoked through one instance ends that key's live stream on another within
+/// moments: the revocation is announced, the other instance reloads its keys, and its
+/// sessions of that key are closed (1008).
+#[actix_web::test]
+async fn a_key_revoked_on_one_instance_closes_its_stream_on_another() {
+    let db = TestDb::new();
+    let Some(url) = postgres(&db) else { return };
+    let a = TestServer::start(db.settings()).await;
+    let b = TestServer::start(db.settings()).await;
+    wait_for_listeners(&url, 2, &[]).await;
+    let (admin, viewer) = a
+        .admin_and_key(json!({"name": "watcher", "role": "viewer"}))
+        .await;
+    // B learns of the keys (announced) before the stream authenticates there.
+    poll_until(async || {
+        let status = b
+            .http
+            .get(b.url("/api/v1/servers"))
+            .bearer_auth(&viewer)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("B answers the viewer {status}"))
+        }
+    })
+    .await;
+    let mut ws = common::ws_connect(&b).await;
+    use futures_util::SinkExt;
+    ws.send(awc::ws::Message::Text(
+        json!({"action": "auth", "key": viewer}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let first = common::ws_next(&mut ws, WAIT).await;
+    assert_eq!(first["type"], "initial_status", "{first}");
+
+    let resp = a
+        .http
+        .delete(a.url("/api/v1/keys/watcher"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    loop {
+        let message = common::ws_next(&mut ws, WAIT).await;
+        if let Some(code) = message.get("closed") {
+            assert_eq!(code, 1008, "{message}");
+            break;
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -1,8 +1,14 @@
 //! The keys in force, in memory: every request is checked here, not in the store. The
-//! ring is reloaded whenever this process creates or revokes a key, and on a timer so
-//! that changes made by another instance on the same database arrive too.
+//! ring is reloaded whenever this process creates or revokes a key, on a cluster
+//! announcement, and on a timer so that changes made by another instance or the command
+//! line arrive too. Each reload that changes the keys in force is published
+//! ([`KeyRing::subscribe`]), so live sessions of a revoked key can be ended.
+//!
+//! Whether the gateway runs open (no key needed) is decided here too, and only by what
+//! the operator chose ([`OpenPolicy`]): a loopback bind on a store that never held a
+//! key, or `--insecure-no-auth`. Revoking every key never opens a gateway.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -69,27 +75,96 @@ impl ActiveKey {
     }
 }
 
+/// When the gateway may run without keys: what the operator chose at start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenPolicy {
+    /// Bound to a loopback address: open while the store has never held a key.
+    pub loopback: bool,
+    /// `--insecure-no-auth`: open whenever no key is active.
+    pub insecure_no_auth: bool,
+}
+
+impl OpenPolicy {
+    fn open(self, active: usize, ever_held_keys: bool) -> bool {
+        active == 0 && (self.insecure_no_auth || (self.loopback && !ever_held_keys))
+    }
+}
+
+/// The keys in force, as published to whoever ends sessions of revoked keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyState {
+    pub active: Arc<HashSet<String>>,
+    /// No key is needed.
+    pub open: bool,
+}
+
+impl KeyState {
+    /// Whether a session opened with this key (`None`: opened while open) may go on.
+    pub fn admits(&self, key: Option<&str>) -> bool {
+        match key {
+            Some(name) => self.active.contains(name),
+            None => self.open,
+        }
+    }
+}
+
+/// Says which mode the gateway is in: at start and whenever it changes.
+fn log_mode(state: &KeyState, ever_held_keys: bool) {
+    if state.open {
+        log::warn!(
+            "NO API KEYS: omni-bridge runs OPEN; anyone who can reach it may change servers \
+             and call every tool. Create a key (omni-bridge keys create) to require keys."
+        );
+    } else if state.active.is_empty() && ever_held_keys {
+        log::warn!(
+            "every API key is revoked: omni-bridge stays CLOSED and answers 401 until a key \
+             exists again (omni-bridge keys create --name NAME --role admin)"
+        );
+    } else {
+        log::info!("API keys required ({} active)", state.active.len());
+    }
+}
+
 /// Cheap to clone; every clone sees the same keys and buckets.
 #[derive(Clone)]
 pub struct KeyRing {
     keys: Arc<RwLock<Vec<ActiveKey>>>,
     buckets: Arc<Mutex<HashMap<String, Bucket>>>,
     rates: RoleRates,
+    policy: OpenPolicy,
+    /// Starts closed: nothing is open before the store has been read.
+    state: Arc<tokio::sync::watch::Sender<KeyState>>,
+    /// Whether the store was read once (the mode is logged then, whatever it is).
+    loaded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl KeyRing {
-    pub fn new(rates: RoleRates) -> Self {
+    pub fn new(rates: RoleRates, policy: OpenPolicy) -> Self {
         Self {
             keys: Arc::default(),
             buckets: Arc::default(),
             rates,
+            policy,
+            state: Arc::new(tokio::sync::watch::channel(KeyState::default()).0),
+            loaded: Arc::default(),
         }
+    }
+
+    /// Every change of the keys in force (or of open mode), from now on.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<KeyState> {
+        self.state.subscribe()
+    }
+
+    /// Whether requests need no key now.
+    pub fn is_open(&self) -> bool {
+        self.state.borrow().open
     }
 
     /// Replaces the keys with the store's active ones. A row that does not parse is left
     /// out and logged: it can only come from outside this program.
     pub async fn reload(&self, store: &Store) -> Result<(), StoreError> {
         let rows = store.active_keys().await?;
+        let ever_held_keys = !rows.is_empty() || store.any_key_ever().await?;
         let mut keys = Vec::with_capacity(rows.len());
         for row in rows {
             let name = row.name.clone();
@@ -98,12 +173,29 @@ impl KeyRing {
                 Err(e) => log::error!("API key '{name}' is unusable and ignored: {e}"),
             }
         }
-        let names: Vec<String> = keys.iter().map(|k| k.name.clone()).collect();
+        let names: HashSet<String> = keys.iter().map(|k| k.name.clone()).collect();
+        let open = self.policy.open(keys.len(), ever_held_keys);
         *self.keys.write().expect("key ring") = keys;
         self.buckets
             .lock()
             .expect("buckets")
             .retain(|name, _| names.contains(name));
+        let next = KeyState {
+            active: Arc::new(names),
+            open,
+        };
+        let first = !self.loaded.swap(true, std::sync::atomic::Ordering::Relaxed);
+        self.state.send_if_modified(|state| {
+            if first || state.open != next.open || state.active.is_empty() != next.active.is_empty()
+            {
+                log_mode(&next, ever_held_keys);
+            }
+            if *state == next {
+                return false;
+            }
+            *state = next;
+            true
+        });
         Ok(())
     }
 

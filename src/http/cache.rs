@@ -1,6 +1,6 @@
 //! Cache statistics and invalidation: `/api/v1/cache`.
 
-use actix_web::{HttpResponse, delete, get, web};
+use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
@@ -9,7 +9,6 @@ use crate::cache::Scope;
 use crate::cache::actor::{GetStats, Invalidate};
 use crate::error::ApiError;
 
-#[get("/cache/stats")]
 pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = state
         .gateway
@@ -41,12 +40,10 @@ async fn invalidate(state: &AppState, scope: Scope) -> Result<HttpResponse, ApiE
     Ok(HttpResponse::Ok().json(body))
 }
 
-#[delete("/cache")]
 pub async fn clear(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     invalidate(&state, Scope::All).await
 }
 
-#[delete("/cache/servers/{name}")]
 pub async fn clear_server(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -61,7 +58,6 @@ pub async fn clear_server(
     .await
 }
 
-#[delete("/cache/servers/{name}/tools/{tool}")]
 pub async fn clear_tool(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
@@ -11,7 +11,6 @@ use crate::store::{Store, StoreError};
 use crate::with_conn;
 
 /// The process is up and serving HTTP.
-#[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
@@ -32,7 +31,6 @@ async fn store_answers(store: &Store) -> Result<(), StoreError> {
 }
 
 /// Ready to serve: the store answers a query on the registry within a second.
-#[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let store =
         match tokio::time::timeout(Duration::from_secs(1), store_answers(&state.store)).await {

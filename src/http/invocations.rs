@@ -1,6 +1,6 @@
 //! The audit log: `GET /api/v1/invocations`.
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -18,7 +18,6 @@ pub struct Query {
 }
 
 /// Newest first; pass `next_before` back as `before` for the next page.
-#[get("/invocations")]
 pub async fn list(
     state: web::Data<AppState>,
     query: web::Query<Query>,

@@ -1,6 +1,6 @@
 //! `/api/v1/keys` (admin): create, list and revoke API keys.
 
-use actix_web::{HttpResponse, delete, get, post, web};
+use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
@@ -8,7 +8,6 @@ use crate::auth::manage::{self, KeyInput};
 use crate::cluster::Announcement;
 use crate::error::ApiError;
 
-#[get("/keys")]
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let keys: Vec<_> = state
         .store
@@ -21,7 +20,6 @@ pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
 }
 
 /// The answer is the only time the secret is shown.
-#[post("/keys")]
 pub async fn create(
     state: web::Data<AppState>,
     body: web::Json<KeyInput>,
@@ -35,7 +33,6 @@ pub async fn create(
     Ok(HttpResponse::Created().json(out))
 }
 
-#[delete("/keys/{name}")]
 pub async fn revoke(
     state: web::Data<AppState>,
     path: web::Path<String>,

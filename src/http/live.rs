@@ -1,15 +1,20 @@
 //! The live surfaces: the dashboard page, the WebSocket stream, Prometheus metrics.
 
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, web};
+use std::pin::Pin;
+
+use actix_web::error::PayloadError;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use futures_util::Stream;
 
 use super::AppState;
 use crate::auth::Caller;
 use crate::cache::actor::GetStats;
 use crate::error::ApiError;
+use crate::live::frames::{BEFORE_AUTH, FrameBudget, FrameGuard};
 use crate::live::session::{Access, SessionActor};
 
 /// The dashboard: one static page, embedded in the binary.
-#[get("/")]
 pub async fn dashboard() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -17,7 +22,6 @@ pub async fn dashboard() -> HttpResponse {
 }
 
 /// Upgrades to a WebSocket and hands the connection to its own session actor.
-#[get("/ws")]
 pub async fn websocket(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -26,9 +30,19 @@ pub async fn websocket(
     // The auth guard let the upgrade through without a caller only when no key came
     // with it; the session then takes the key as its first message.
     let access = match req.extensions().get::<Caller>() {
-        Some(caller) => Access::Granted(caller.allow.clone()),
+        Some(caller) => Access::Granted(caller.clone()),
         None => Access::Pending(state.keys.clone()),
     };
+    // Frames are bounded from their headers; before the key, to the size of a key.
+    let max_frame = state.settings.live.max_frame;
+    let budget = FrameBudget::new(match access {
+        Access::Granted(_) => max_frame,
+        Access::Pending(_) => BEFORE_AUTH.min(max_frame),
+    });
+    let guarded: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
+        Box::pin(FrameGuard::new(body, budget.clone()));
+    let mut payload = actix_web::dev::Payload::from(guarded);
+    let body = web::Payload::from_request(&req, &mut payload).into_inner()?;
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     SessionActor::start(
         session,
@@ -37,12 +51,12 @@ pub async fn websocket(
         state.settings.live.clone(),
         state.metrics.clone(),
         access,
+        budget,
     );
     Ok(response)
 }
 
 /// Prometheus text format.
-#[get("/metrics")]
 pub async fn prometheus(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = state.gateway.cache().send(GetStats).await.ok();
     let text = state.metrics.render(&state.board, stats.as_ref());

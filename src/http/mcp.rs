@@ -1,24 +1,37 @@
-//! `GET /api/v1/mcp`: what the MCP endpoint serves right now.
+//! `GET /api/v1/mcp`: what the MCP endpoint serves right now, as far as the caller's
+//! allow-list may see it.
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
+use super::tools::caller_of;
+use crate::error::ApiError;
 
-#[get("/mcp")]
-pub async fn status(state: web::Data<AppState>) -> HttpResponse {
+pub async fn status(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let caller = caller_of(&req)?;
     let catalogue = state.mcp.catalogue();
     let withheld: Vec<_> = catalogue
         .withheld
         .iter()
+        .filter(|w| caller.may_call(w.server.as_str(), &w.tool))
         .map(|w| json!({"server": w.server, "tool": w.tool, "name": w.exposed, "reason": w.reason}))
         .collect();
-    HttpResponse::Ok().json(json!({
+    let sees = |server: &crate::registry::ServerName| caller.may_see_server(server.as_str());
+    let tools = catalogue
+        .tools
+        .iter()
+        .filter(|t| caller.may_call(t.server.as_str(), &t.upstream_name))
+        .count();
+    Ok(HttpResponse::Ok().json(json!({
         "sessions": state.mcp.session_count().await,
-        "tools": catalogue.tools.len(),
-        "live_servers": catalogue.live,
+        "tools": tools,
+        "live_servers": catalogue.live.iter().filter(|s| sees(s)).collect::<Vec<_>>(),
         "withheld": withheld,
-        "resource_servers": catalogue.resources.iter().map(|(s, _)| s).collect::<Vec<_>>(),
-        "prompt_servers": catalogue.prompts.iter().map(|(s, _)| s).collect::<Vec<_>>(),
-    }))
+        "resource_servers": catalogue.resources.iter().map(|(s, _)| s).filter(|s| sees(s)).collect::<Vec<_>>(),
+        "prompt_servers": catalogue.prompts.iter().map(|(s, _)| s).filter(|s| sees(s)).collect::<Vec<_>>(),
+    })))
 }

@@ -7,6 +7,7 @@ pub mod invocations;
 pub mod keys;
 pub mod live;
 pub mod mcp;
+pub mod routes;
 pub mod servers;
 pub mod tools;
 pub mod upstreams;
@@ -14,10 +15,12 @@ pub mod upstreams;
 use std::sync::Arc;
 
 use actix_web::error::JsonPayloadError;
-use actix_web::{HttpRequest, web};
+use actix_web::{FromRequest, Handler, HttpRequest, Responder, guard, middleware, web};
 
 use actix::Addr;
 
+use crate::auth::boundary::Boundary;
+use crate::auth::door::Door;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::events::EventBus;
@@ -59,7 +62,39 @@ impl AppState {
     }
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
+/// Registers every declared route, each behind the door of its own access.
+struct AppRoutes<'a> {
+    cfg: &'a mut web::ServiceConfig,
+    boundary: Arc<Boundary>,
+}
+
+impl routes::Declare for AppRoutes<'_> {
+    fn route<F, Args>(&mut self, route: routes::Route, handler: F)
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        let door = Door {
+            access: route.access,
+            boundary: self.boundary.clone(),
+        };
+        let mut resource = web::resource(route.path);
+        if let Some(method) = route.method {
+            resource = resource.guard(guard::Method(method));
+        }
+        self.cfg.service(
+            resource
+                .to(handler)
+                .wrap(middleware::from_fn(move |req, next| {
+                    let door = door.clone();
+                    async move { door.check(req, next).await }
+                })),
+        );
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize, boundary: Arc<Boundary>) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(body_limit)
@@ -68,37 +103,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     .app_data(
         web::PathConfig::default()
             .error_handler(|err, _| ApiError::InvalidBody(format!("bad path: {err}")).into()),
-    )
-    .service(health::healthz)
-    .service(health::readyz)
-    .service(live::dashboard)
-    .service(live::websocket)
-    .service(live::prometheus)
-    .service(
-        // Routes are tried in order, each pattern with parameters by a regex match; the
-        // hot one goes first (no two patterns here match the same path).
-        web::scope("/api/v1")
-            .service(tools::call)
-            .service(servers::list)
-            .service(servers::create)
-            .service(servers::get)
-            .service(servers::update)
-            .service(servers::delete)
-            .service(upstreams::reset)
-            .service(upstreams::reload)
-            .service(upstreams::events)
-            .service(tools::catalogue)
-            .service(cache::stats)
-            .service(cache::clear)
-            .service(cache::clear_server)
-            .service(cache::clear_tool)
-            .service(invocations::list)
-            .service(mcp::status)
-            .service(keys::list)
-            .service(keys::create)
-            .service(keys::revoke),
-    )
-    .default_service(web::to(not_found));
+    );
+    routes::declare(&mut AppRoutes {
+        cfg: &mut *cfg,
+        boundary,
+    });
+    cfg.default_service(web::to(not_found));
 }
 
 fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {

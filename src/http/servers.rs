@@ -1,7 +1,7 @@
 //! The registry API: `/api/v1/servers`.
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -82,7 +82,6 @@ fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
         })
 }
 
-#[get("/servers")]
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let caller = caller_of(&req)?;
     let servers = state.store.list_servers().await?;
@@ -94,7 +93,6 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(json!({"servers": items})))
 }
 
-#[get("/servers/{name}")]
 pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -113,7 +111,6 @@ pub async fn get(
         .json(view(&state, &stored)))
 }
 
-#[post("/servers")]
 pub async fn create(
     state: web::Data<AppState>,
     body: web::Json<ServerInput>,
@@ -136,7 +133,6 @@ pub async fn create(
         .json(view(&state, &stored)))
 }
 
-#[put("/servers/{name}")]
 pub async fn update(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -166,9 +162,7 @@ pub async fn update(
     if current.source == Source::Config {
         return Err(ApiError::ManagedByConfig(name.to_string()));
     }
-    let restored = spec
-        .restore_redacted(&current.spec)
-        .map_err(ApiError::InvalidField)?;
+    let restored = spec.restore_redacted(&current.spec)?;
     // Restored secrets came from `current`, so the write must replace exactly that
     // revision; otherwise, without If-Match, the client takes whatever revision it lands on.
     let guard = expected.or(restored.then_some(current.revision));
@@ -189,7 +183,6 @@ pub async fn update(
         .json(view(&state, &stored)))
 }
 
-#[delete("/servers/{name}")]
 pub async fn delete(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -1,7 +1,7 @@
 //! The tool catalogue and tool invocation over plain HTTP.
 
 use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, post, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use rmcp::model::JsonObject;
 use serde::Deserialize;
 use serde_json::json;
@@ -22,7 +22,6 @@ pub fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
 }
 
 /// Every connected upstream's tools that the caller may use.
-#[get("/tools")]
 pub async fn catalogue(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -107,7 +106,6 @@ fn cache_mode(req: &HttpRequest, query: &CallQuery) -> Result<CacheMode, ApiErro
     })
 }
 
-#[post("/servers/{name}/tools/{tool}/call")]
 pub async fn call(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -1,11 +1,12 @@
 //! Operating on running upstreams: reset, reload, and their health history.
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::servers::parse_name;
+use super::tools::caller_of;
 use crate::cluster::Announcement;
 use crate::error::ApiError;
 use crate::registry::{ServerName, ValidationError};
@@ -41,7 +42,6 @@ where
 }
 
 /// Closes the breaker, clears `failed`, forgets the restart history, and starts the server.
-#[post("/servers/{name}/reset")]
 pub async fn reset(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -53,7 +53,6 @@ pub async fn reset(
 }
 
 /// Reconnects: a fresh session and catalogue.
-#[post("/servers/{name}/reload")]
 pub async fn reload(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -75,13 +74,17 @@ pub struct Page {
 
 /// The health history of one server, newest first. Pass `next_before` back as `before`
 /// for the next page.
-#[get("/servers/{name}/events")]
 pub async fn events(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
     let name = parse_name(&path)?;
+    // A server outside the key's allow-list does not exist for it, as in GET /servers/{name}.
+    if !caller_of(&req)?.may_see_server(name.as_str()) {
+        return Err(ApiError::ServerNotFound(name.to_string()));
+    }
     let limit = page.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::InvalidField(ValidationError::new(

@@ -32,6 +32,8 @@ pub struct Join {
     pub id: u64,
     pub queue: mpsc::Sender<Outgoing>,
     pub session: Addr<SessionActor>,
+    /// The session's key; `None` when it joined while the gateway ran open.
+    pub key: Option<String>,
     /// The servers the session's key may see; their events only.
     pub allow: Arc<AllowList>,
 }
@@ -54,6 +56,12 @@ pub struct SetFilter {
 #[rtype(result = "()")]
 pub struct CloseAll;
 
+/// The keys in force changed: sessions whose key was revoked are closed (1008), and so
+/// are sessions that joined open once keys are required.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RetainKeys(pub crate::auth::keyring::KeyState);
+
 /// How many sessions are registered (for tests and metrics).
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -62,6 +70,7 @@ pub struct CountSessions;
 struct Member {
     queue: mpsc::Sender<Outgoing>,
     session: Addr<SessionActor>,
+    key: Option<String>,
     filter: Filter,
     allow: Arc<AllowList>,
 }
@@ -355,6 +364,7 @@ impl Handler<Join> for EventHub {
         let member = Member {
             queue: msg.queue,
             session: msg.session,
+            key: msg.key,
             filter: Filter::default(),
             allow: msg.allow,
         };
@@ -426,6 +436,21 @@ impl Handler<CloseAll> for EventHub {
         for (_, member) in self.members.drain() {
             member.session.do_send(CloseWith::shutting_down());
         }
+    }
+}
+
+impl Handler<RetainKeys> for EventHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: RetainKeys, _ctx: &mut Context<Self>) {
+        let state = msg.0;
+        self.members.retain(|_, member| {
+            let keep = state.admits(member.key.as_deref());
+            if !keep {
+                member.session.do_send(CloseWith::revoked());
+            }
+            keep
+        });
     }
 }
 

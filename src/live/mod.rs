@@ -2,6 +2,7 @@
 //! connection. See DESIGN.md sections 1 and 3 for the message types.
 
 pub mod filter;
+pub mod frames;
 pub mod hub;
 pub mod session;
 

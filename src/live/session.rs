@@ -15,8 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::LiveSettings;
 use super::filter::{auth_key, parse_client_message};
+use super::frames::FrameBudget;
 use super::hub::{EventHub, Join, Leave, SetFilter};
-use crate::auth::{AllowList, KeyRing};
+use crate::auth::{Caller, KeyRing};
 use crate::metrics::Metrics;
 
 /// What the writer task sends on the socket.
@@ -37,6 +38,14 @@ impl CloseWith {
             code: CloseCode::Again,
             description: Some("slow consumer: too many messages waiting".into()),
         })
+    }
+
+    /// The session's key was revoked, or keys became required while it ran open.
+    pub fn revoked() -> Self {
+        Self::new(
+            CloseCode::Policy,
+            "API key revoked, or keys are now required",
+        )
     }
 
     pub fn shutting_down() -> Self {
@@ -63,8 +72,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// Whether the session may receive events yet.
 pub enum Access {
-    /// Authenticated (or the gateway runs open): the servers it may see.
-    Granted(Arc<AllowList>),
+    /// Authenticated (or the gateway runs open): who, and so the servers it may see.
+    Granted(Caller),
     /// No key in the upgrade request: the first message must be `{"action": "auth",
     /// "key": ...}`, checked against these keys.
     Pending(KeyRing),
@@ -81,6 +90,8 @@ pub struct SessionActor {
     strikes: u32,
     window: (Instant, u32),
     access: Access,
+    /// The frame size the client may send now (small until it authenticates).
+    budget: Arc<FrameBudget>,
 }
 
 impl SessionActor {
@@ -92,6 +103,7 @@ impl SessionActor {
         settings: LiveSettings,
         metrics: Arc<Metrics>,
         access: Access,
+        budget: Arc<FrameBudget>,
     ) -> Addr<Self> {
         let (queue, rx) = mpsc::channel(settings.queue);
         let (close_tx, close_rx) = oneshot::channel();
@@ -110,6 +122,7 @@ impl SessionActor {
                 strikes: 0,
                 window: (Instant::now(), 0),
                 access,
+                budget,
             }
         })
     }
@@ -154,12 +167,13 @@ impl SessionActor {
         ctx.stop();
     }
 
-    fn join(&mut self, allow: Arc<AllowList>, ctx: &mut Context<Self>) {
+    fn join(&mut self, caller: Caller, ctx: &mut Context<Self>) {
         self.hub.do_send(Join {
             id: self.id,
             queue: self.queue.clone(),
             session: ctx.address(),
-            allow,
+            key: caller.key,
+            allow: caller.allow,
         });
     }
 
@@ -179,8 +193,9 @@ impl SessionActor {
             );
         };
         self.last_heard = Instant::now();
-        self.access = Access::Granted(caller.allow.clone());
-        self.join(caller.allow, ctx);
+        self.budget.set_limit(self.settings.max_frame);
+        self.access = Access::Granted(caller.clone());
+        self.join(caller, ctx);
     }
 
     /// Counts one client message; answers false when the client floods.
@@ -200,9 +215,9 @@ impl Actor for SessionActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.metrics.session_opened();
         match &self.access {
-            Access::Granted(allow) => {
-                let allow = allow.clone();
-                self.join(allow, ctx);
+            Access::Granted(caller) => {
+                let caller = caller.clone();
+                self.join(caller, ctx);
             }
             Access::Pending(_) => {
                 ctx.run_later(AUTH_TIMEOUT, |act, ctx| {
@@ -248,6 +263,11 @@ impl StreamHandler<Result<Message, ProtocolError>> for SessionActor {
     fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut Context<Self>) {
         let message = match item {
             Ok(message) => message,
+            Err(ProtocolError::Io(_)) if self.budget.exceeded() => {
+                self.metrics.ws_closed_abuse.inc();
+                let reason = format!("frame larger than {} bytes", self.budget.limit());
+                return self.close_with(CloseWith::new(CloseCode::Size, &reason), ctx);
+            }
             Err(ProtocolError::Overflow) => {
                 self.metrics.ws_closed_abuse.inc();
                 return self.close_with(CloseWith::new(CloseCode::Size, "frame too large"), ctx);

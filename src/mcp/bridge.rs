@@ -15,10 +15,15 @@
 //! limit, enough for its own 413. The `Authorization` header never reaches rmcp or the
 //! handler (the auth guard has already read it; nothing downstream may forward it); the
 //! guard's verdict travels as the request's [`Caller`] extension instead.
+//!
+//! Before rmcp sees a request, the [`Sessions`] say whether its key owns the session it
+//! names, and whether an `initialize` finds room. Refusals carry a JSON-RPC error body,
+//! since MCP clients read one from any 4xx or 5xx.
 
 use std::sync::Arc;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self as actix_header, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -27,6 +32,7 @@ use rmcp::transport::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
 use super::handler::McpHandler;
+use super::sessions::Sessions;
 use crate::auth::Caller;
 
 pub type RmcpService = StreamableHttpService<McpHandler, LocalSessionManager>;
@@ -37,6 +43,42 @@ pub struct Bridge {
     /// Where rmcp's work runs (see the module's comment).
     pub runtime: tokio::runtime::Handle,
     pub body_limit: usize,
+    pub sessions: Arc<Sessions>,
+}
+
+/// How long a client refused for want of sessions should wait before it tries again.
+const SESSIONS_FULL_RETRY_SECS: u64 = 5;
+
+fn refusal(status: StatusCode, code: i32, message: String) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.insert_header((
+            actix_header::RETRY_AFTER,
+            SESSIONS_FULL_RETRY_SECS.to_string(),
+        ));
+    }
+    response.json(serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": code, "message": message},
+    }))
+}
+
+/// Whether a POST body is (or holds, in a batch) an `initialize` request. The bytes are
+/// searched first, so only a body that could be one is parsed.
+fn is_initialize(body: &[u8]) -> bool {
+    if !body.windows(10).any(|w| w == b"initialize") {
+        return false;
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let one =
+        |v: &serde_json::Value| v.get("method").and_then(|m| m.as_str()) == Some("initialize");
+    match &value {
+        serde_json::Value::Array(items) => items.iter().any(one),
+        v => one(v),
+    }
 }
 
 /// The actix handler for every method on `/mcp`.
@@ -45,6 +87,19 @@ pub async fn handle(
     mut payload: web::Payload,
     bridge: web::Data<Bridge>,
 ) -> actix_web::Result<HttpResponse> {
+    let caller = request.extensions().get::<Caller>().cloned();
+    let key = caller.as_ref().and_then(|c| c.key.clone());
+    let session = request
+        .headers()
+        .get("mcp-session-id")
+        .map(|id| id.to_str().unwrap_or_default().to_owned());
+    if let Some(id) = &session
+        && !bridge.sessions.belongs(id, key.as_deref())
+    {
+        // Not this key's, or not one we opened: as if it did not exist.
+        let message = "Session not found: it ended, or it is not this key's".to_owned();
+        return Ok(refusal(StatusCode::NOT_FOUND, -32001, message));
+    }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk?;
@@ -74,9 +129,23 @@ pub async fn handle(
             builder = builder.header(name, value);
         }
     }
-    if let Some(caller) = request.extensions().get::<Caller>() {
-        builder = builder.extension(caller.clone());
+    if let Some(caller) = caller {
+        builder = builder.extension(caller);
     }
+    let opening = request.method() == Method::POST && session.is_none() && is_initialize(&body);
+    let turn = match opening {
+        true => match bridge.sessions.open_turn().await {
+            Some(turn) => Some(turn),
+            None => {
+                let message = format!(
+                    "{} MCP sessions are open, the most this gateway allows; retry later",
+                    bridge.sessions.max
+                );
+                return Ok(refusal(StatusCode::SERVICE_UNAVAILABLE, -32000, message));
+            }
+        },
+        false => None,
+    };
     let bridged = builder
         .body(Full::new(body.freeze()))
         .map_err(|e| actix_web::error::ErrorBadRequest(format!("malformed request: {e}")))?;
@@ -87,6 +156,21 @@ pub async fn handle(
         .await
         .map_err(|e| actix_web::error::ErrorInternalServerError(format!("MCP transport: {e}")))?;
     let (parts, body) = response.into_parts();
+    if let Some(turn) = &turn
+        && let Some(id) = parts
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+    {
+        bridge.sessions.record(turn, id, key).await;
+    }
+    drop(turn);
+    if request.method() == Method::DELETE
+        && parts.status.is_success()
+        && let Some(id) = &session
+    {
+        bridge.sessions.forget(id);
+    }
     let mut answer = HttpResponse::build(
         actix_web::http::StatusCode::from_u16(parts.status.as_u16())
             .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),

@@ -3,14 +3,15 @@
 //! the protocol for both eras: the handshake revisions 2025-03-26, 2025-06-18 and
 //! 2025-11-25 with sessions, and the stateless 2026-07-28. We supply the handler
 //! ([`handler`]), the aggregate catalogue ([`catalogue`]), the naming rule ([`names`])
-//! and the guards rmcp does not have: an `Origin` check and a bound on sessions
-//! ([`guard`]).
+//! and what rmcp does not have: sessions bound to the key that opened them and an
+//! atomic bound on how many are open ([`sessions`]). `Host`, `Origin` and the role are
+//! checked at the route, as for every route (`auth::door`).
 
 pub mod bridge;
 pub mod catalogue;
-pub mod guard;
 pub mod handler;
 pub mod names;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use crate::gateway::Gateway;
 use bridge::Bridge;
 use catalogue::Catalogue;
 use handler::{McpHandler, Shared};
+use sessions::Sessions;
 
 /// Bounds and knobs of `/mcp`.
 #[derive(Clone, Debug)]
@@ -35,11 +37,6 @@ pub struct McpSettings {
     pub max_sessions: usize,
     /// A session with no request for this long is ended and its memory released.
     pub session_idle: Duration,
-    /// Browser origins allowed besides the gateway's own (`scheme://host[:port]`).
-    pub allowed_origins: Vec<String>,
-    /// `Host` values accepted; empty means rmcp's loopback-only default when bound to a
-    /// loopback address, and no check otherwise.
-    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for McpSettings {
@@ -48,8 +45,6 @@ impl Default for McpSettings {
             page_size: 100,
             max_sessions: 1000,
             session_idle: Duration::from_secs(600),
-            allowed_origins: vec![],
-            allowed_hosts: vec![],
         }
     }
 }
@@ -58,10 +53,9 @@ impl Default for McpSettings {
 #[derive(Clone)]
 pub struct McpEndpoint {
     shared: Arc<Shared>,
-    sessions: Arc<LocalSessionManager>,
-    settings: McpSettings,
-    /// rmcp's service, built once for every worker.
-    bridge: web::Data<Bridge>,
+    sessions: Arc<Sessions>,
+    /// rmcp's service, built once for every worker; the app holds it as data.
+    pub bridge: web::Data<Bridge>,
     /// Ends every session and stream at shutdown.
     pub shutdown: CancellationToken,
 }
@@ -71,7 +65,6 @@ impl McpEndpoint {
         gateway: Gateway,
         catalogue: watch::Receiver<Arc<Catalogue>>,
         settings: McpSettings,
-        loopback: bool,
         body_limit: usize,
     ) -> Self {
         let mut sessions = LocalSessionManager::default();
@@ -79,34 +72,32 @@ impl McpEndpoint {
         let sessions = Arc::new(sessions);
         let shared = Shared::new(gateway, catalogue, settings.page_size);
         let shutdown = CancellationToken::new();
-        let mut config = StreamableHttpServerConfig::default()
+        // `Host` and `Origin` are checked at the route for the whole gateway, with the
+        // operator's lists; rmcp's own loopback-only check would refuse listed names.
+        let config = StreamableHttpServerConfig::default()
             .with_legacy_session_mode(true)
             .with_sse_keep_alive(Some(Duration::from_secs(15)))
             .with_max_request_body_bytes(body_limit)
-            .with_cancellation_token(shutdown.clone());
-        if !settings.allowed_hosts.is_empty() {
-            config = config.with_allowed_hosts(settings.allowed_hosts.clone());
-        } else if !loopback {
-            // Bound beyond loopback with no list: any Host (rmcp's default would refuse
-            // every name but localhost). Origin is still checked by our guard.
-            config = config.disable_allowed_hosts();
-        }
+            .with_cancellation_token(shutdown.clone())
+            .disable_allowed_hosts()
+            .disable_allowed_origins();
         let factory = shared.clone();
         let service = StreamableHttpService::new(
             move || Ok(McpHandler::new(factory.clone())),
             sessions.clone(),
             config,
         );
+        let sessions = Arc::new(Sessions::new(sessions, settings.max_sessions));
         Self {
             shared,
-            sessions,
-            settings,
+            sessions: sessions.clone(),
             bridge: web::Data::new(Bridge {
                 service: Arc::new(service),
                 runtime: crate::upstream::connect::upstream_runtime()
                     .handle()
                     .clone(),
                 body_limit,
+                sessions,
             }),
             shutdown,
         }
@@ -114,28 +105,15 @@ impl McpEndpoint {
 
     /// Handshake-era sessions open now.
     pub async fn session_count(&self) -> usize {
-        self.sessions.sessions.read().await.len()
+        self.sessions.count().await
+    }
+
+    /// Ends the sessions of keys no longer in force.
+    pub async fn end_unadmitted(&self, state: &crate::auth::keyring::KeyState) -> usize {
+        self.sessions.end_unadmitted(state).await
     }
 
     pub fn catalogue(&self) -> Arc<Catalogue> {
         self.shared.catalogue.borrow().clone()
-    }
-
-    /// The actix-web service for `/mcp`, with the guards in front of rmcp's transport.
-    pub fn service(&self) -> impl actix_web::dev::HttpServiceFactory + 'static {
-        let guard = guard::Guard {
-            sessions: self.sessions.clone(),
-            max_sessions: self.settings.max_sessions,
-            allowed_origins: Arc::new(self.settings.allowed_origins.clone()),
-        };
-        // "/mcp" and "/mcp/" alike.
-        web::scope("/mcp")
-            .app_data(self.bridge.clone())
-            .route("", web::route().to(bridge::handle))
-            .route("/", web::route().to(bridge::handle))
-            .wrap(actix_web::middleware::from_fn(move |req, next| {
-                let guard = guard.clone();
-                async move { guard.check(req, next).await }
-            }))
     }
 }

@@ -3,6 +3,6 @@
 pub mod spec;
 
 pub use spec::{
-    CachePolicy, REDACTED, ServerInput, ServerName, ServerSpec, Source, Transport, TransportKind,
-    ValidationError,
+    CachePolicy, REDACTED, RestoreError, ServerInput, ServerName, ServerSpec, Source, Transport,
+    TransportKind, ValidationError, redact_url,
 };

@@ -281,17 +281,21 @@ impl ServerSpec {
                 fields.insert("cwd".into(), json!(cwd));
             }
             Transport::StreamableHttp { url, headers } | Transport::Sse { url, headers } => {
-                fields.insert("url".into(), json!(url.as_str()));
+                fields.insert("url".into(), json!(redact_url(url)));
                 fields.insert("headers".into(), json!(redact(headers)));
             }
         }
         out
     }
 
-    /// Secret values an update left as [`REDACTED`] take the stored value. A redacted
-    /// value with no stored counterpart is an error: we cannot invent the secret.
-    /// Answers whether any value was restored.
-    pub fn restore_redacted(&mut self, stored: &ServerSpec) -> Result<bool, ValidationError> {
+    /// Secret values an update left as [`REDACTED`] take the stored value: header and env
+    /// values, and the password of an upstream URL. A redacted value with no stored
+    /// counterpart is an error: we cannot invent the secret. Stored secrets stay with
+    /// their origin: when the URL moves to another origin (scheme, host, port), or names
+    /// another user for a redacted password, redacted values are refused
+    /// ([`RestoreError::NeedsReentry`]) and must be sent again. Answers whether any value
+    /// was restored.
+    pub fn restore_redacted(&mut self, stored: &ServerSpec) -> Result<bool, RestoreError> {
         fn fill(
             field: &str,
             new: &mut BTreeMap<String, String>,
@@ -316,21 +320,174 @@ impl ServerSpec {
             }
             Ok(restored)
         }
-        match (&mut self.transport, &stored.transport) {
-            (Transport::Stdio { env, .. }, Transport::Stdio { env: old, .. }) => {
-                fill("env", env, Some(old))
+        let old_url = match &stored.transport {
+            Transport::StreamableHttp { url, .. } | Transport::Sse { url, .. } => Some(url),
+            Transport::Stdio { .. } => None,
+        };
+        match &mut self.transport {
+            Transport::Stdio { env, .. } => {
+                let old = match &stored.transport {
+                    Transport::Stdio { env: old, .. } => Some(old),
+                    _ => None,
+                };
+                fill("env", env, old).map_err(RestoreError::Invalid)
             }
-            (Transport::Stdio { env, .. }, _) => fill("env", env, None),
-            (
-                Transport::StreamableHttp { headers, .. } | Transport::Sse { headers, .. },
-                Transport::StreamableHttp { headers: old, .. }
-                | Transport::Sse { headers: old, .. },
-            ) => fill("headers", headers, Some(old)),
-            (Transport::StreamableHttp { headers, .. } | Transport::Sse { headers, .. }, _) => {
-                fill("headers", headers, None)
+            Transport::StreamableHttp { url, headers } | Transport::Sse { url, headers } => {
+                if let Some(old_url) = old_url {
+                    check_same_origin(url, headers, old_url)?;
+                }
+                let old = match &stored.transport {
+                    Transport::StreamableHttp { headers: old, .. }
+                    | Transport::Sse { headers: old, .. } => Some(old),
+                    Transport::Stdio { .. } => None,
+                };
+                let mut restored = fill("headers", headers, old).map_err(RestoreError::Invalid)?;
+                if password_is_redacted(url) {
+                    let kept = old_url.and_then(|o| o.password()).ok_or_else(|| {
+                        RestoreError::Invalid(ValidationError::new(
+                            "url",
+                            "its password is redacted but no stored password exists to keep; \
+                             send the password",
+                        ))
+                    })?;
+                    url.set_password(Some(kept)).map_err(|()| {
+                        RestoreError::Invalid(ValidationError::new(
+                            "url",
+                            "cannot carry a password",
+                        ))
+                    })?;
+                    restored = true;
+                }
+                Ok(restored)
             }
         }
     }
+}
+
+/// Why the redacted values of an update could not be kept.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// A redacted value has nothing stored behind it.
+    #[error("{0}")]
+    Invalid(ValidationError),
+    /// The URL moved to another origin (or user) while secrets were left redacted: the
+    /// stored secrets were given for the old one, so they must be sent again.
+    #[error("{0}")]
+    NeedsReentry(ValidationError),
+}
+
+/// Refuses redacted secrets (header values, the URL's password) when `url` leaves the
+/// origin of `old`, or names another user than `old` for a redacted password.
+fn check_same_origin(
+    url: &url::Url,
+    headers: &BTreeMap<String, String>,
+    old: &url::Url,
+) -> Result<(), RestoreError> {
+    let password = password_is_redacted(url);
+    let mut redacted: Vec<String> = headers
+        .iter()
+        .filter(|(_, value)| value.as_str() == REDACTED)
+        .map(|(key, _)| format!("headers.{key}"))
+        .collect();
+    if password {
+        redacted.insert(0, "the url's password".to_owned());
+    }
+    let Some(first) = redacted.first() else {
+        return Ok(());
+    };
+    let (from, to) = (origin_of(old), origin_of(url));
+    let moved = if from != to {
+        format!("the url moves from {from} to {to}")
+    } else if password && url.username() != old.username() {
+        format!(
+            "the url's user changes from '{}' to '{}'",
+            old.username(),
+            url.username()
+        )
+    } else {
+        return Ok(());
+    };
+    let field = if password { "url" } else { first.as_str() };
+    Err(RestoreError::NeedsReentry(ValidationError::new(
+        field,
+        format!(
+            "{moved}; stored secrets stay with their origin, so send the value of {} \
+             again instead of \"{REDACTED}\"",
+            redacted.join(", ")
+        ),
+    )))
+}
+
+/// `scheme://host:port` of `url`, never its credentials or path.
+pub fn origin_of(url: &url::Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// Whether the URL's password is the [`REDACTED`] stand-in, as shown by
+/// [`redact_url`] or percent-encoded.
+fn password_is_redacted(url: &url::Url) -> bool {
+    url.password()
+        .is_some_and(|p| p == REDACTED || percent_decode_lossy(p) == REDACTED)
+}
+
+fn percent_decode_lossy(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The URL as the API and messages show it: a password becomes [`REDACTED`], the user
+/// name stays.
+pub fn redact_url(url: &url::Url) -> String {
+    use url::Position;
+    if url.password().is_none() {
+        return url.as_str().to_owned();
+    }
+    format!(
+        "{}:{REDACTED}@{}",
+        &url[..Position::AfterUsername],
+        &url[Position::BeforeHost..]
+    )
+}
+
+/// [`redact_url`] for text that may not parse as a URL (to echo bad input): whatever
+/// sits between the first ':' and the last '@' of the authority is taken as a password.
+pub fn redact_url_text(text: &str) -> String {
+    if let Ok(url) = url::Url::parse(text) {
+        return redact_url(&url);
+    }
+    let after_scheme = text.find("://").map_or(0, |i| i + 3);
+    let rest = &text[after_scheme..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return text.to_owned();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return text.to_owned();
+    };
+    format!(
+        "{}{}:{REDACTED}{}",
+        &text[..after_scheme],
+        &authority[..colon],
+        &rest[at..]
+    )
 }
 
 /// A field that did not validate, and why.
@@ -549,8 +706,12 @@ fn optional_duration(
 }
 
 fn parse_http_url(text: &str) -> Result<url::Url, ValidationError> {
-    let url = url::Url::parse(text)
-        .map_err(|e| ValidationError::new("url", format!("'{text}' is not a URL: {e}")))?;
+    let url = url::Url::parse(text).map_err(|e| {
+        ValidationError::new(
+            "url",
+            format!("'{}' is not a URL: {e}", redact_url_text(text)),
+        )
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ValidationError::new(
             "url",
@@ -677,8 +838,122 @@ mod tests {
         unknown.headers = Some([("X-Other".to_string(), REDACTED.to_string())].into());
         let mut spec = unknown.validate().unwrap();
         assert_eq!(
-            spec.restore_redacted(&stored).unwrap_err().field,
-            "headers.X-Other"
+            spec.restore_redacted(&stored).unwrap_err(),
+            RestoreError::Invalid(ValidationError::new(
+                "headers.X-Other",
+                "is redacted but no stored value exists to keep; send the value"
+            ))
+        );
+    }
+
+    fn http_at(url: &str, headers: &[(&str, &str)]) -> ServerInput {
+        ServerInput {
+            url: Some(url.into()),
+            headers: Some(
+                headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..http()
+        }
+    }
+
+    fn url_of(spec: &ServerSpec) -> &url::Url {
+        match &spec.transport {
+            Transport::StreamableHttp { url, .. } | Transport::Sse { url, .. } => url,
+            Transport::Stdio { .. } => panic!("not an http transport"),
+        }
+    }
+
+    #[test]
+    fn redacted_secrets_stay_with_their_origin() {
+        let stored = http().validate().unwrap();
+        let secret = [("Authorization", REDACTED)];
+        // Same origin, another path: the stored secret is kept.
+        let mut spec = http_at("http://127.0.0.1:3001/other", &secret)
+            .validate()
+            .unwrap();
+        assert!(spec.restore_redacted(&stored).unwrap());
+        // Another port, host or scheme: refused, naming the field and both origins.
+        for moved in [
+            "http://127.0.0.1:3002/mcp",
+            "http://localhost:3001/mcp",
+            "https://127.0.0.1:3001/mcp",
+        ] {
+            let mut spec = http_at(moved, &secret).validate().unwrap();
+            let RestoreError::NeedsReentry(err) = spec.restore_redacted(&stored).unwrap_err()
+            else {
+                panic!("{moved}: not a re-entry refusal")
+            };
+            assert_eq!(err.field, "headers.Authorization", "{moved}");
+            assert!(err.message.contains("http://127.0.0.1:3001"), "{err}");
+            assert!(!err.message.contains("s3cret"), "{err}");
+        }
+        // Given again, the secret may go to the new origin.
+        let mut spec = http_at(
+            "http://127.0.0.1:3002/mcp",
+            &[("Authorization", "Bearer new")],
+        )
+        .validate()
+        .unwrap();
+        assert!(!spec.restore_redacted(&stored).unwrap());
+        // No secrets at all: nothing to keep, nothing to refuse.
+        let mut spec = http_at("http://127.0.0.1:3002/mcp", &[])
+            .validate()
+            .unwrap();
+        assert!(!spec.restore_redacted(&stored).unwrap());
+    }
+
+    #[test]
+    fn url_passwords_are_redacted_and_kept_for_the_same_origin() {
+        let stored = http_at("http://alice:p%40ss:w0rd@127.0.0.1:3001/mcp", &[])
+            .validate()
+            .unwrap();
+        let shown = stored.to_public_json()["url"].as_str().unwrap().to_owned();
+        assert_eq!(shown, "http://alice:<redacted>@127.0.0.1:3001/mcp");
+        // What was shown, sent back (parsed, it is percent-encoded): the password is kept.
+        let mut spec = http_at(&shown, &[]).validate().unwrap();
+        assert!(spec.restore_redacted(&stored).unwrap());
+        assert_eq!(url_of(&spec), url_of(&stored));
+        // Another origin, or another user: the password must be given again.
+        for moved in [
+            "http://alice:<redacted>@127.0.0.1:3002/mcp",
+            "http://bob:<redacted>@127.0.0.1:3001/mcp",
+        ] {
+            let mut spec = http_at(moved, &[]).validate().unwrap();
+            let RestoreError::NeedsReentry(err) = spec.restore_redacted(&stored).unwrap_err()
+            else {
+                panic!("{moved}: not a re-entry refusal")
+            };
+            assert_eq!(err.field, "url");
+        }
+        // Nothing stored to keep.
+        let no_password = http_at("http://alice@127.0.0.1:3001/mcp", &[])
+            .validate()
+            .unwrap();
+        let mut spec = http_at(&shown, &[]).validate().unwrap();
+        assert!(matches!(
+            spec.restore_redacted(&no_password),
+            Err(RestoreError::Invalid(_))
+        ));
+        let plain = http().validate().unwrap();
+        // A URL without a password is shown as it is.
+        assert_eq!(plain.to_public_json()["url"], "http://127.0.0.1:3001/mcp");
+    }
+
+    #[test]
+    fn a_bad_url_is_echoed_without_its_password() {
+        let mut input = http();
+        input.url = Some("http://alice:hunter2@exa mple/mcp".into());
+        let err = input.validate().unwrap_err();
+        assert_eq!(err.field, "url");
+        assert!(!err.message.contains("hunter2"), "{err}");
+        assert!(err.message.contains("alice:<redacted>@exa mple"), "{err}");
+        assert_eq!(redact_url_text("no password here"), "no password here");
+        assert_eq!(
+            redact_url_text("http://a:b@h:1/x"),
+            "http://a:<redacted>@h:1/x"
         );
     }
 

@@ -67,6 +67,15 @@ impl Store {
         }))
     }
 
+    /// Whether any key was ever stored, revoked ones included: a store that held keys
+    /// never lets the gateway run open again.
+    pub async fn any_key_ever(&self) -> Result<bool, StoreError> {
+        let n: i64 = with_conn!(self, |conn| {
+            api_keys::table.count().get_result(conn).await?
+        });
+        Ok(n > 0)
+    }
+
     /// Revokes a key by name; answers whether an active key of that name existed.
     pub async fn revoke_key(&self, name: &str) -> Result<bool, StoreError> {
         let at = now();

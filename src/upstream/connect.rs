@@ -249,15 +249,16 @@ async fn connect_inner(
             // restart count that may no longer hold. The actor ends the session instead,
             // and the supervisor reconnects in the open.
             config = config.reinit_on_expired_session(false);
-            let transport = StreamableHttpClientTransport::with_client(http_client()?, config);
+            let http = http_client(carries_secrets(url, headers))?;
+            let transport = StreamableHttpClientTransport::with_client(http, config);
             handshake(transport, client(ProtocolVersion::V_2025_06_18), &cancel).await?
         }
         Transport::Sse { url, headers } => {
             let map: http::HeaderMap = header_pairs(headers)?.into_iter().collect();
-            let transport =
-                LegacySseTransport::connect(http_client()?, url.clone(), map, spec.timeout)
-                    .await
-                    .map_err(|e| ConnectError::Transport(e.to_string()))?;
+            let http = http_client(carries_secrets(url, headers))?;
+            let transport = LegacySseTransport::connect(http, url.clone(), map, spec.timeout)
+                .await
+                .map_err(|e| ConnectError::Transport(e.to_string()))?;
             // The legacy transport belongs to the 2024-11-05 protocol.
             handshake(transport, client(ProtocolVersion::V_2024_11_05), &cancel).await?
         }
@@ -287,7 +288,46 @@ where
     client
         .serve_with_ct(transport, cancel.clone())
         .await
-        .map_err(|e| ConnectError::Handshake(e.to_string()))
+        .map_err(|e| {
+            // The transport's error is a field, not a `source`: its causes (a refused
+            // redirect, say) would otherwise be lost.
+            let text = match &e {
+                rmcp::service::ClientInitializeError::TransportError { error, context } => {
+                    format!(
+                        "{}, when {context}",
+                        with_causes(&error.to_string(), error.error.as_ref())
+                    )
+                }
+                other => with_causes(&other.to_string(), other),
+            };
+            ConnectError::Handshake(text)
+        })
+}
+
+/// `text` (what `error` says) followed by each cause of `error` that it does not say yet.
+pub(super) fn with_causes(text: &str, error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = text.to_owned();
+    let mut cause = cause_of(error);
+    while let Some(current) = cause {
+        let said = current.to_string();
+        if !out.contains(&said) {
+            out.push_str(": ");
+            out.push_str(&said);
+        }
+        cause = cause_of(current);
+    }
+    out
+}
+
+/// The cause of `error`: its `source`, or the client error that rmcp's Streamable HTTP
+/// error holds without naming it as a source.
+fn cause_of<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    match error.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+        Some(StreamableHttpError::Client(inner)) => Some(inner),
+        _ => error.source(),
+    }
 }
 
 /// Reports the end of the session, whatever ends it. For stdio, `group` is the child's
@@ -376,11 +416,59 @@ fn header_pairs(
         .collect()
 }
 
-fn http_client() -> Result<reqwest::Client, ConnectError> {
+/// Whether requests to `url` carry secrets: configured headers, or credentials in the URL.
+fn carries_secrets(url: &url::Url, headers: &std::collections::BTreeMap<String, String>) -> bool {
+    !headers.is_empty() || !url.username().is_empty() || url.password().is_some()
+}
+
+/// How many redirects one request may follow (reqwest's default).
+const MAX_REDIRECTS: usize = 10;
+
+/// A redirect to another origin than the request's, refused because the request carries
+/// secrets that were given for its origin only.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "upstream redirected to another origin ({from} -> {to}); refused so its configured \
+     headers and credentials stay with their origin"
+)]
+pub struct CrossOriginRedirect {
+    pub from: String,
+    pub to: String,
+}
+
+/// The redirects a client to an upstream follows. With `secrets` (configured headers or
+/// URL credentials), only redirects within the origin the request was sent to: reqwest
+/// itself drops only `Authorization` and cookies on a cross-origin hop, and would carry
+/// a custom header such as `X-Api-Key` along.
+pub fn redirect_policy(secrets: bool) -> reqwest::redirect::Policy {
+    if !secrets {
+        return reqwest::redirect::Policy::limited(MAX_REDIRECTS);
+    }
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt
+            .previous()
+            .first()
+            .map(crate::registry::spec::origin_of);
+        let next = crate::registry::spec::origin_of(attempt.url());
+        match first {
+            Some(from) if from != next => attempt.error(CrossOriginRedirect { from, to: next }),
+            _ if attempt.previous().len() >= MAX_REDIRECTS => {
+                attempt.error(format!("too many redirects (more than {MAX_REDIRECTS})"))
+            }
+            _ => attempt.follow(),
+        }
+    })
+}
+
+fn http_client(secrets: bool) -> Result<reqwest::Client, ConnectError> {
     crate::tls::install_crypto_provider();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(64)
+        .redirect(redirect_policy(secrets))
+        // A redirect target has no business with the upstream's URL (its query may hold
+        // a token).
+        .referer(false)
         .build()
         .map_err(|e| ConnectError::Transport(format!("http client: {e}")))
 }

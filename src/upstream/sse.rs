@@ -11,6 +11,8 @@ use sse_stream::SseStream;
 use tokio::sync::mpsc;
 use url::Url;
 
+use super::connect::with_causes;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SseError {
     #[error("GET {0} failed: {1}")]
@@ -39,21 +41,23 @@ impl LegacySseTransport {
         headers: HeaderMap,
         timeout: Duration,
     ) -> Result<Self, SseError> {
-        let fail = |e: &dyn std::fmt::Display| SseError::Connect(url.to_string(), e.to_string());
+        // The URL may hold a password: messages show it redacted.
+        let shown = crate::registry::redact_url(&url);
+        let fail = |text: String| SseError::Connect(shown.clone(), text);
         let response = http
             .get(url.clone())
             .headers(headers.clone())
             .header(ACCEPT, "text/event-stream")
             .send()
             .await
-            .map_err(|e| fail(&e))?;
+            .map_err(|e| fail(with_causes(&e.to_string(), &e)))?;
         if !response.status().is_success() {
-            return Err(fail(&response.status()));
+            return Err(fail(response.status().to_string()));
         }
         let mut events = SseStream::from_bytes_stream(bounded(response.bytes_stream()));
         let endpoint = tokio::time::timeout(timeout, async {
             while let Some(event) = events.next().await {
-                let event = event.map_err(|e| fail(&e))?;
+                let event = event.map_err(|e| fail(e.to_string()))?;
                 if event.event.as_deref() == Some("endpoint") {
                     return event.data.ok_or(SseError::NoEndpoint);
                 }
@@ -114,7 +118,7 @@ impl rmcp::transport::Transport<rmcp::RoleClient> for LegacySseTransport {
             let response = request
                 .send()
                 .await
-                .map_err(|e| SseError::Post(e.to_string()))?;
+                .map_err(|e| SseError::Post(with_causes(&e.to_string(), &e)))?;
             if !response.status().is_success() {
                 return Err(SseError::Post(response.status().to_string()));
             }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod binary;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -327,6 +329,19 @@ impl TestServer {
             .json()
             .await
             .unwrap()
+    }
+
+    /// GETs `path` with `key`; the answer must be 200 JSON.
+    pub async fn get_json_with(&self, path: &str, key: &str) -> Value {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "GET {path}");
+        resp.json().await.unwrap()
     }
 
     pub async fn get_text(&self, path: &str) -> String {
