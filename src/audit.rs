@@ -1,17 +1,25 @@
 //! The audit log of tool calls: one `tool_invocations` row per call, written in batches off
-//! the request path. Rows wait in a bounded buffer while the store is down; if it
-//! overflows, the loss is counted and logged, never silent.
+//! the request path. Rows wait in a bounded buffer while the store is down; every row that
+//! never reaches the store (the buffer overflowed, the store refused it for good, it was
+//! still waiting when the gateway stopped) is counted in `omni_audit_rows_dropped_total`
+//! and logged, never lost silently. A row the store refuses (a byte PostgreSQL cannot
+//! hold) is written again with control characters replaced, and never blocks the others.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
-use crate::store::Store;
+use crate::batch::{Closing, Sink};
 use crate::store::invocations::NewInvocation;
+use crate::store::{DatabaseUrl, Store};
 
 const BUFFER: usize = 10_000;
+
+/// How long rows waiting at shutdown may take to reach the store.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct AuditLog {
@@ -19,34 +27,81 @@ pub struct AuditLog {
     dropped: Arc<AtomicU64>,
     /// The same count, for Prometheus.
     dropped_metric: Counter,
+    closing: Closing,
+}
+
+/// Text with every control character replaced by U+FFFD.
+fn printable(text: String) -> String {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect()
+    } else {
+        text
+    }
+}
+
+fn sanitize(row: NewInvocation) -> NewInvocation {
+    NewInvocation {
+        server: printable(row.server),
+        tool: printable(row.tool),
+        caller: row.caller.map(printable),
+        outcome: printable(row.outcome),
+        ..row
+    }
 }
 
 impl AuditLog {
-    /// Starts the writer on the current runtime.
-    pub fn start(store: Store, dropped_metric: Counter) -> Self {
+    /// Starts the writer on the current runtime. `database` is where the migrations run
+    /// again if the tables go missing.
+    pub fn start(store: Store, database: DatabaseUrl, dropped_metric: Counter) -> Self {
         let (tx, rx) = mpsc::channel(BUFFER);
-        crate::batch::spawn_writer("audit log", rx, move |batch| {
-            let store = store.clone();
-            async move { store.insert_invocations(batch).await }
-        });
+        let dropped: Arc<AtomicU64> = Arc::default();
+        let closing = Closing::new(SHUTDOWN_GRACE);
+        let (count, metric) = (dropped.clone(), dropped_metric.clone());
+        let sink = Sink {
+            sanitize: Some(sanitize),
+            repair: Some(crate::store::migrate::repair(database)),
+            lost: Some(Arc::new(move |n| {
+                metric.inc_by(n);
+                count.fetch_add(n, Ordering::Relaxed);
+            })),
+            closing: Some(closing.clone()),
+        };
+        crate::batch::spawn_writer(
+            "audit log",
+            rx,
+            move |batch| {
+                let store = store.clone();
+                async move { store.insert_invocations(batch).await }
+            },
+            sink,
+        );
         Self {
             tx,
-            dropped: Arc::default(),
+            dropped,
             dropped_metric,
+            closing,
         }
     }
 
     pub fn record(&self, row: NewInvocation) {
-        if self.tx.try_send(row).is_err() {
+        if self.closing.is_closed() || self.tx.try_send(row).is_err() {
             self.dropped_metric.inc();
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
-                log::error!("audit buffer full: {n} tool_invocations rows lost so far");
+                log::error!("audit log: {n} tool_invocations rows lost so far");
             }
         }
     }
 
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Writes what waits (within [`SHUTDOWN_GRACE`]) and stops the writer; rows recorded
+    /// after this are counted as dropped.
+    pub async fn close(&self) {
+        self.closing.close().await;
     }
 }

@@ -154,9 +154,27 @@ impl Gateway {
         let started = Instant::now();
         let args = Value::Object(arguments.clone().unwrap_or_default());
         let key = CacheKey::new(server.as_str(), tool, &args);
+        // If this future is dropped before the call ends (the client went away, or the
+        // shutdown grace ran out), the call still leaves its row.
+        let mut unfinished = Unfinished {
+            audit: &self.inner.audit,
+            started,
+            row: Some(NewInvocation {
+                server: server.to_string(),
+                tool: tool.to_owned(),
+                caller: caller.map(str::to_owned),
+                arguments_hash: key.to_hex(),
+                cached: false,
+                outcome: "cancelled".to_owned(),
+                status: 499,
+                duration_us: 0,
+                created_at: crate::store::now(),
+            }),
+        };
         let outcome = self
             .call_inner(server, tool, arguments, (&args, key), mode, relay)
             .await;
+        unfinished.row = None;
         let (status, label, cached) = match &outcome {
             Ok(o) if o.result.get("isError") == Some(&Value::Bool(true)) => {
                 (200, "tool_error".to_owned(), o.cached)
@@ -444,5 +462,21 @@ impl Gateway {
             )));
         }
         Ok(())
+    }
+}
+
+/// The audit row of a call still in flight; written if the call's future is dropped.
+struct Unfinished<'a> {
+    audit: &'a AuditLog,
+    started: Instant,
+    row: Option<NewInvocation>,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(mut row) = self.row.take() {
+            row.duration_us = self.started.elapsed().as_micros() as i64;
+            self.audit.record(row);
+        }
     }
 }

@@ -76,6 +76,12 @@ async fn act(store: &Store, action: KeysAction) -> Result<(), String> {
                 return Err(format!("no active API key named '{name}'"));
             }
             eprintln!("revoked key '{name}'");
+            // Running instances on the same PostgreSQL end the key's sessions now, not at
+            // their next refresh (on SQLite, one instance re-reads keys every 5 s).
+            let origin = format!("keys-cli-{}", std::process::id());
+            crate::cluster::Cluster::new(store.clone(), origin, "keys-cli".into())
+                .announce(crate::cluster::Announcement::Keys)
+                .await;
         }
     }
     Ok(())

@@ -31,6 +31,9 @@ fn main() -> ExitCode {
         // finish within the shutdown timeout; then this await returns.
         running.stopper.clone().on_signals();
         let outcome = running.server.await;
+        // Rows of the last calls (and of calls cut by the grace) reach the store, or are
+        // counted and logged.
+        running.audit.close().await;
         store.close();
         log::info!("omni-bridge stopped");
         outcome.map_err(|e| server::StartError::Bind {

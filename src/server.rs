@@ -54,6 +54,8 @@ pub struct Running {
     /// The event bus, for in-process observers (tests, embedders).
     pub bus: crate::events::EventBus,
     pub stopper: Stopper,
+    /// Await `audit.close()` after the server: rows still waiting get a bounded attempt.
+    pub audit: AuditLog,
 }
 
 /// Stops the gateway gracefully: live sessions are closed (1001) first, since a
@@ -173,7 +175,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     spawn_key_refresh(keys.clone(), store.clone());
 
     crate::tls::install_crypto_provider();
-    let bus = history::start(store.clone(), settings.instance.clone());
+    let bus = history::start(
+        store.clone(),
+        settings.database.clone(),
+        settings.instance.clone(),
+    );
     let board = StatusBoard::default();
     let supervisor = UpstreamSupervisor::new(
         store.clone(),
@@ -203,12 +209,17 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let (generation, reader) = (cache.generation(), cache.reader());
     let cache = cache.start();
     let metrics = Arc::new(Metrics::new());
+    let audit = AuditLog::start(
+        store.clone(),
+        settings.database.clone(),
+        metrics.audit_rows_dropped.clone(),
+    );
     let gateway = Gateway::new(
         board.clone(),
         supervisor.clone(),
         (cache.clone(), reader, generation),
         settings.cache.default_ttl,
-        AuditLog::start(store.clone(), metrics.audit_rows_dropped.clone()),
+        audit.clone(),
         metrics.clone(),
         settings.max_result_bytes,
     )
@@ -219,6 +230,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         metrics.clone(),
         cache,
         settings.live.metrics_interval,
+        keys.subscribe(),
     )
     .start();
 
@@ -228,6 +240,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         catalogue,
         settings.mcp.clone(),
         settings.body_limit,
+        keys.subscribe(),
     );
     spawn_session_reaper(keys.subscribe(), hub.clone(), mcp.clone());
 
@@ -330,6 +343,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         store,
         bus,
         stopper,
+        audit,
     })
 }
 

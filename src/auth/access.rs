@@ -33,7 +33,8 @@ impl Access {
     /// How the README's access table names it.
     pub fn describe(self) -> &'static str {
         match self {
-            Self::Probe | Self::Open => "open",
+            Self::Probe => "open, any `Host`",
+            Self::Open => "open",
             Self::Role(role) => role.as_str(),
             Self::LiveStream => "viewer (key in the first message allowed)",
         }

@@ -8,8 +8,8 @@
 /// The `Host` and `Origin` rules of one gateway.
 #[derive(Clone, Debug, Default)]
 pub struct Boundary {
-    /// Whether `Host` is checked at all: bound to loopback, or given a list.
-    check_host: bool,
+    /// Bound to a loopback address: only loopback names and listed hosts.
+    loopback: bool,
     /// Accepted `Host` values besides the loopback names: `name` (any port) or
     /// `name:port`.
     allowed_hosts: Vec<String>,
@@ -26,46 +26,62 @@ fn is_loopback_name(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// `host[:port]` split; IPv6 literals keep their brackets off.
-fn split_authority(authority: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return match rest.split_once(']') {
-            Some((host, tail)) => (host, tail.strip_prefix(':')),
+/// `host[:port]` split, IPv6 literals without their brackets; `None` when it is not
+/// of that form (`[::1]junk`, an empty name).
+fn split_authority(authority: &str) -> Option<(&str, Option<&str>)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']')?;
+        match tail {
+            "" => (host, None),
+            tail => (host, Some(tail.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
             None => (authority, None),
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => (host, Some(port)),
-        _ => (authority, None),
-    }
+        }
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    (!host.is_empty() && port_ok).then_some((host, port))
 }
 
 impl Boundary {
     pub fn new(loopback: bool, allowed_hosts: Vec<String>, allowed_origins: Vec<String>) -> Self {
         Self {
-            check_host: loopback || !allowed_hosts.is_empty(),
+            loopback,
             allowed_hosts,
             allowed_origins,
         }
     }
 
-    /// Whether a request may use this `Host`. A request without one (HTTP/1.0) passes:
-    /// browsers always send it, so its absence is no rebinding.
-    pub fn host_allowed(&self, host: Option<&str>) -> bool {
+    /// Whether a request may use this `Host`; `open` when the gateway needs no key now.
+    /// A request without one (HTTP/1.0) passes: browsers always send it, so its absence
+    /// is no rebinding.
+    ///
+    /// Loopback names and listed hosts always pass. Bound to loopback, or given a list,
+    /// nothing else does. Bound elsewhere with no list, any name passes while keys are
+    /// required (a rebinding page has no key), but an open gateway takes only IP
+    /// addresses: rebinding needs a name of the attacker's.
+    pub fn host_allowed(&self, host: Option<&str>, open: bool) -> bool {
         let Some(host) = host else {
             return true;
         };
-        if !self.check_host {
-            return true;
-        }
-        let (name, port) = split_authority(host);
+        let Some((name, port)) = split_authority(host) else {
+            return false;
+        };
         if is_loopback_name(name) {
             return true;
         }
-        self.allowed_hosts.iter().any(|entry| {
-            let (entry_name, entry_port) = split_authority(entry);
-            entry_name.eq_ignore_ascii_case(name) && (entry_port.is_none() || entry_port == port)
-        })
+        let listed = self.allowed_hosts.iter().any(|entry| {
+            split_authority(entry).is_some_and(|(entry_name, entry_port)| {
+                entry_name.eq_ignore_ascii_case(name)
+                    && (entry_port.is_none() || entry_port == port)
+            })
+        });
+        if listed || self.loopback || !self.allowed_hosts.is_empty() {
+            return listed;
+        }
+        !open || name.parse::<std::net::IpAddr>().is_ok()
     }
 
     /// Whether a browser origin may use the gateway: one the operator listed, or the
@@ -113,7 +129,7 @@ mod tests {
             "gw.internal:9",
             "proxy:8443",
         ] {
-            assert!(b.host_allowed(Some(ok)), "{ok}");
+            assert!(b.host_allowed(Some(ok), true), "{ok}");
         }
         for bad in [
             "evil.example",
@@ -122,18 +138,27 @@ mod tests {
             "127.0.0.1.evil.example",
             "localhost.evil",
             "10.0.0.1:8080",
+            "[::1]junk",
+            "[::1]:",
+            ":8080",
+            "127.0.0.1:80:80",
         ] {
-            assert!(!b.host_allowed(Some(bad)), "{bad}");
+            assert!(!b.host_allowed(Some(bad), false), "{bad}");
         }
-        assert!(b.host_allowed(None));
+        assert!(b.host_allowed(None, true));
     }
 
     #[test]
-    fn other_binds_check_only_when_given_a_list() {
-        assert!(Boundary::new(false, vec![], vec![]).host_allowed(Some("anything:1")));
+    fn other_binds_check_names_when_listed_or_open() {
+        let any = Boundary::new(false, vec![], vec![]);
+        assert!(any.host_allowed(Some("anything:1"), false));
+        // Open on 0.0.0.0: addresses, yes; a name (a rebinding page's), no.
+        assert!(any.host_allowed(Some("10.1.2.3:8080"), true));
+        assert!(any.host_allowed(Some("[fd00::1]:8080"), true));
+        assert!(!any.host_allowed(Some("evil.example:8080"), true));
         let listed = Boundary::new(false, vec!["gw.example".into()], vec![]);
-        assert!(listed.host_allowed(Some("gw.example:443")));
-        assert!(!listed.host_allowed(Some("other.example")));
+        assert!(listed.host_allowed(Some("gw.example:443"), false));
+        assert!(!listed.host_allowed(Some("other.example"), false));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!
 //! Whether the gateway runs open (no key needed) is decided here too, and only by what
 //! the operator chose ([`OpenPolicy`]): a loopback bind on a store that never held a
-//! key, or `--insecure-no-auth`. Revoking every key never opens a gateway.
+//! key, or `--insecure-no-auth` (open whenever no key is active). Without
+//! `--insecure-no-auth`, revoking every key never opens a gateway.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -136,6 +137,10 @@ pub struct KeyRing {
     state: Arc<tokio::sync::watch::Sender<KeyState>>,
     /// Whether the store was read once (the mode is logged then, whatever it is).
     loaded: Arc<std::sync::atomic::AtomicBool>,
+    /// One reload at a time: the timer, a key handler and the cluster listener all
+    /// reload, and a reload that read the store before a revocation must not land after
+    /// it (the key would work again, or a gateway given its first key reopen).
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl KeyRing {
@@ -147,6 +152,7 @@ impl KeyRing {
             policy,
             state: Arc::new(tokio::sync::watch::channel(KeyState::default()).0),
             loaded: Arc::default(),
+            reloading: Arc::default(),
         }
     }
 
@@ -163,6 +169,7 @@ impl KeyRing {
     /// Replaces the keys with the store's active ones. A row that does not parse is left
     /// out and logged: it can only come from outside this program.
     pub async fn reload(&self, store: &Store) -> Result<(), StoreError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let rows = store.active_keys().await?;
         let ever_held_keys = !rows.is_empty() || store.any_key_ever().await?;
         let mut keys = Vec::with_capacity(rows.len());

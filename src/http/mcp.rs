@@ -13,6 +13,11 @@ pub async fn status(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller_of(&req)?;
+    // Every session for an admin (or everyone, open); a narrower key sees its own.
+    let sessions = match (&caller.key, caller.role) {
+        (Some(key), role) if role < crate::auth::Role::Admin => state.mcp.sessions_of(key).await,
+        _ => state.mcp.session_count().await,
+    };
     let catalogue = state.mcp.catalogue();
     let withheld: Vec<_> = catalogue
         .withheld
@@ -27,7 +32,7 @@ pub async fn status(
         .filter(|t| caller.may_call(t.server.as_str(), &t.upstream_name))
         .count();
     Ok(HttpResponse::Ok().json(json!({
-        "sessions": state.mcp.session_count().await,
+        "sessions": sessions,
         "tools": tools,
         "live_servers": catalogue.live.iter().filter(|s| sees(s)).collect::<Vec<_>>(),
         "withheld": withheld,

@@ -83,6 +83,8 @@ pub struct EventHub {
     cache: Addr<CacheActor>,
     cache_stats: Option<CacheStats>,
     metrics_interval: Duration,
+    /// The keys in force: a session whose key was revoked while it joined is closed.
+    keys: tokio::sync::watch::Receiver<crate::auth::keyring::KeyState>,
     last_tick: (Instant, u64),
     latest_metrics: Value,
 }
@@ -94,6 +96,7 @@ impl EventHub {
         metrics: Arc<Metrics>,
         cache: Addr<CacheActor>,
         metrics_interval: Duration,
+        keys: tokio::sync::watch::Receiver<crate::auth::keyring::KeyState>,
     ) -> Self {
         Self {
             members: HashMap::new(),
@@ -103,6 +106,7 @@ impl EventHub {
             cache,
             cache_stats: None,
             metrics_interval,
+            keys,
             last_tick: (Instant::now(), 0),
             latest_metrics: json!({}),
         }
@@ -361,6 +365,10 @@ impl Handler<Join> for EventHub {
     type Result = ();
 
     fn handle(&mut self, msg: Join, _ctx: &mut Context<Self>) {
+        if !self.keys.borrow().admits(msg.key.as_deref()) {
+            msg.session.do_send(CloseWith::revoked());
+            return;
+        }
         let member = Member {
             queue: msg.queue,
             session: msg.session,

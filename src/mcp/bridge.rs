@@ -64,12 +64,9 @@ fn refusal(status: StatusCode, code: i32, message: String) -> HttpResponse {
     }))
 }
 
-/// Whether a POST body is (or holds, in a batch) an `initialize` request. The bytes are
-/// searched first, so only a body that could be one is parsed.
+/// Whether a POST body is (or holds, in a batch) an `initialize` request, read as rmcp
+/// reads it (serde, so escapes such as `\u0069nitialize` are the same method).
 fn is_initialize(body: &[u8]) -> bool {
-    if !body.windows(10).any(|w| w == b"initialize") {
-        return false;
-    }
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
         return false;
     };
@@ -132,9 +129,9 @@ pub async fn handle(
     if let Some(caller) = caller {
         builder = builder.extension(caller);
     }
-    let opening = request.method() == Method::POST && session.is_none() && is_initialize(&body);
-    let turn = match opening {
-        true => match bridge.sessions.open_turn().await {
+    let sessionless_post = request.method() == Method::POST && session.is_none();
+    let turn = match sessionless_post && is_initialize(&body) {
+        true => match bridge.sessions.clone().open_turn().await {
             Some(turn) => Some(turn),
             None => {
                 let message = format!(
@@ -150,21 +147,27 @@ pub async fn handle(
         .body(Full::new(body.freeze()))
         .map_err(|e| actix_web::error::ErrorBadRequest(format!("malformed request: {e}")))?;
     let service = bridge.service.clone();
+    let sessions = bridge.sessions.clone();
+    // The turn and the owner's record go with the request's task: if the client goes
+    // away meanwhile, the session rmcp opens is still counted and owned.
     let response = bridge
         .runtime
-        .spawn(async move { service.handle(bridged).await })
+        .spawn(async move {
+            let response = service.handle(bridged).await;
+            if sessionless_post
+                && let Some(id) = response
+                    .headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+            {
+                sessions.record(id, key).await;
+            }
+            drop(turn);
+            response
+        })
         .await
         .map_err(|e| actix_web::error::ErrorInternalServerError(format!("MCP transport: {e}")))?;
     let (parts, body) = response.into_parts();
-    if let Some(turn) = &turn
-        && let Some(id) = parts
-            .headers
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-    {
-        bridge.sessions.record(turn, id, key).await;
-    }
-    drop(turn);
     if request.method() == Method::DELETE
         && parts.status.is_success()
         && let Some(id) = &session

@@ -66,6 +66,7 @@ impl McpEndpoint {
         catalogue: watch::Receiver<Arc<Catalogue>>,
         settings: McpSettings,
         body_limit: usize,
+        keys: tokio::sync::watch::Receiver<crate::auth::keyring::KeyState>,
     ) -> Self {
         let mut sessions = LocalSessionManager::default();
         sessions.session_config.keep_alive = Some(settings.session_idle);
@@ -87,7 +88,7 @@ impl McpEndpoint {
             sessions.clone(),
             config,
         );
-        let sessions = Arc::new(Sessions::new(sessions, settings.max_sessions));
+        let sessions = Arc::new(Sessions::new(sessions, settings.max_sessions, keys));
         Self {
             shared,
             sessions: sessions.clone(),
@@ -106,6 +107,11 @@ impl McpEndpoint {
     /// Handshake-era sessions open now.
     pub async fn session_count(&self) -> usize {
         self.sessions.count().await
+    }
+
+    /// Open sessions a key owns.
+    pub async fn sessions_of(&self, key: &str) -> usize {
+        self.sessions.count_owned(key).await
     }
 
     /// Ends the sessions of keys no longer in force.

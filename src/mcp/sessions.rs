@@ -21,23 +21,40 @@ pub struct Sessions {
     /// Session id -> the key that opened it.
     owners: Mutex<HashMap<Arc<str>, Option<String>>>,
     /// Held while an `initialize` is handled: count, open, record, one at a time.
-    opening: tokio::sync::Mutex<()>,
+    opening: Arc<tokio::sync::Mutex<()>>,
     pub max: usize,
+    /// The keys in force: a session whose key was revoked while it opened is ended.
+    keys: tokio::sync::watch::Receiver<KeyState>,
 }
 
 /// A held turn to open a session; see [`Sessions::open_turn`].
-pub struct OpenTurn<'a> {
-    _turn: tokio::sync::MutexGuard<'a, ()>,
+pub struct OpenTurn {
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Sessions {
-    pub fn new(manager: Arc<LocalSessionManager>, max: usize) -> Self {
+    pub fn new(
+        manager: Arc<LocalSessionManager>,
+        max: usize,
+        keys: tokio::sync::watch::Receiver<KeyState>,
+    ) -> Self {
         Self {
             manager,
             owners: Mutex::default(),
-            opening: tokio::sync::Mutex::new(()),
+            opening: Arc::default(),
             max,
+            keys,
         }
+    }
+
+    /// Open sessions `key` owns.
+    pub async fn count_owned(&self, key: &str) -> usize {
+        let live = self.manager.sessions.read().await;
+        let owners = self.owners.lock().expect("session owners");
+        owners
+            .iter()
+            .filter(|(id, owner)| owner.as_deref() == Some(key) && live.contains_key(*id))
+            .count()
     }
 
     /// Handshake-era sessions open now.
@@ -56,13 +73,19 @@ impl Sessions {
 
     /// Waits for the turn to open a session; `None` when no room is left. Hold the turn
     /// until the new session's owner is recorded.
-    pub async fn open_turn(&self) -> Option<OpenTurn<'_>> {
-        let turn = self.opening.lock().await;
+    pub async fn open_turn(self: Arc<Self>) -> Option<OpenTurn> {
+        let turn = self.opening.clone().lock_owned().await;
         (self.count().await < self.max).then_some(OpenTurn { _turn: turn })
     }
 
-    /// Records who opened a session, and forgets the owners of sessions that ended.
-    pub async fn record(&self, _turn: &OpenTurn<'_>, id: &str, key: Option<String>) {
+    /// Records who opened a session, and forgets the owners of sessions that ended. A
+    /// session whose key is no longer in force (revoked while it opened) is ended.
+    pub async fn record(&self, id: &str, key: Option<String>) {
+        if !self.keys.borrow().admits(key.as_deref()) {
+            let id: Arc<str> = id.into();
+            let _ = self.manager.close_session(&id).await;
+            return;
+        }
         let open = self.count().await;
         let mut owners = self.owners.lock().expect("session owners");
         owners.insert(id.into(), key);

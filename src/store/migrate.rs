@@ -17,6 +17,15 @@ const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const MIGRATION_LOCK: i64 = 0x006f_6d6e_692d_6272;
 
 /// Applies every pending migration and returns how many ran. Idempotent.
+/// The migrations as a batch writer's repair: for a database dropped and made again
+/// under a running gateway.
+pub fn repair(url: DatabaseUrl) -> crate::batch::Repair {
+    std::sync::Arc::new(move || {
+        let url = url.clone();
+        Box::pin(async move { run(&url).await.map(|_| ()) })
+    })
+}
+
 pub async fn run(url: &DatabaseUrl) -> Result<usize, StoreError> {
     let url = url.clone();
     // Migrations are synchronous diesel; diesel-async's own harness panics on actix's

@@ -117,6 +117,17 @@ impl From<DieselError> for StoreError {
 }
 
 impl StoreError {
+    /// Whether a query failed because a table does not exist (the database was dropped and
+    /// created again under the gateway): the migrations can mend it.
+    pub fn is_missing_table(&self) -> bool {
+        let Self::Query(DieselError::DatabaseError(_, info)) = self else {
+            return false;
+        };
+        let message = info.message();
+        message.contains("no such table")
+            || (message.starts_with("relation ") && message.ends_with("does not exist"))
+    }
+
     pub fn from_pool(err: impl std::fmt::Display) -> Self {
         Self::Unavailable(err.to_string())
     }

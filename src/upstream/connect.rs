@@ -30,6 +30,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::errors::with_causes;
 use super::relay::{Relay, RelayItem, Relays};
 use super::sse::LegacySseTransport;
 use crate::registry::{ServerName, ServerSpec, Transport};
@@ -302,32 +303,6 @@ where
             };
             ConnectError::Handshake(text)
         })
-}
-
-/// `text` (what `error` says) followed by each cause of `error` that it does not say yet.
-pub(super) fn with_causes(text: &str, error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = text.to_owned();
-    let mut cause = cause_of(error);
-    while let Some(current) = cause {
-        let said = current.to_string();
-        if !out.contains(&said) {
-            out.push_str(": ");
-            out.push_str(&said);
-        }
-        cause = cause_of(current);
-    }
-    out
-}
-
-/// The cause of `error`: its `source`, or the client error that rmcp's Streamable HTTP
-/// error holds without naming it as a source.
-fn cause_of<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a (dyn std::error::Error + 'static)> {
-    match error.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
-        Some(StreamableHttpError::Client(inner)) => Some(inner),
-        _ => error.source(),
-    }
 }
 
 /// Reports the end of the session, whatever ends it. For stdio, `group` is the child's

@@ -12,7 +12,7 @@ use crate::store::health::NewHealthEvent;
 const CHANNEL: usize = 10_000;
 
 /// Creates the bus and starts its history writer on the current runtime.
-pub fn start(store: Store, instance: String) -> EventBus {
+pub fn start(store: Store, database: crate::store::DatabaseUrl, instance: String) -> EventBus {
     let bus = EventBus::new(None).with_instance(&instance);
     let (tx, mut events) = mpsc::channel::<Arc<Event>>(CHANNEL);
     let (rows_tx, rows) = mpsc::channel(CHANNEL);
@@ -26,10 +26,19 @@ pub fn start(store: Store, instance: String) -> EventBus {
             }
         }
     });
-    crate::batch::spawn_writer("health history", rows, move |batch| {
-        let store = store.clone();
-        async move { store.insert_health_events(batch).await }
-    });
+    let sink = crate::batch::Sink {
+        repair: Some(crate::store::migrate::repair(database)),
+        ..Default::default()
+    };
+    crate::batch::spawn_writer(
+        "health history",
+        rows,
+        move |batch| {
+            let store = store.clone();
+            async move { store.insert_health_events(batch).await }
+        },
+        sink,
+    );
     bus.with_history(tx)
 }
 

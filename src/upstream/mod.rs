@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod breaker;
 pub mod connect;
+pub mod errors;
 pub mod history;
 pub mod lane;
 pub mod relay;

@@ -11,7 +11,7 @@ use sse_stream::SseStream;
 use tokio::sync::mpsc;
 use url::Url;
 
-use super::connect::with_causes;
+use super::errors::with_causes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SseError {

@@ -134,6 +134,7 @@ impl TestServer {
                         let events = running.bus.subscribe();
                         let _ = tx.send(Ok((running.addr, running.stopper.clone(), events)));
                         let _ = running.server.await;
+                        running.audit.close().await;
                         running.store.close();
                     }
                     Err(e) => {
