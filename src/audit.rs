@@ -28,6 +28,38 @@ pub struct AuditLog {
     /// The same count, for Prometheus.
     dropped_metric: Counter,
     closing: Closing,
+    /// Calls begun and not yet recorded: close waits for them (their futures are dropped
+    /// a moment after the server stops, on the workers' threads).
+    in_flight: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
+}
+
+/// The row of a call in flight. [`InFlight::finish`] records the call's own row; if the
+/// call's future is dropped first (the client went away, the shutdown grace ran out),
+/// the row is recorded as it was begun: outcome `cancelled`, status 499.
+pub struct InFlight {
+    audit: AuditLog,
+    row: Option<NewInvocation>,
+    started: std::time::Instant,
+}
+
+impl InFlight {
+    pub fn finish(mut self, row: NewInvocation) {
+        self.row = None;
+        self.audit.record(row);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(mut row) = self.row.take() {
+            row.duration_us = self.started.elapsed().as_micros() as i64;
+            self.audit.record(row);
+        }
+        let (count, done) = &*self.audit.in_flight;
+        if count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            done.notify_waiters();
+        }
+    }
 }
 
 /// Text with every control character replaced by U+FFFD.
@@ -82,6 +114,17 @@ impl AuditLog {
             dropped,
             dropped_metric,
             closing,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// A call begins; `cancelled` is its row should it never finish.
+    pub fn begin(&self, cancelled: NewInvocation) -> InFlight {
+        self.in_flight.0.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            audit: self.clone(),
+            row: Some(cancelled),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -99,9 +142,21 @@ impl AuditLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Writes what waits (within [`SHUTDOWN_GRACE`]) and stops the writer; rows recorded
-    /// after this are counted as dropped.
+    /// Waits for the calls in flight to leave their rows, writes what waits (all within
+    /// [`SHUTDOWN_GRACE`]) and stops the writer; rows recorded after this are counted as
+    /// dropped.
     pub async fn close(&self) {
+        let (count, done) = &*self.in_flight;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            loop {
+                let notified = done.notified();
+                if count.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        })
+        .await;
         self.closing.close().await;
     }
 }

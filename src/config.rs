@@ -37,6 +37,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Largest accepted request body.
     pub body_limit: usize,
+    /// How long a request body may take to arrive (408 after).
+    pub body_timeout: Duration,
     /// Largest tool result passed on from an upstream.
     pub max_result_bytes: usize,
     pub store: StoreOptions,
@@ -110,6 +112,7 @@ impl Settings {
             allow_stdio_via_api: false,
             shutdown_timeout: Duration::from_secs(30),
             body_limit: 1024 * 1024,
+            body_timeout: crate::http::deadline::BODY_DEADLINE,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             store: StoreOptions::default(),
             servers: Vec::new(),
@@ -151,6 +154,7 @@ struct FileConfig {
     allow_stdio_via_api: Option<bool>,
     shutdown_timeout: Option<String>,
     body_limit: Option<u64>,
+    body_timeout: Option<String>,
     max_result_bytes: Option<u64>,
     database_max_connections: Option<u64>,
     restart_base_delay: Option<String>,
@@ -310,6 +314,13 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
         Some(n) => usize::try_from(n).map_err(|_| ConfigError::new("body_limit", "too large"))?,
         None => 1024 * 1024,
     };
+    let body_timeout = match file.body_timeout {
+        Some(text) => {
+            duration::parse_within(&text, Duration::from_millis(100), Duration::from_secs(3600))
+                .map_err(|m| ConfigError::new("body_timeout", m))?
+        }
+        None => crate::http::deadline::BODY_DEADLINE,
+    };
     let max_result_bytes = match file.max_result_bytes {
         Some(n) if !(1024..=16 * 1024 * 1024).contains(&n) => {
             return Err(ConfigError::new(
@@ -373,6 +384,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
         allow_stdio_via_api: file.allow_stdio_via_api.unwrap_or(false),
         shutdown_timeout,
         body_limit,
+        body_timeout,
         max_result_bytes,
         store,
         servers,

@@ -24,6 +24,11 @@ pub enum ApiError {
     InvalidArguments(ValidationError),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The body did not arrive within its deadline.
+    #[error("{0}")]
+    BodyTimeout(String),
+    #[error("the request target is {0} bytes, over the limit of {1}")]
+    UriTooLong(usize, usize),
     #[error("no server named '{0}'")]
     ServerNotFound(String),
     #[error("no route for {0}")]
@@ -84,6 +89,8 @@ impl ApiError {
             Self::SecretNeedsReentry(_) => "secret-needs-reentry",
             Self::InvalidArguments(_) => "invalid-arguments",
             Self::PayloadTooLarge(_) => "payload-too-large",
+            Self::BodyTimeout(_) => "body-timeout",
+            Self::UriTooLong(..) => "uri-too-long",
             Self::ServerNotFound(_) => "server-not-found",
             Self::RouteNotFound(_) => "not-found",
             Self::ServerExists(_) => "server-exists",
@@ -165,6 +172,8 @@ impl ResponseError for ApiError {
             | Self::InvalidArguments(_)
             | Self::SecretNeedsReentry(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::UriTooLong(..) => StatusCode::URI_TOO_LONG,
             Self::ServerNotFound(_) | Self::RouteNotFound(_) | Self::ToolNotFound { .. } => {
                 StatusCode::NOT_FOUND
             }

@@ -156,25 +156,21 @@ impl Gateway {
         let key = CacheKey::new(server.as_str(), tool, &args);
         // If this future is dropped before the call ends (the client went away, or the
         // shutdown grace ran out), the call still leaves its row.
-        let mut unfinished = Unfinished {
-            audit: &self.inner.audit,
-            started,
-            row: Some(NewInvocation {
-                server: server.to_string(),
-                tool: tool.to_owned(),
-                caller: caller.map(str::to_owned),
-                arguments_hash: key.to_hex(),
-                cached: false,
-                outcome: "cancelled".to_owned(),
-                status: 499,
-                duration_us: 0,
-                created_at: crate::store::now(),
-            }),
+        let row = NewInvocation {
+            server: server.to_string(),
+            tool: tool.to_owned(),
+            caller: caller.map(str::to_owned),
+            arguments_hash: key.to_hex(),
+            cached: false,
+            outcome: "cancelled".to_owned(),
+            status: 499,
+            duration_us: 0,
+            created_at: crate::store::now(),
         };
+        let in_flight = self.inner.audit.begin(row.clone());
         let outcome = self
             .call_inner(server, tool, arguments, (&args, key), mode, relay)
             .await;
-        unfinished.row = None;
         let (status, label, cached) = match &outcome {
             Ok(o) if o.result.get("isError") == Some(&Value::Bool(true)) => {
                 (200, "tool_error".to_owned(), o.cached)
@@ -197,16 +193,13 @@ impl Gateway {
             &label,
             started.elapsed().as_secs_f64(),
         );
-        self.inner.audit.record(NewInvocation {
-            server: server.to_string(),
-            tool: tool.to_owned(),
-            caller: caller.map(str::to_owned),
-            arguments_hash: key.to_hex(),
+        in_flight.finish(NewInvocation {
             cached,
             outcome: label,
             status: i64::from(status),
             duration_us: started.elapsed().as_micros() as i64,
             created_at: crate::store::now(),
+            ..row
         });
         outcome.map(|mut o| {
             o.duration = started.elapsed();
@@ -435,6 +428,11 @@ impl Gateway {
                     match jsonschema::validator_for(&schema) {
                         Ok(v) => {
                             let v = Arc::new(v);
+                            // Keyed by tools upstreams declared, but tools come and go:
+                            // start over rather than grow without end.
+                            if cache.len() >= MAX_VALIDATORS {
+                                cache.clear();
+                            }
                             cache.insert(slot, (tool.input_schema.clone(), v.clone()));
                             Some(v)
                         }
@@ -465,18 +463,5 @@ impl Gateway {
     }
 }
 
-/// The audit row of a call still in flight; written if the call's future is dropped.
-struct Unfinished<'a> {
-    audit: &'a AuditLog,
-    started: Instant,
-    row: Option<NewInvocation>,
-}
-
-impl Drop for Unfinished<'_> {
-    fn drop(&mut self) {
-        if let Some(mut row) = self.row.take() {
-            row.duration_us = self.started.elapsed().as_micros() as i64;
-            self.audit.record(row);
-        }
-    }
-}
+/// Compiled argument schemas kept at most.
+const MAX_VALIDATORS: usize = 10_000;

@@ -17,10 +17,9 @@ pub fn run(args: &ServeArgs, action: KeysAction) -> ExitCode {
         }
     };
     let outcome = actix_web::rt::System::new().block_on(async move {
-        if let crate::store::DatabaseUrl::Sqlite(path) = &settings.database
-            && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if let crate::store::DatabaseUrl::Sqlite(path) = &settings.database {
+            crate::store::files::prepare_sqlite(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
         }
         migrate::run(&settings.database)
             .await

@@ -143,11 +143,9 @@ fn grace_secs(timeout: std::time::Duration) -> u64 {
 
 /// Prepares everything and binds the listener. Must run inside an actix system.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
-    if let DatabaseUrl::Sqlite(path) = &settings.database
-        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
-            path: dir.display().to_string(),
+    if let DatabaseUrl::Sqlite(path) = &settings.database {
+        crate::store::files::prepare_sqlite(path).map_err(|source| StartError::DataDir {
+            path: path.display().to_string(),
             source,
         })?;
     }
@@ -277,7 +275,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         cluster,
         peers,
     });
-    let guard = Guard { ring: keys };
+    let guard = Guard {
+        ring: keys,
+        body_timeout: settings.body_timeout,
+    };
     let boundary = Arc::new(Boundary::new(
         loopback,
         settings.auth.allowed_hosts.clone(),

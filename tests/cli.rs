@@ -245,6 +245,24 @@ fn shutdown_is_bounded() {
     );
     gateway.assert_refused();
     wait_dead(upstream);
+    // The call cut by the grace still left its audit row.
+    let rows = rt.block_on(async {
+        let store = omni_bridge::store::Store::open(&db.url, &Default::default()).unwrap();
+        let filter = omni_bridge::store::invocations::InvocationFilter {
+            server: None,
+            tool: Some("sleep".into()),
+            before: None,
+            limit: 10,
+        };
+        let rows = store.list_invocations(&filter).await.unwrap();
+        store.close();
+        rows
+    });
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].outcome.as_str(), rows[0].status),
+        ("cancelled", 499)
+    );
 }
 
 /// Flags beat `OMNI_*` variables, which beat the file, which beats the defaults: each

@@ -16,6 +16,9 @@ use super::access::Identity;
 use super::{Caller, KeyRing};
 use crate::error::ApiError;
 
+/// Longest request target (path and query) accepted, in bytes; longer ones get 414.
+pub const MAX_TARGET: usize = 8 * 1024;
+
 /// The secret of `Authorization: Bearer <secret>`, if sent.
 fn bearer(req: &ServiceRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -28,6 +31,8 @@ fn bearer(req: &ServiceRequest) -> Option<String> {
 #[derive(Clone)]
 pub struct Guard {
     pub ring: KeyRing,
+    /// How long a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Guard {
@@ -47,9 +52,27 @@ impl Guard {
 
     pub async fn check(
         self,
-        req: ServiceRequest,
+        mut req: ServiceRequest,
         next: Next<impl MessageBody + 'static>,
     ) -> Result<ServiceResponse<BoxBody>, Error> {
+        let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        if target > MAX_TARGET {
+            let response = ApiError::UriTooLong(target, MAX_TARGET).error_response();
+            return Ok(req.into_response(response));
+        }
+        // Every body has a deadline; a WebSocket's frames are the live stream, not a body.
+        let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+            || req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|n| n.as_bytes() != b"0");
+        if has_body && !req.headers().contains_key(header::UPGRADE) {
+            let payload = req.take_payload();
+            let bounded: crate::http::deadline::Boxed = Box::pin(
+                crate::http::deadline::Deadline::new(payload, self.body_timeout),
+            );
+            req.set_payload(actix_web::dev::Payload::from(bounded));
+        }
         let identity = self.identify(&req);
         if let Identity::Known(caller) = &identity {
             if let Err(retry_after) = self.ring.admit(caller, Instant::now()) {

@@ -64,6 +64,7 @@ pub async fn clear_tool(
 ) -> Result<HttpResponse, ApiError> {
     let (name, tool) = path.into_inner();
     let name = parse_name(&name)?;
+    super::text::name("tool", &tool)?;
     invalidate(
         &state,
         Scope::Tool {

@@ -23,6 +23,11 @@ pub async fn list(
     query: web::Query<Query>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
+    for (field, value) in [("server", &query.server), ("tool", &query.tool)] {
+        if let Some(value) = value {
+            super::text::name(field, value)?;
+        }
+    }
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::InvalidField(ValidationError::new(

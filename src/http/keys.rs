@@ -38,6 +38,7 @@ pub async fn revoke(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let name = path.into_inner();
+    super::text::name("name", &name)?;
     if !state.store.revoke_key(&name).await? {
         return Err(ApiError::KeyNotFound(name));
     }

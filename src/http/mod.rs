@@ -2,6 +2,7 @@
 //! itself refuses (bad JSON, too large, unknown route).
 
 pub mod cache;
+pub mod deadline;
 pub mod health;
 pub mod invocations;
 pub mod keys;
@@ -9,6 +10,7 @@ pub mod live;
 pub mod mcp;
 pub mod routes;
 pub mod servers;
+pub mod text;
 pub mod tools;
 pub mod upstreams;
 
@@ -103,7 +105,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize, boundary: Arc<
     .app_data(
         web::PathConfig::default()
             .error_handler(|err, _| ApiError::InvalidBody(format!("bad path: {err}")).into()),
-    );
+    )
+    .app_data(web::QueryConfig::default().error_handler(|err, _| {
+        ApiError::InvalidField(crate::registry::ValidationError::new(
+            "query",
+            format!("bad query string: {err}"),
+        ))
+        .into()
+    }));
     routes::declare(&mut AppRoutes {
         cfg: &mut *cfg,
         boundary,
@@ -121,6 +130,9 @@ fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
         }
         JsonPayloadError::ContentType => {
             ApiError::InvalidBody("send the body as application/json".into())
+        }
+        JsonPayloadError::Payload(e) if deadline::is_timeout(&e) => {
+            ApiError::BodyTimeout(e.to_string())
         }
         JsonPayloadError::Deserialize(e) => {
             ApiError::InvalidBody(format!("invalid JSON body: {e}"))

@@ -111,10 +111,20 @@ pub async fn call(
     req: HttpRequest,
     path: web::Path<(String, String)>,
     query: web::Query<CallQuery>,
-    body: web::Json<CallBody>,
+    body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, tool) = path.into_inner();
     let name = parse_name(&name)?;
+    super::text::name("tool", &tool)?;
+    // serde reads a struct from an array too; a call body is an object or nothing.
+    let body = body.into_inner();
+    if !body.is_object() {
+        return Err(ApiError::InvalidBody(
+            "the body must be a JSON object: {\"arguments\": {...}}".into(),
+        ));
+    }
+    let body: CallBody = serde_json::from_value(body)
+        .map_err(|e| ApiError::InvalidBody(format!("invalid JSON body: {e}")))?;
     let mode = cache_mode(&req, &query)?;
     let caller = caller_of(&req)?;
     if !caller.may_call(name.as_str(), &tool) {
@@ -125,7 +135,7 @@ pub async fn call(
         .call(
             &name,
             &tool,
-            body.into_inner().arguments,
+            body.arguments,
             mode,
             caller.key.as_deref(),
             None,

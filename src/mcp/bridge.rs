@@ -30,6 +30,7 @@ use futures_util::StreamExt;
 use http_body_util::{BodyDataStream, Full};
 use rmcp::transport::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use serde_json::Value;
 
 use super::handler::McpHandler;
 use super::sessions::Sessions;
@@ -64,17 +65,60 @@ fn refusal(status: StatusCode, code: i32, message: String) -> HttpResponse {
     }))
 }
 
-/// Whether a POST body is (or holds, in a batch) an `initialize` request, read as rmcp
-/// reads it (serde, so escapes such as `\u0069nitialize` are the same method).
-fn is_initialize(body: &[u8]) -> bool {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return false;
-    };
-    let one =
-        |v: &serde_json::Value| v.get("method").and_then(|m| m.as_str()) == Some("initialize");
-    match &value {
-        serde_json::Value::Array(items) => items.iter().any(one),
+/// Whether a parsed POST body is (or holds, in a batch) an `initialize` request, read as
+/// rmcp reads it (serde, so escapes such as `\u0069nitialize` are the same method).
+fn is_initialize(value: &Value) -> bool {
+    let one = |v: &Value| v.get("method").and_then(|m| m.as_str()) == Some("initialize");
+    match value {
+        Value::Array(items) => items.iter().any(one),
         v => one(v),
+    }
+}
+
+/// Why one message is not a JSON-RPC 2.0 message, if it is not.
+fn invalid_message(message: &Value) -> Option<&'static str> {
+    let Value::Object(fields) = message else {
+        return Some("a message must be a JSON object");
+    };
+    if fields.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Some("\"jsonrpc\" must be \"2.0\"");
+    }
+    let id_ok = |id: &Value| id.is_string() || id.is_i64() || id.is_u64();
+    match (fields.get("method"), fields.get("id")) {
+        (Some(Value::String(_)), None) => None,
+        (Some(Value::String(_)), Some(id)) if id_ok(id) => None,
+        (Some(Value::String(_)), Some(_)) => Some("\"id\" must be a string or an integer"),
+        (Some(_), _) => Some("\"method\" must be a string"),
+        // A response to a request of ours (sampling, elicitation).
+        (None, Some(id))
+            if id_ok(id) && (fields.contains_key("result") || fields.contains_key("error")) =>
+        {
+            None
+        }
+        (None, _) => {
+            Some("a request needs \"method\"; a response, \"id\" and \"result\" or \"error\"")
+        }
+    }
+}
+
+/// The POST body as JSON, or the JSON-RPC error answer for it (-32700 unparseable,
+/// -32600 not a valid message), so every client reads a JSON error body.
+#[allow(clippy::result_large_err)]
+fn parse_post(body: &[u8]) -> Result<Value, HttpResponse> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| refusal(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}")))?;
+    let invalid = match &value {
+        Value::Array(items) if items.is_empty() => Some("an empty batch"),
+        Value::Array(items) => items.iter().find_map(invalid_message),
+        one => invalid_message(one),
+    };
+    match invalid {
+        Some(why) => Err(refusal(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            format!("Invalid Request: {why}"),
+        )),
+        None => Ok(value),
     }
 }
 
@@ -99,7 +143,13 @@ pub async fn handle(
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk?;
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) if crate::http::deadline::is_timeout(&e) => {
+                return Ok(refusal(StatusCode::REQUEST_TIMEOUT, -32600, e.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let room = bridge.body_limit + 1 - body.len();
         body.extend_from_slice(&chunk[..chunk.len().min(room)]);
         if body.len() > bridge.body_limit {
@@ -129,8 +179,21 @@ pub async fn handle(
     if let Some(caller) = caller {
         builder = builder.extension(caller);
     }
-    let sessionless_post = request.method() == Method::POST && session.is_none();
-    let turn = match sessionless_post && is_initialize(&body) {
+    let is_post = request.method() == Method::POST;
+    let json_body = request
+        .headers()
+        .get(actix_header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    let parsed = match is_post && json_body && body.len() <= bridge.body_limit {
+        true => match parse_post(&body) {
+            Ok(value) => Some(value),
+            Err(answer) => return Ok(answer),
+        },
+        false => None,
+    };
+    let sessionless_post = is_post && session.is_none();
+    let turn = match sessionless_post && parsed.as_ref().is_some_and(is_initialize) {
         true => match bridge.sessions.clone().open_turn().await {
             Some(turn) => Some(turn),
             None => {

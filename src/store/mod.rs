@@ -1,6 +1,7 @@
 //! The SQL store: one enum over a PostgreSQL pool and a SQLite pool, with query code written
 //! once and expanded for each backend by [`with_conn!`].
 
+pub mod files;
 pub mod health;
 pub mod invocations;
 pub mod keys;

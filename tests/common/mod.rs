@@ -81,6 +81,20 @@ impl TestDb {
         }
     }
 
+    /// Drops the PostgreSQL database (ending its connections) and creates it again, empty;
+    /// false on SQLite.
+    pub fn recreate(&self) -> bool {
+        let Some((admin, name)) = &self.postgres else {
+            return false;
+        };
+        pg_admin(
+            admin,
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
+        pg_admin(admin, format!("CREATE DATABASE {name}"));
+        true
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.postgres.is_some()
     }

@@ -1,0 +1,531 @@
+//! What a hostile client can send, each class against a real gateway: the documented
+//! bounded answer, and a gateway that goes on serving. The classes, with their bounds, are
+//! the README's "Bad input" table. The spawned-binary test reads the process's resident
+//! memory from /proc while a WebSocket frame of 2^62 bytes is announced and streamed.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::binary::{BIN, Gateway, client, database_url, runtime};
+use common::{TestDb, TestServer, WAIT, poll_until, stdio};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends `request` as written and reads the answer: status and body text.
+async fn raw(server: &TestServer, request: &[u8]) -> (u16, String) {
+    let mut conn = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    let mut bytes = Vec::new();
+    let _ = tokio::time::timeout(WAIT, conn.read_to_end(&mut bytes))
+        .await
+        .expect("an answer in time");
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn get(server: &TestServer, target: &str) -> Vec<u8> {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        server.addr
+    )
+    .into_bytes()
+}
+
+fn method_with_body(server: &TestServer, method: &str, target: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: {}\r\n\r\n",
+        server.addr,
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// The stable code of a JSON error body.
+fn code(body: &str) -> Value {
+    serde_json::from_str::<Value>(body.trim()).unwrap_or(Value::Null)["error"]["code"].clone()
+}
+
+#[actix_web::test]
+async fn names_with_control_characters_never_reach_the_store() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&stdio("demo")).await;
+    for (method, target) in [
+        ("POST", "/api/v1/servers/demo/tools/ech%00o/call"),
+        ("POST", "/api/v1/servers/demo/tools/ech%0Ao/call"),
+        ("GET", "/api/v1/invocations?tool=a%00b"),
+        ("GET", "/api/v1/invocations?server=a%01b"),
+        ("DELETE", "/api/v1/keys/a%00b"),
+        ("DELETE", "/api/v1/cache/servers/demo/tools/a%00b"),
+    ] {
+        let request = method_with_body(&server, method, target, b"{}");
+        let (status, body) = raw(&server, &request).await;
+        assert_eq!(
+            (status, code(&body)),
+            (400, json!("invalid-field")),
+            "{target}: {body}"
+        );
+    }
+    // The audit log goes on: a valid call right after is listed.
+    let (status, _) = server.call("demo", "echo", json!({"text": "after"})).await;
+    assert_eq!(status, 200);
+    poll_until(async || {
+        let rows = server.get_json("/api/v1/invocations?tool=echo").await;
+        match rows["invocations"].as_array().map(Vec::len) {
+            Some(1) => Ok(()),
+            _ => Err(format!("{rows}")),
+        }
+    })
+    .await;
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn made_up_tool_names_do_not_become_metric_series() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&stdio("demo")).await;
+    let (status, _) = server.call("demo", "echo", json!({"text": "x"})).await;
+    assert_eq!(status, 200);
+    let baseline = server.get_text("/metrics").await.len();
+    for n in 0..300 {
+        let tool = format!("made-up-{n}-{}", "y".repeat(200));
+        let (status, body) = server.call("demo", &tool, json!({})).await;
+        assert_eq!(status, 404, "{body}");
+    }
+    // A name past the bound is refused before anything looks it up.
+    let (status, body) = server.call("demo", &"z".repeat(300), json!({})).await;
+    assert_eq!(
+        (status.as_u16(), &body["error"]["code"]),
+        (400, &json!("invalid-field"))
+    );
+    let metrics = server.get_text("/metrics").await;
+    assert!(
+        !metrics.contains("made-up-"),
+        "a made-up name became a label"
+    );
+    assert!(metrics.contains("tool=\"(unknown)\""), "{metrics}");
+    // One more series (the unknown tool's), not three hundred.
+    assert!(
+        metrics.len() < baseline + 8 * 1024,
+        "/metrics grew from {baseline} to {} bytes",
+        metrics.len()
+    );
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn malformed_requests_get_their_codes_in_json() {
+    let db = TestDb::new();
+    let mut settings = db.stdio_settings();
+    settings.body_timeout = Duration::from_millis(500);
+    let mut server = TestServer::start(settings).await;
+    server.register_healthy(&stdio("demo")).await;
+
+    // Query strings: the usual error shape.
+    let (status, body) = raw(&server, &get(&server, "/api/v1/invocations?limit=many")).await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, json!("invalid-field")),
+        "{body}"
+    );
+    // A call body is an object.
+    for bad in [&b"[]"[..], b"[1,2]", b"\"text\"", b"7"] {
+        let request =
+            method_with_body(&server, "POST", "/api/v1/servers/demo/tools/echo/call", bad);
+        let (status, body) = raw(&server, &request).await;
+        assert_eq!(
+            (status, code(&body)),
+            (400, json!("invalid-body")),
+            "{body}"
+        );
+    }
+    // A request target past 8 KiB.
+    let long = format!("/api/v1/servers?{}", "q=1&".repeat(2100));
+    let (status, body) = raw(&server, &get(&server, &long)).await;
+    assert_eq!(
+        (status, code(&body)),
+        (414, json!("uri-too-long")),
+        "{body}"
+    );
+
+    // /mcp answers JSON-RPC errors in a JSON body.
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{}{}}}"#,
+        "[".repeat(300),
+        "]".repeat(300)
+    );
+    let cases: Vec<(Vec<u8>, i64)> = vec![
+        (b"{not json".to_vec(), -32700),
+        (vec![0x7b, 0xff, 0xfe, 0x7d], -32700),
+        (deep.into_bytes(), -32700),
+        (
+            br#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#.to_vec(),
+            -32600,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#.to_vec(),
+            -32600,
+        ),
+        (br#"{"jsonrpc":"2.0","id":1}"#.to_vec(), -32600),
+        (b"[]".to_vec(), -32600),
+        (b"42".to_vec(), -32600),
+    ];
+    for (body, expected) in cases {
+        let request = method_with_body(&server, "POST", "/mcp", &body);
+        let (status, answer) = raw(&server, &request).await;
+        let answer: Value = serde_json::from_str(answer.trim())
+            .unwrap_or_else(|e| panic!("{e}: {answer:?} for {}", String::from_utf8_lossy(&body)));
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["jsonrpc"], "2.0");
+        assert_eq!(answer["error"]["code"], expected, "{answer}");
+    }
+
+    // A body that trickles in is cut at the deadline: 408, over the API and at /mcp.
+    for target in ["/api/v1/servers/demo/tools/echo/call", "/mcp"] {
+        let mut conn = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "POST {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+             Content-Length: 100\r\n\r\n{{",
+            server.addr
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let mut bytes = Vec::new();
+        tokio::time::timeout(WAIT, conn.read_to_end(&mut bytes))
+            .await
+            .expect("the gateway answers before the client finishes")
+            .unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.starts_with("HTTP/1.1 408"), "{target}: {text}");
+    }
+    // Still serving.
+    let (status, _) = server.call("demo", "echo", json!({"text": "still"})).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// Arbitrary bytes in a path segment, a query string or a body: never a 500, never a
+    /// hang, and every refusal is the JSON error shape with a code.
+    #[test]
+    fn arbitrary_bytes_get_a_json_error_or_an_answer(
+        segment in proptest::collection::vec(any::<u8>(), 0..64),
+        query in proptest::collection::vec(any::<u8>(), 0..64),
+        body in proptest::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let rt = runtime();
+        let outcome = rt.block_on(async {
+            let db = TestDb::sqlite();
+            let server = TestServer::start(db.stdio_settings()).await;
+            // Bytes as a client would percent-encode them.
+            let encode = |bytes: &[u8]| -> String {
+                bytes.iter().map(|b| format!("%{b:02X}")).collect()
+            };
+            let targets = [
+                format!("/api/v1/servers/{}", encode(&segment)),
+                format!("/api/v1/servers/demo/tools/{}/call", encode(&segment)),
+                format!("/api/v1/invocations?tool={}&limit={}", encode(&segment), encode(&query)),
+                format!("/api/v1/servers/demo/events?{}", encode(&query)),
+            ];
+            let mut seen = Vec::new();
+            for target in &targets {
+                for method in ["GET", "POST", "PUT", "DELETE"] {
+                    let request = method_with_body(&server, method, target, &body);
+                    let (status, text) = raw(&server, &request).await;
+                    seen.push((method, target.clone(), status, text));
+                }
+            }
+            let request = method_with_body(&server, "POST", "/mcp", &body);
+            let (status, text) = raw(&server, &request).await;
+            seen.push(("POST", "/mcp".to_owned(), status, text));
+            server.stop().await;
+            seen
+        });
+        for (method, target, status, text) in outcome {
+            prop_assert!(status < 500, "{method} {target}: {status} {text}");
+            if status >= 400 && target != "/mcp" {
+                prop_assert!(code(&text).is_string(), "{method} {target}: {status} {text:?}");
+            }
+            if status >= 400 && target == "/mcp" {
+                let answer: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
+                prop_assert!(answer["error"].is_object(), "{status} {text:?}");
+            }
+        }
+    }
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// A raw WebSocket upgrade on `addr`, answered 101.
+fn upgrade(addr: std::net::SocketAddr) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    // A gateway that stops reading must not hold the test: writes give up.
+    conn.set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        conn.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    conn
+}
+
+/// Streams `total` bytes of a frame whose header announced 2^62, until the gateway stops
+/// reading; answers the close code it sent, if any.
+fn announce_and_stream(mut conn: TcpStream, total: usize) -> Option<u16> {
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 62).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    conn.write_all(&header).unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut sent = 0;
+    while sent < total {
+        if conn.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let mut frame = [0u8; 4];
+    conn.read_exact(&mut frame).ok()?;
+    (frame[0] == 0x88).then(|| u16::from_be_bytes([frame[2], frame[3]]))
+}
+
+/// The whole gauntlet against the real binary: every class in turn, a valid call between
+/// each, then the audit log holds every valid call and resident memory stayed bounded.
+#[test]
+fn a_gateway_hit_by_every_class_in_turn_keeps_serving_and_auditing() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("omni.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[servers]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"{}\"\n\
+             args = [\"--name\", \"demo\"]\nprobe_interval = \"1h\"\n",
+            common::TestMcp::BIN
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["keys", "--database-url", &database_url(&db)])
+        .args([
+            "create",
+            "--name",
+            "root",
+            "--role",
+            "admin",
+            "--rate-limit",
+            "100000/s",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let gateway = Gateway::start(
+        Command::new(BIN)
+            .args(["--bind", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--database-url")
+            .arg(database_url(&db)),
+    );
+    let rt = runtime();
+    let base = gateway.base();
+    let call = |text: &str| {
+        let request = client()
+            .post(format!("{base}/api/v1/servers/demo/tools/echo/call"))
+            .bearer_auth(&key)
+            .json(&json!({"arguments": {"text": text}}));
+        rt.block_on(async {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let resp = request.try_clone().unwrap().send().await.unwrap();
+                // The upstream may still be starting for the first call.
+                if resp.status() == 200 || Instant::now() > deadline {
+                    return resp.status().as_u16();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    assert_eq!(call("before"), 200);
+    let idle = rss_kib(gateway.pid);
+
+    // 1. A frame of 2^62 bytes announced before any key, its payload streamed: refused
+    //    from its header (1009), four sockets at once.
+    // Resident memory is sampled throughout, every 10 ms.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (done, pid) = (done.clone(), gateway.pid);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let streams: Vec<_> = (0..4)
+        .map(|_| {
+            let conn = upgrade(gateway.addr);
+            std::thread::spawn(move || announce_and_stream(conn, 64 * 1024 * 1024))
+        })
+        .collect();
+    for stream in streams {
+        assert_eq!(stream.join().unwrap(), Some(1009));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap().max(idle);
+    assert_eq!(call("after frames"), 200);
+
+    // 2. Three hundred made-up tool names.
+    rt.block_on(async {
+        for n in 0..300 {
+            let resp = client()
+                .post(format!(
+                    "{base}/api/v1/servers/demo/tools/fake-{n}-{}/call",
+                    "q".repeat(200)
+                ))
+                .bearer_auth(&key)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 404);
+        }
+    });
+    let metrics = rt.block_on(async {
+        client()
+            .get(format!("{base}/metrics"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(
+        metrics.len() < 64 * 1024,
+        "/metrics is {} bytes",
+        metrics.len()
+    );
+    assert_eq!(call("after names"), 200);
+
+    // 3. A NUL in a name, which PostgreSQL cannot store.
+    let status = rt.block_on(async {
+        client()
+            .post(format!("{base}/api/v1/servers/demo/tools/ech%00o/call"))
+            .bearer_auth(&key)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 400);
+    assert_eq!(call("after nul"), 200);
+
+    // 4. Malformed JSON at /mcp.
+    let status = rt.block_on(async {
+        client()
+            .post(format!("{base}/mcp"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body("{oops")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 400);
+    assert_eq!(call("last"), 200);
+
+    // Every valid call is in the audit log, and memory stayed bounded throughout.
+    let texts = ["before", "after frames", "after names", "after nul", "last"];
+    rt.block_on(poll_until(async || {
+        let rows: Value = client()
+            .get(format!("{base}/api/v1/invocations?tool=echo&limit=50"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ok = rows["invocations"]
+            .as_array()
+            .map(|r| r.iter().filter(|r| r["outcome"] == "ok").count())
+            .unwrap_or(0);
+        if ok >= texts.len() {
+            Ok(())
+        } else {
+            Err(format!("{ok} ok rows: {rows}"))
+        }
+    }));
+    let grew = peak.saturating_sub(idle);
+    eprintln!("resident memory: idle {idle} KiB, peak {peak} KiB during 4 x 64 MiB frames");
+    assert!(grew < 48 * 1024, "resident memory grew by {grew} KiB");
+    drop(gateway);
+}
+
+/// The SQLite file and the data directory the gateway creates are private.
+#[test]
+fn the_database_it_creates_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fresh");
+    let gateway = Gateway::start(
+        Command::new(BIN)
+            .args(["--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(&data),
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("omni-bridge.db")), 0o600);
+    drop(gateway);
+}
