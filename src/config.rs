@@ -44,6 +44,8 @@ pub struct Settings {
     pub store: StoreOptions,
     /// Upstreams declared in the file.
     pub servers: Vec<ServerSpec>,
+    /// What the configuration said that still works but should change (logged at start).
+    pub warnings: Vec<String>,
     /// Breaker and restart tuning for every upstream.
     pub upstreams: UpstreamSettings,
     /// This process's name in shared history (host and process id by default).
@@ -116,6 +118,7 @@ impl Settings {
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             store: StoreOptions::default(),
             servers: Vec::new(),
+            warnings: Vec::new(),
             upstreams: UpstreamSettings::default(),
             instance: default_instance(),
             cache: CacheSettings::default(),
@@ -342,8 +345,21 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
         store.max_connections = n as usize;
     }
     let mut servers = Vec::with_capacity(file.servers.len());
+    let mut warnings = Vec::new();
     for (i, input) in file.servers.into_iter().enumerate() {
+        let overrides = input.tools.iter().flatten();
+        let auto = std::iter::once(("cache".to_owned(), &input.cache))
+            .chain(overrides.map(|(tool, o)| (format!("tools.{tool}.cache"), &o.cache)));
         let label = input.name.clone().unwrap_or_else(|| format!("#{i}"));
+        for (key, value) in auto {
+            if value.as_deref() == Some("auto") {
+                warnings.push(format!(
+                    "servers[{label}].{key}: \"auto\" is now called \"read-only\"; the old \
+                     name still works. Note that nothing is cached unless asked for (the \
+                     default is \"never\")"
+                ));
+            }
+        }
         let spec = input
             .validate()
             .map_err(|e| ConfigError::new(format!("servers[{label}].{}", e.field), e.message))?;
@@ -388,6 +404,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
         max_result_bytes,
         store,
         servers,
+        warnings,
         upstreams,
         instance: file.instance.unwrap_or_else(default_instance),
         cache,
@@ -597,6 +614,25 @@ mod tests {
         }
         let f = file("allowed_hosts = [\"bad host/\"]\n");
         assert_eq!(resolve(&args_for(&f)).unwrap_err().key, "allowed_hosts");
+    }
+
+    #[test]
+    fn the_old_cache_name_auto_works_and_warns() {
+        let f = file(
+            "[[servers]]\nname = \"t\"\ntransport = \"stdio\"\ncommand = \"x\"\ncache = \"auto\"\n",
+        );
+        let s = resolve(&args_for(&f)).unwrap();
+        assert_eq!(s.servers[0].cache, crate::registry::CachePolicy::ReadOnly);
+        assert_eq!(s.warnings.len(), 1);
+        assert!(
+            s.warnings[0].starts_with("servers[t].cache:"),
+            "{:?}",
+            s.warnings
+        );
+        let f = file("[[servers]]\nname = \"t\"\ntransport = \"stdio\"\ncommand = \"x\"\n");
+        let s = resolve(&args_for(&f)).unwrap();
+        assert_eq!(s.servers[0].cache, crate::registry::CachePolicy::Never);
+        assert!(s.warnings.is_empty());
     }
 
     #[test]

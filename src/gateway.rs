@@ -14,10 +14,10 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::audit::AuditLog;
-use crate::cache::actor::{Generation, Reader, Store as CacheStore};
-use crate::cache::{CacheActor, CacheKey, SharedTier};
+use crate::cache::actor::{Generation, Invalidate, Reader, Store as CacheStore};
+use crate::cache::{CacheActor, CacheKey, Scope, SharedTier};
 use crate::error::ApiError;
-use crate::registry::{ServerName, ValidationError};
+use crate::registry::{ServerName, ToolHints, ValidationError};
 use crate::store::invocations::NewInvocation;
 use crate::upstream::lane::Lane;
 use crate::upstream::relay::Relay;
@@ -70,6 +70,8 @@ type CompiledSchema = (Arc<JsonObject>, Arc<jsonschema::Validator>);
 struct Inner {
     /// The Redis tier shared by every instance, when configured.
     shared: Option<SharedTier>,
+    /// Tells the other instances of invalidations by writes (PostgreSQL only).
+    cluster: Option<crate::cluster::Cluster>,
     /// Results larger than this are refused (`upstream-result-too-large`), not passed on.
     max_result_bytes: usize,
     board: StatusBoard,
@@ -106,6 +108,7 @@ impl Gateway {
         Self {
             inner: Arc::new(Inner {
                 shared: None,
+                cluster: None,
                 max_result_bytes,
                 board,
                 supervisor,
@@ -119,6 +122,14 @@ impl Gateway {
                 validators: Mutex::default(),
             }),
         }
+    }
+
+    /// Tells the other instances of invalidations made by writes; call before cloning.
+    pub fn with_cluster(mut self, cluster: crate::cluster::Cluster) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.cluster = Some(cluster);
+        }
+        self
     }
 
     /// Puts the shared Redis tier behind the local cache; call before cloning.
@@ -243,10 +254,10 @@ impl Gateway {
                     tool: tool_name.to_owned(),
                 })?;
         self.check_arguments(server, tool, args)?;
-        let read_only = tool.annotations.as_ref().and_then(|a| a.read_only_hint);
+        let hints = ToolHints::of(tool);
         let ttl = spec
             .as_ref()
-            .and_then(|spec| spec.cache_ttl_for(tool_name, read_only, self.inner.default_ttl));
+            .and_then(|spec| spec.cache_ttl_for(tool_name, hints, self.inner.default_ttl));
         let done = |result: Arc<Value>, cached| CallOutcome {
             result,
             cached,
@@ -262,9 +273,21 @@ impl Gateway {
         let Some(ttl) = ttl.filter(|_| mode != CacheMode::Bypass) else {
             let result = self
                 .call_upstream(&lane, server, tool_name, arguments, relay)
-                .await
-                .map_err(ApiError::Call)?;
-            return Ok(done(result, false));
+                .await;
+            // A write (a tool that is not read-only) that reached the upstream drops
+            // what it may have changed, here, in Redis and on the other instances,
+            // before its answer goes out. Also when it failed there: it may have written.
+            let reached = !matches!(
+                result,
+                Err(CallError::NotConnected { .. } | CallError::CircuitOpen { .. })
+            );
+            if let (true, Some(spec)) = (reached, &spec)
+                && let Some(what) = spec.invalidated_by(tool_name, hints)
+            {
+                self.invalidate_after_write(server, tool_name, what, &tools)
+                    .await;
+            }
+            return Ok(done(result.map_err(ApiError::Call)?, false));
         };
         // The shared tier's invalidation counter, read before the upstream is asked: the
         // fill is shared only if no instance cleared the tier in between.
@@ -354,6 +377,46 @@ impl Gateway {
             }
         }
         Ok(done(result.map_err(ApiError::Call)?, false))
+    }
+
+    /// Drops the entries a call of `writer` may have made stale: every entry of the server
+    /// (`None`), or those of its tools that the globs name.
+    async fn invalidate_after_write(
+        &self,
+        server: &ServerName,
+        writer: &str,
+        what: Option<Vec<String>>,
+        tools: &[Tool],
+    ) {
+        let scopes: Vec<Scope> = match what {
+            None => vec![Scope::Server {
+                server: server.to_string(),
+            }],
+            Some(globs) => tools
+                .iter()
+                .filter(|t| globs.iter().any(|g| crate::glob::matches(g, &t.name)))
+                .map(|t| Scope::Tool {
+                    server: server.to_string(),
+                    tool: t.name.to_string(),
+                })
+                .collect(),
+        };
+        for scope in scopes {
+            let reason = format!("write: {writer}");
+            let _ = self
+                .inner
+                .cache
+                .send(Invalidate {
+                    scope: scope.clone(),
+                    reason,
+                })
+                .await;
+            if let Some(cluster) = &self.inner.cluster {
+                cluster
+                    .announce(crate::cluster::Announcement::Invalidate { scope })
+                    .await;
+            }
+        }
     }
 
     /// The actor of a connected upstream.

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod glob;
 pub mod http;
 pub mod keys_cli;
 pub mod live;

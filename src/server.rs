@@ -143,6 +143,9 @@ fn grace_secs(timeout: std::time::Duration) -> u64 {
 
 /// Prepares everything and binds the listener. Must run inside an actix system.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    for warning in &settings.warnings {
+        log::warn!("configuration: {warning}");
+    }
     if let DatabaseUrl::Sqlite(path) = &settings.database {
         crate::store::files::prepare_sqlite(path).map_err(|source| StartError::DataDir {
             path: path.display().to_string(),
@@ -206,6 +209,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     .with_shared(shared.clone());
     let (generation, reader) = (cache.generation(), cache.reader());
     let cache = cache.start();
+    // Unique per start, even for several gateways in one process (tests).
+    let origin = format!("{}-{:08x}", settings.instance, rand::random::<u32>());
+    let cluster = Cluster::new(store.clone(), origin.clone(), settings.instance.clone());
     let metrics = Arc::new(Metrics::new());
     let audit = AuditLog::start(
         store.clone(),
@@ -221,7 +227,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         metrics.clone(),
         settings.max_result_bytes,
     )
-    .with_shared_tier(shared);
+    .with_shared_tier(shared)
+    .with_cluster(cluster.clone());
     let hub = EventHub::new(
         bus.clone(),
         board.clone(),
@@ -242,9 +249,6 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     );
     spawn_session_reaper(keys.subscribe(), hub.clone(), mcp.clone());
 
-    // Unique per start, even for several gateways in one process (tests).
-    let origin = format!("{}-{:08x}", settings.instance, rand::random::<u32>());
-    let cluster = Cluster::new(store.clone(), origin.clone(), settings.instance.clone());
     let peers = PeerBoard::default();
     if let DatabaseUrl::Postgres(url) = &settings.database {
         let targets = Targets {

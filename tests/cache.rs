@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestDb, TestServer, WAIT, stdio, text_of};
+use common::{TestDb, TestServer, WAIT, cached, text_of};
 use futures_util::future::join_all;
 use omni_bridge::config::Settings;
 use reqwest::StatusCode;
@@ -24,7 +24,7 @@ async fn stats(server: &TestServer) -> Value {
 #[tokio::test]
 async fn a_read_only_call_misses_then_hits_whatever_the_key_order() {
     let db = TestDb::new();
-    let server = with_upstream(db.stdio_settings(), stdio("ro")).await;
+    let server = with_upstream(db.stdio_settings(), cached("ro")).await;
     let path = "/api/v1/servers/ro/tools/add/call";
     let (status, first) = server
         .post_raw(path, r#"{"arguments":{"a":1,"b":2}}"#.into())
@@ -52,7 +52,7 @@ async fn a_read_only_call_misses_then_hits_whatever_the_key_order() {
 #[tokio::test]
 async fn non_read_only_tools_and_tool_errors_are_never_cached() {
     let db = TestDb::new();
-    let server = with_upstream(db.stdio_settings(), stdio("rw")).await;
+    let server = with_upstream(db.stdio_settings(), cached("rw")).await;
     for expected in ["1", "2", "3"] {
         let (status, body) = server.call("rw", "counter", json!({})).await;
         assert_eq!(status, StatusCode::OK);
@@ -75,7 +75,7 @@ async fn non_read_only_tools_and_tool_errors_are_never_cached() {
 #[tokio::test]
 async fn fifty_identical_concurrent_misses_make_one_upstream_call() {
     let db = TestDb::new();
-    let mut body = stdio("flight");
+    let mut body = cached("flight");
     body["tools"] = json!({"counter": {"cache": "always"}});
     let server = with_upstream(db.stdio_settings(), body).await;
     let calls = (0..50).map(|_| server.call("flight", "counter", json!({"delay_ms": 1000})));
@@ -104,7 +104,7 @@ async fn fifty_identical_concurrent_misses_make_one_upstream_call() {
 #[tokio::test]
 async fn bypass_and_refresh() {
     let db = TestDb::new();
-    let mut body = stdio("modes");
+    let mut body = cached("modes");
     body["tools"] = json!({"counter": {"cache": "always"}});
     let server = with_upstream(db.stdio_settings(), body).await;
     let (_, first) = server.call("modes", "counter", json!({})).await;
@@ -162,12 +162,13 @@ async fn bypass_and_refresh() {
 #[tokio::test]
 async fn stats_are_exact_after_a_scripted_sequence() {
     let db = TestDb::new();
-    let server = with_upstream(db.stdio_settings(), stdio("counted")).await;
+    let server = with_upstream(db.stdio_settings(), cached("counted")).await;
+    // Not cacheable, so no lookup; a write, but with nothing cached yet it drops nothing.
+    server.call("counted", "counter", json!({})).await;
     server.call("counted", "echo", json!({"text": "a"})).await; // miss
     server.call("counted", "echo", json!({"text": "a"})).await; // hit
     server.call("counted", "echo", json!({"text": "b"})).await; // miss
     server.call("counted", "add", json!({"a": 1, "b": 1})).await; // miss
-    server.call("counted", "counter", json!({})).await; // not cacheable: no lookup
     let resp = server
         .http
         .delete(server.url("/api/v1/cache/servers/counted/tools/echo"))
@@ -208,7 +209,7 @@ async fn the_count_bound_evicts_the_least_recently_used() {
     let db = TestDb::new();
     let mut settings = db.stdio_settings();
     settings.cache.limits.max_entries = 2;
-    let server = with_upstream(settings, stdio("small")).await;
+    let server = with_upstream(settings, cached("small")).await;
     for text in ["a", "b", "c"] {
         server.call("small", "echo", json!({ "text": text })).await;
     }
@@ -252,7 +253,11 @@ async fn prime(server: &TestServer, name: &str) {
 #[tokio::test]
 async fn every_automatic_invalidation_path() {
     let db = TestDb::new();
-    let mut server = with_upstream(db.stdio_settings(), stdio("auto")).await;
+    // These two tools change things but, as the operator says here, no result: the
+    // invalidations under test are the automatic ones, not a write's.
+    let mut body = cached("auto");
+    body["tools"] = json!({"toggle_extra": {"invalidates": []}, "crash": {"invalidates": []}});
+    let mut server = with_upstream(db.stdio_settings(), body.clone()).await;
 
     prime(&server, "auto").await;
     let resp = server
@@ -283,7 +288,7 @@ async fn every_automatic_invalidation_path() {
     assert_invalidates(&mut server, "auto", "restarted", true).await;
 
     prime(&server, "auto").await;
-    let mut changed = stdio("auto");
+    let mut changed = body;
     changed["timeout"] = json!("6s");
     let resp = server
         .http
@@ -318,7 +323,7 @@ async fn every_automatic_invalidation_path() {
 #[tokio::test]
 async fn admin_invalidation_by_tool_server_and_all() {
     let db = TestDb::new();
-    let server = with_upstream(db.stdio_settings(), stdio("adm")).await;
+    let server = with_upstream(db.stdio_settings(), cached("adm")).await;
     let fill = || async {
         server.call("adm", "echo", json!({"text": "x"})).await;
         server.call("adm", "add", json!({"a": 1, "b": 2})).await;
@@ -357,7 +362,7 @@ async fn every_error_status_of_the_call_endpoint() {
     let db = TestDb::new();
     let mut settings = db.stdio_settings();
     settings.body_limit = 64 * 1024;
-    let mut body = stdio("errs");
+    let mut body = cached("errs");
     body["timeout"] = json!("300ms");
     let mut server = with_upstream(settings, body).await;
 
@@ -436,7 +441,7 @@ async fn every_error_status_of_the_call_endpoint() {
 #[tokio::test]
 async fn every_call_is_audited() {
     let db = TestDb::new();
-    let server = with_upstream(db.stdio_settings(), stdio("audited")).await;
+    let server = with_upstream(db.stdio_settings(), cached("audited")).await;
     server.call("audited", "echo", json!({"text": "a"})).await;
     server.call("audited", "echo", json!({"text": "a"})).await;
     server.call("audited", "tool_error", json!({})).await;
@@ -531,8 +536,10 @@ async fn a_fill_is_refused_across(
 #[tokio::test]
 async fn an_invalidation_during_a_call_is_not_undone_by_its_fill() {
     let db = TestDb::new();
-    let mut body = stdio("race");
-    body["tools"] = json!({"sleep": {"cache": "always"}});
+    let mut body = cached("race");
+    // `sleeping` (how the test sees the call in flight) is no write: only the
+    // invalidation under test may refuse the fill.
+    body["tools"] = json!({"sleep": {"cache": "always"}, "sleeping": {"invalidates": []}});
     let mut server = with_upstream(db.stdio_settings(), body).await;
 
     // An admin invalidation while the call waits on the upstream.
@@ -568,7 +575,7 @@ async fn the_sweep_timer_drops_expired_entries_without_a_lookup() {
     let db = TestDb::new();
     let mut settings = db.stdio_settings();
     settings.cache.sweep_interval = Duration::from_millis(20);
-    let mut body = stdio("swept");
+    let mut body = cached("swept");
     body["cache_ttl"] = json!("50ms");
     let server = with_upstream(settings, body).await;
     let (status, first) = server.call("swept", "echo", json!({"text": "a"})).await;
@@ -594,7 +601,7 @@ async fn a_tool_ttl_overrides_the_servers_end_to_end() {
     let db = TestDb::new();
     let mut settings = db.stdio_settings();
     settings.cache.sweep_interval = Duration::from_millis(20);
-    let mut body = stdio("ttls");
+    let mut body = cached("ttls");
     body["cache_ttl"] = json!("1h");
     body["tools"] = json!({"echo": {"cache_ttl": "100ms"}});
     let server = with_upstream(settings, body).await;
@@ -609,10 +616,38 @@ async fn a_tool_ttl_overrides_the_servers_end_to_end() {
             .unwrap_or_else(|| panic!("{tool} not listed: {catalogue}"))["cache"]
             .clone()
     };
-    assert_eq!(cache_of("echo"), json!({"cached": true, "ttl": "100ms"}));
-    assert_eq!(cache_of("add"), json!({"cached": true, "ttl": "1h"}));
-    assert_eq!(cache_of("counter"), json!({"cached": false, "ttl": null}));
-
+    let policy = |tool: &str| {
+        let mut cache = cache_of(tool);
+        let writers = cache["invalidated_by"].take();
+        (cache, writers)
+    };
+    let (echo, writers) = policy("echo");
+    assert_eq!(
+        echo,
+        json!({"cached": true, "why": "annotations", "ttl": "100ms", "invalidates": [], "invalidated_by": null})
+    );
+    // The tools that are not read-only drop it when called; the read-only ones do not.
+    let writers: Vec<&str> = writers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        writers.contains(&"counter") && writers.contains(&"write_note"),
+        "{writers:?}"
+    );
+    assert!(
+        !writers.contains(&"add") && !writers.contains(&"echo"),
+        "{writers:?}"
+    );
+    assert_eq!(policy("add").0["ttl"], "1h");
+    // Not read-only: never cached, and a call of it drops the server's entries.
+    let (counter, _) = policy("counter");
+    assert_eq!(
+        counter,
+        json!({"cached": false, "why": "annotations", "ttl": null, "invalidates": ["*"], "invalidated_by": null})
+    );
     server.call("ttls", "echo", json!({"text": "a"})).await;
     server.call("ttls", "add", json!({"a": 1, "b": 2})).await;
     let s = wait_stats(&server, "an expiration", |s| {
@@ -638,7 +673,7 @@ async fn a_tool_ttl_overrides_the_servers_end_to_end() {
 #[tokio::test]
 async fn each_admin_invalidation_publishes_one_event() {
     let db = TestDb::new();
-    let mut server = with_upstream(db.stdio_settings(), stdio("evt")).await;
+    let mut server = with_upstream(db.stdio_settings(), cached("evt")).await;
     async fn fill(server: &TestServer) {
         server.call("evt", "echo", json!({"text": "x"})).await;
         server.call("evt", "add", json!({"a": 1, "b": 2})).await;
@@ -715,7 +750,7 @@ async fn each_admin_invalidation_publishes_one_event() {
 #[tokio::test]
 async fn refused_arguments_never_reach_the_upstream() {
     let db = TestDb::new();
-    let server = with_upstream(db.stdio_settings(), stdio("guard")).await;
+    let server = with_upstream(db.stdio_settings(), cached("guard")).await;
     for bad in [json!({"delay_ms": -1}), json!({"delay_ms": "soon"})] {
         let (status, body) = server.call("guard", "counter", bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

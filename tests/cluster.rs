@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestDb, TestServer, WAIT, poll_until, stdio};
+use common::{TestDb, TestServer, WAIT, cached, poll_until};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use omni_bridge::store::DatabaseUrl;
 use reqwest::StatusCode;
@@ -76,7 +76,7 @@ async fn a_change_on_one_instance_reaches_the_other() {
     wait_for_listeners(&url, 2, &[]).await;
 
     // Registered on A: B starts its own connection to it, and serves it.
-    a.register_healthy(&stdio("shared")).await;
+    a.register_healthy(&cached("shared")).await;
     b.events.status("shared", "healthy", WAIT).await;
     let (status, body) = b.call("shared", "echo", json!({"text": "via b"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -155,7 +155,7 @@ async fn a_listener_that_loses_its_connection_reconnects_and_catches_up() {
     let resp = a
         .http
         .post(a.url("/api/v1/servers"))
-        .json(&stdio("late"))
+        .json(&cached("late"))
         .send()
         .await
         .unwrap();
@@ -271,7 +271,7 @@ async fn a_redis_that_is_down_costs_only_its_tier() {
     let mut settings = db.stdio_settings();
     settings.cache.redis_url = Some(format!("redis://127.0.0.1:{}", common::free_port()));
     let mut server = TestServer::start(settings).await;
-    server.register_healthy(&stdio("alone")).await;
+    server.register_healthy(&cached("alone")).await;
     let (status, first) = server.call("alone", "echo", json!({"text": "x"})).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(first["cached"], false);
@@ -299,8 +299,9 @@ async fn a_fill_begun_before_another_instance_cleared_redis_is_not_shared() {
     };
     let mut a = TestServer::start(settings(&db_a)).await;
     let mut b = TestServer::start(settings(&db_b)).await;
-    let mut race = stdio("race");
-    race["tools"] = json!({"sleep": {"cache": "always"}});
+    let mut race = cached("race");
+    // `sleeping` (how the test sees the call in flight) changes nothing: no write.
+    race["tools"] = json!({"sleep": {"cache": "always"}, "sleeping": {"invalidates": []}});
     a.register_healthy(&race).await;
     b.register_healthy(&race).await;
     let client = redis::Client::open(redis_url.as_str()).unwrap();

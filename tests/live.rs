@@ -161,7 +161,7 @@ async fn system_metrics_carry_fresh_cache_stats_and_live_probe_numbers() {
     let mut settings = db.stdio_settings();
     settings.live.metrics_interval = Duration::from_millis(300);
     let mut server = TestServer::start(settings).await;
-    let mut body = stdio("m");
+    let mut body = common::cached("m");
     body["probe_interval"] = json!("200ms");
     server.register_healthy(&body).await;
     let mut ws = connect(&server).await;
@@ -657,7 +657,7 @@ async fn a_thousand_sessions_all_receive_one_broadcast() {
 async fn prometheus_metrics_describe_the_gateway() {
     let db = TestDb::new();
     let mut server = TestServer::start(db.stdio_settings()).await;
-    server.register_healthy(&stdio("promo")).await;
+    server.register_healthy(&common::cached("promo")).await;
     let resp = server
         .http
         .post(server.url("/api/v1/servers/promo/tools/echo/call"))

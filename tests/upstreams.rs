@@ -35,8 +35,10 @@ fn fast(db: &TestDb) -> Settings {
 }
 
 /// Registers, waits for healthy, and exercises the catalogue and a few calls.
-async fn healthy_and_callable(server: &mut TestServer, body: Value) {
+async fn healthy_and_callable(server: &mut TestServer, mut body: Value) {
     let name = body["name"].as_str().unwrap().to_owned();
+    // Caching is asked for, so the catalogue and the second call show it.
+    body["cache"] = json!("read-only");
     server.register(&body).await;
     server.events.status(&name, "healthy", WAIT).await;
 

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::glob::matches as glob;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pattern {
     text: String,
@@ -30,13 +32,13 @@ impl Pattern {
 
     pub fn matches(&self, server: &str, tool: &str) -> bool {
         let (ps, pt) = self.text.split_once('/').expect("checked at parse");
-        glob(ps.as_bytes(), server.as_bytes()) && glob(pt.as_bytes(), tool.as_bytes())
+        glob(ps, server) && glob(pt, tool)
     }
 
     /// Whether some tool of `server` may match: for filtering per-server events.
     pub fn covers_server(&self, server: &str) -> bool {
         let (ps, _) = self.text.split_once('/').expect("checked at parse");
-        glob(ps.as_bytes(), server.as_bytes())
+        glob(ps, server)
     }
 }
 
@@ -44,33 +46,6 @@ impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
     }
-}
-
-/// Iterative glob match with one backtrack point: linear in practice, never exponential.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// A whole allow-list.

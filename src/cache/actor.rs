@@ -130,20 +130,30 @@ impl CacheActor {
         self
     }
 
-    fn invalidate(&mut self, scope: Scope, reason: &str) -> usize {
+    /// Drops the entries of `scope` here; answers how many, and the clearing of the
+    /// shared tier still to await (the caller's answer waits for it, so nobody is told
+    /// an invalidation is done while Redis still serves the old entry).
+    fn invalidate(
+        &mut self,
+        scope: Scope,
+        reason: &str,
+    ) -> (
+        usize,
+        Option<impl std::future::Future<Output = ()> + 'static>,
+    ) {
         // Before the entries go: a fill that read the old generation is refused from now.
         self.generation.advance();
         let entries = lock(&self.cache).invalidate(&scope);
-        if let Some(shared) = self.shared.clone() {
+        let shared = self.shared.clone().map(|shared| {
             let scope = scope.clone();
             let generation = self.generation.clone();
-            actix::spawn(async move {
+            async move {
                 shared.invalidate(&scope).await;
                 // Again once Redis is clear: a call that read the old entry from Redis
                 // while it was being cleared must not keep it here.
                 generation.advance();
-            });
-        }
+            }
+        });
         let server = match &scope {
             Scope::Server { server } | Scope::Tool { server, .. } => {
                 crate::registry::ServerName::parse(server).ok()
@@ -158,7 +168,7 @@ impl CacheActor {
         }
         self.bus
             .publish(Event::new(EventType::CacheInvalidated, server, data));
-        entries
+        (entries, shared)
     }
 }
 
@@ -199,19 +209,21 @@ impl StreamHandler<BusNote> for CacheActor {
                 if let (true, Some(server)) =
                     (INVALIDATING_EVENTS.contains(&name), event.server.as_ref())
                 {
-                    self.invalidate(
-                        Scope::Server {
-                            server: server.to_string(),
-                        },
-                        name,
-                    );
+                    let scope = Scope::Server {
+                        server: server.to_string(),
+                    };
+                    if let (_, Some(shared)) = self.invalidate(scope, name) {
+                        actix::spawn(shared);
+                    }
                 }
             }
             // Missed events may have been invalidations: forget everything rather than
             // serve something stale.
             BusNote::Lagged(n) => {
                 log::warn!("cache missed {n} events; dropping every entry to stay correct");
-                self.invalidate(Scope::All, "missed events");
+                if let (_, Some(shared)) = self.invalidate(Scope::All, "missed events") {
+                    actix::spawn(shared);
+                }
             }
         }
     }
@@ -245,10 +257,17 @@ impl Handler<Store> for CacheActor {
 }
 
 impl Handler<Invalidate> for CacheActor {
-    type Result = usize;
+    type Result = ResponseFuture<usize>;
 
-    fn handle(&mut self, msg: Invalidate, _ctx: &mut Context<Self>) -> usize {
-        self.invalidate(msg.scope, &msg.reason)
+    /// Answers once the shared tier is clear too.
+    fn handle(&mut self, msg: Invalidate, _ctx: &mut Context<Self>) -> Self::Result {
+        let (entries, shared) = self.invalidate(msg.scope, &msg.reason);
+        Box::pin(async move {
+            if let Some(shared) = shared {
+                shared.await;
+            }
+            entries
+        })
     }
 }
 

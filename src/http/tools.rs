@@ -45,18 +45,42 @@ pub async fn catalogue(
             if !caller.may_call(server.as_str(), &tool.name) {
                 continue;
             }
-            let read_only = tool.annotations.as_ref().and_then(|a| a.read_only_hint);
-            let ttl = snapshot
-                .spec
-                .as_ref()
-                .and_then(|spec| spec.cache_ttl_for(&tool.name, read_only, default_ttl));
+            let hints = crate::registry::ToolHints::of(tool);
+            let (ttl, why, invalidates, invalidated_by) = match snapshot.spec.as_ref() {
+                Some(spec) => {
+                    let (ttl, why) = spec.cache_decision(&tool.name, hints, default_ttl);
+                    let invalidates = match spec.invalidated_by(&tool.name, hints) {
+                        None => json!([]),
+                        Some(None) => json!(["*"]),
+                        Some(Some(globs)) => json!(globs),
+                    };
+                    // Which of the server's tools, when called, drop this one's entries.
+                    let writers: Vec<&str> = snapshot
+                        .tools
+                        .iter()
+                        .filter(|w| {
+                            spec.write_drops(&w.name, crate::registry::ToolHints::of(w), &tool.name)
+                        })
+                        .map(|w| &*w.name)
+                        .collect();
+                    (ttl, Some(why.as_str()), invalidates, json!(writers))
+                }
+                None => (None, None, json!([]), json!([])),
+            };
             tools.push(json!({
                 "server": server,
                 "tool": tool.name,
                 "description": tool.description,
                 "inputSchema": tool.input_schema,
                 "annotations": tool.annotations,
-                "cache": {"cached": ttl.is_some(), "ttl": ttl.map(crate::duration::format)},
+                "cache": {
+                    "cached": ttl.is_some(),
+                    "why": why,
+                    "ttl": ttl.map(crate::duration::format),
+                    // What a call of this tool drops from the cache, as globs.
+                    "invalidates": invalidates,
+                    "invalidated_by": invalidated_by,
+                },
                 "mcp": {
                     "name": exposed.get(&(&server, &*tool.name)),
                     "withheld": withheld.get(&(&server, &*tool.name)),

@@ -3,6 +3,6 @@
 pub mod spec;
 
 pub use spec::{
-    CachePolicy, REDACTED, RestoreError, ServerInput, ServerName, ServerSpec, Source, Transport,
-    TransportKind, ValidationError, redact_url,
+    CachePolicy, CacheReason, REDACTED, RestoreError, ServerInput, ServerName, ServerSpec, Source,
+    ToolHints, Transport, TransportKind, ValidationError, redact_url,
 };

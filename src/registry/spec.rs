@@ -91,34 +91,81 @@ impl TransportKind {
     }
 }
 
-/// Which results of this upstream the cache may keep.
+/// Which results of this upstream the cache may keep. Caching is a promise the operator
+/// makes about a tool: no MCP annotation says a tool's answer never changes
+/// (`readOnlyHint` says only that the tool changes nothing), so nothing is cached unless
+/// asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum CachePolicy {
-    /// Only tools that the upstream marks `readOnlyHint: true`.
+    /// Nothing: every call reaches the upstream.
     #[default]
-    Auto,
-    Always,
+    #[serde(rename = "never")]
     Never,
+    /// Tools that the upstream marks `readOnlyHint: true`, except those that also say
+    /// `openWorldHint: true` (their answers come from outside) unless named in `tools`.
+    #[serde(rename = "read-only", alias = "auto")]
+    ReadOnly,
+    #[serde(rename = "always")]
+    Always,
 }
 
 impl CachePolicy {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Auto => "auto",
-            Self::Always => "always",
             Self::Never => "never",
+            Self::ReadOnly => "read-only",
+            Self::Always => "always",
         }
     }
 
+    /// Parses a policy; `auto` is the old name of `read-only` and still accepted (the
+    /// configuration warns about it at start).
     pub fn parse(text: &str) -> Result<Self, String> {
         match text {
-            "auto" => Ok(Self::Auto),
-            "always" => Ok(Self::Always),
             "never" => Ok(Self::Never),
+            "read-only" | "auto" => Ok(Self::ReadOnly),
+            "always" => Ok(Self::Always),
             other => Err(format!(
-                "unknown cache policy '{other}': use auto, always or never"
+                "unknown cache policy '{other}': use never, read-only or always"
             )),
+        }
+    }
+}
+
+/// What a tool says of itself, as far as caching cares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ToolHints {
+    pub read_only: Option<bool>,
+    pub open_world: Option<bool>,
+}
+
+impl ToolHints {
+    pub fn of(tool: &rmcp::model::Tool) -> Self {
+        let a = tool.annotations.as_ref();
+        Self {
+            read_only: a.and_then(|a| a.read_only_hint),
+            open_world: a.and_then(|a| a.open_world_hint),
+        }
+    }
+}
+
+/// Why a tool's results are cached or not, for `GET /api/v1/tools`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheReason {
+    /// The server's policy (`cache`, or the default `never`).
+    Server,
+    /// The tool's own `tools.NAME.cache`.
+    Tool,
+    /// `read-only`, and the tool's annotations decided.
+    Annotation,
+}
+
+impl CacheReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server policy",
+            Self::Tool => "tool override",
+            Self::Annotation => "annotations",
         }
     }
 }
@@ -184,6 +231,10 @@ pub struct ToolOverride {
     pub cache: Option<CachePolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_ttl_ms: Option<u64>,
+    /// What a successful call of this tool invalidates, as globs over the server's tool
+    /// names; `None`: every entry of the server when the tool is not read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalidates: Option<Vec<String>>,
 }
 
 impl ToolOverride {
@@ -220,27 +271,81 @@ impl ServerSpec {
             .unwrap_or_else(|| DEFAULT_PROBE_TIMEOUT.min(self.timeout))
     }
 
-    /// How long a result of `tool` may be cached, or `None` if it may not be: the tool's
-    /// override, else the server's policy; `auto` caches what the upstream marks
-    /// read-only.
-    pub fn cache_ttl_for(
+    /// Whether the cache is on for any tool of this server.
+    pub fn caches_anything(&self) -> bool {
+        self.cache != CachePolicy::Never
+            || self
+                .tools
+                .values()
+                .any(|o| o.cache.is_some_and(|c| c != CachePolicy::Never))
+    }
+
+    /// How long a result of `tool` may be cached (`None`: not at all), and why.
+    pub fn cache_decision(
         &self,
         tool: &str,
-        read_only_hint: Option<bool>,
+        hints: ToolHints,
         default_ttl: Duration,
-    ) -> Option<Duration> {
+    ) -> (Option<Duration>, CacheReason) {
         let over = self.tools.get(tool);
-        let policy = over.and_then(|o| o.cache).unwrap_or(self.cache);
-        let cacheable = match policy {
-            CachePolicy::Always => true,
-            CachePolicy::Never => false,
-            CachePolicy::Auto => read_only_hint == Some(true),
+        let (policy, named) = match over.and_then(|o| o.cache) {
+            Some(policy) => (policy, true),
+            None => (self.cache, false),
         };
-        cacheable.then(|| {
+        let (cacheable, reason) = match policy {
+            CachePolicy::Never | CachePolicy::Always if named => {
+                (policy == CachePolicy::Always, CacheReason::Tool)
+            }
+            CachePolicy::Never => (false, CacheReason::Server),
+            CachePolicy::Always => (true, CacheReason::Server),
+            // An open-world tool (its answers come from outside) only when named.
+            CachePolicy::ReadOnly => (
+                hints.read_only == Some(true) && (named || hints.open_world != Some(true)),
+                CacheReason::Annotation,
+            ),
+        };
+        let ttl = cacheable.then(|| {
             over.and_then(ToolOverride::cache_ttl)
                 .or(self.cache_ttl)
                 .unwrap_or(default_ttl)
-        })
+        });
+        (ttl, reason)
+    }
+
+    /// How long a result of `tool` may be cached, or `None` if it may not be.
+    pub fn cache_ttl_for(
+        &self,
+        tool: &str,
+        hints: ToolHints,
+        default_ttl: Duration,
+    ) -> Option<Duration> {
+        self.cache_decision(tool, hints, default_ttl).0
+    }
+
+    /// What a call of `tool` invalidates among the server's tools: `None` for nothing
+    /// (caching is off; or the tool is read-only, or cached by the operator's word, and
+    /// names nothing), else the globs of the tools to drop, or every entry of the server
+    /// (`Some(None)`). A tool's `invalidates` list, when given, is the answer.
+    pub fn invalidated_by(&self, tool: &str, hints: ToolHints) -> Option<Option<Vec<String>>> {
+        if !self.caches_anything() {
+            return None;
+        }
+        let cached = self.cache_decision(tool, hints, Duration::ZERO).0.is_some();
+        match self.tools.get(tool).and_then(|o| o.invalidates.as_ref()) {
+            Some(globs) if globs.is_empty() => None,
+            Some(globs) => Some(Some(globs.clone())),
+            None if hints.read_only == Some(true) || cached => None,
+            None => Some(None),
+        }
+    }
+
+    /// Whether a call of `writer` drops the entries of `target`.
+    pub fn write_drops(&self, writer: &str, hints: ToolHints, target: &str) -> bool {
+        match self.invalidated_by(writer, hints) {
+            None => false,
+            Some(None) => true,
+            Some(Some(globs)) => globs.iter().any(|g| crate::glob::matches(g, target)),
+        }
     }
 }
 
@@ -264,6 +369,7 @@ impl ServerSpec {
                 (name.clone(), json!({
                     "cache": o.cache,
                     "cache_ttl": o.cache_ttl().map(duration::format),
+                    "invalidates": o.invalidates,
                 }))
             }).collect::<serde_json::Map<String, Value>>(),
         });
@@ -513,6 +619,9 @@ impl ValidationError {
 pub struct ToolOverrideInput {
     pub cache: Option<String>,
     pub cache_ttl: Option<String>,
+    /// Globs over the server's tool names that a call of this tool invalidates.
+    #[serde(default)]
+    pub invalidates: Option<Vec<String>>,
 }
 
 /// An upstream as a person writes it: every field optional, strings where the validated
@@ -655,11 +764,22 @@ impl ServerInput {
                 Duration::from_millis(1),
                 MAX_CACHE_TTL,
             )?;
+            if let Some(globs) = &input.invalidates {
+                for glob in globs {
+                    if glob.is_empty() || glob.len() > 128 || glob.chars().any(char::is_control) {
+                        return Err(ValidationError::new(
+                            format!("tools.{tool}.invalidates"),
+                            "each entry is a glob over tool names of 1 to 128 characters",
+                        ));
+                    }
+                }
+            }
             tools.insert(
                 tool,
                 ToolOverride {
                     cache,
                     cache_ttl_ms: ttl.map(|d| d.as_millis() as u64),
+                    invalidates: input.invalidates,
                 },
             );
         }
@@ -780,7 +900,9 @@ mod tests {
         let spec = stdio().validate().unwrap();
         assert_eq!(spec.probe_interval, DEFAULT_PROBE_INTERVAL);
         assert_eq!(spec.timeout, DEFAULT_TIMEOUT);
-        assert_eq!(spec.cache, CachePolicy::Auto);
+        // Nothing is cached unless the operator says so.
+        assert_eq!(spec.cache, CachePolicy::Never);
+        assert!(!spec.caches_anything());
         assert!(spec.enabled);
     }
 
@@ -960,57 +1082,78 @@ mod tests {
     #[test]
     fn cache_policy_decides_per_tool() {
         let default = Duration::from_secs(300);
+        let hints = |read_only, open_world| ToolHints {
+            read_only,
+            open_world,
+        };
         let mut input = stdio();
+        input.cache = Some("read-only".into());
         input.cache_ttl = Some("1m".into());
+        let over = |cache: Option<&str>, ttl: Option<&str>| ToolOverrideInput {
+            cache: cache.map(str::to_owned),
+            cache_ttl: ttl.map(str::to_owned),
+            invalidates: None,
+        };
         input.tools = Some(
             [
-                (
-                    "pinned".to_string(),
-                    ToolOverrideInput {
-                        cache: Some("always".into()),
-                        cache_ttl: Some("5s".into()),
-                    },
-                ),
-                (
-                    "secret".to_string(),
-                    ToolOverrideInput {
-                        cache: Some("never".into()),
-                        cache_ttl: None,
-                    },
-                ),
+                ("pinned".to_string(), over(Some("always"), Some("5s"))),
+                ("secret".to_string(), over(Some("never"), None)),
+                ("search".to_string(), over(Some("read-only"), None)),
             ]
             .into(),
         );
         let spec = input.validate().unwrap();
+        let ttl = |tool, h| spec.cache_ttl_for(tool, h, default);
         assert_eq!(
-            spec.cache_ttl_for("read", Some(true), default),
+            ttl("read", hints(Some(true), None)),
             Some(Duration::from_secs(60))
         );
-        assert_eq!(spec.cache_ttl_for("write", Some(false), default), None);
-        assert_eq!(spec.cache_ttl_for("unmarked", None, default), None);
+        assert_eq!(ttl("write", hints(Some(false), None)), None);
+        assert_eq!(ttl("unmarked", hints(None, None)), None);
         assert_eq!(
-            spec.cache_ttl_for("pinned", Some(false), default),
+            ttl("pinned", hints(Some(false), None)),
             Some(Duration::from_secs(5))
         );
-        assert_eq!(spec.cache_ttl_for("secret", Some(true), default), None);
-        let mut never = stdio();
-        never.cache = Some("never".into());
+        assert_eq!(ttl("secret", hints(Some(true), None)), None);
+        // Read-only but open-world (its answers come from outside): only when named.
+        assert_eq!(ttl("fetch", hints(Some(true), Some(true))), None);
         assert_eq!(
-            never
-                .validate()
-                .unwrap()
-                .cache_ttl_for("read", Some(true), default),
+            ttl("search", hints(Some(true), Some(true))),
+            Some(Duration::from_secs(60))
+        );
+        let (_, why) = spec.cache_decision("pinned", hints(None, None), default);
+        assert_eq!(why, CacheReason::Tool);
+        let (_, why) = spec.cache_decision("read", hints(Some(true), None), default);
+        assert_eq!(why, CacheReason::Annotation);
+
+        let mut auto = stdio();
+        auto.cache = Some("auto".into());
+        assert_eq!(auto.validate().unwrap().cache, CachePolicy::ReadOnly);
+        let never = stdio().validate().unwrap();
+        assert_eq!(
+            never.cache_ttl_for("read", hints(Some(true), None), default),
+            None
+        );
+        assert_eq!(
+            never.invalidated_by("write", hints(Some(false), None)),
             None
         );
         let mut always = stdio();
         always.cache = Some("always".into());
+        let always = always.validate().unwrap();
         assert_eq!(
-            always
-                .validate()
-                .unwrap()
-                .cache_ttl_for("w", Some(false), default),
+            always.cache_ttl_for("w", hints(Some(false), None), default),
             Some(default)
         );
+        // With caching on, a tool that is not read-only drops the server's entries,
+        // unless the operator made it cacheable: then it is taken at its word.
+        assert_eq!(
+            spec.invalidated_by("write", hints(Some(false), None)),
+            Some(None)
+        );
+        assert_eq!(spec.invalidated_by("read", hints(Some(true), None)), None);
+        assert_eq!(always.invalidated_by("w", hints(Some(false), None)), None);
+        assert!(spec.write_drops("write", hints(None, None), "read"));
         let mut bad = stdio();
         bad.tools = Some(
             [(
@@ -1018,6 +1161,7 @@ mod tests {
                 ToolOverrideInput {
                     cache: Some("sometimes".into()),
                     cache_ttl: None,
+                    invalidates: None,
                 },
             )]
             .into(),

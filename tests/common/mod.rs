@@ -431,6 +431,13 @@ pub fn stdio(name: &str) -> Value {
     })
 }
 
+/// [`stdio`] with its read-only tools' results cached: caching is off unless asked for.
+pub fn cached(name: &str) -> Value {
+    let mut body = stdio(name);
+    body["cache"] = serde_json::json!("read-only");
+    body
+}
+
 /// The text of a call answer's first content block.
 pub fn text_of(body: &Value) -> &str {
     body["result"]["content"][0]["text"]

@@ -317,9 +317,9 @@ async fn run(duration: Duration) -> String {
         format!(
             "cache_max_entries = {CACHE_FILL}\n\n\
              [[servers]]\nname = \"http-echo\"\ntransport = \"streamable_http\"\n\
-             url = \"http://{mcp_addr}/mcp\"\nprobe_interval = \"1h\"\n\n\
+             url = \"http://{mcp_addr}/mcp\"\nprobe_interval = \"1h\"\ncache = \"read-only\"\n\n\
              [[servers]]\nname = \"stdio-echo\"\ntransport = \"stdio\"\n\
-             command = \"{mcp}\"\nprobe_interval = \"1h\"\n\n\
+             command = \"{mcp}\"\nprobe_interval = \"1h\"\ncache = \"read-only\"\n\n\
              [[servers]]\nname = \"mcp-http\"\ntransport = \"streamable_http\"\n\
              url = \"http://{mcp_addr}/mcp\"\nprobe_interval = \"1h\"\ncache = \"never\"\n\n\
              [[servers]]\nname = \"mcp-stdio\"\ntransport = \"stdio\"\n\

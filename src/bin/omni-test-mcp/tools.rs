@@ -29,6 +29,9 @@ pub struct Shared {
     /// Pings go unanswered until this instant (for probe tests).
     frozen_until: Mutex<Option<tokio::time::Instant>>,
     extra: AtomicBool,
+    /// What `write_note` wrote last; `read_note` answers it (a read-only tool whose
+    /// answer a write changes, as a file server's are).
+    note: Mutex<String>,
     peers: Mutex<Vec<Peer<RoleServer>>>,
     /// Serve the conformance suite's fixtures too (see `conformance.rs`).
     conformance: bool,
@@ -43,6 +46,7 @@ impl Shared {
             sleeping: AtomicU64::new(0),
             frozen_until: Mutex::new(None),
             extra: AtomicBool::new(false),
+            note: Mutex::new(String::new()),
             peers: Mutex::new(Vec::new()),
         }
     }
@@ -120,6 +124,17 @@ fn catalogue(extra: bool) -> Vec<Tool> {
             })),
         )
         .with_annotations(ToolAnnotations::new().read_only(false)),
+        Tool::new(
+            "write_note",
+            "Replaces the note (not read-only)",
+            schema(json!({
+                "type": "object",
+                "properties": {"text": {"type": "string"}},
+                "required": ["text"],
+            })),
+        )
+        .with_annotations(ToolAnnotations::new().read_only(false)),
+        Tool::new("read_note", "Answers the note", no_args()).with_annotations(read_only()),
         Tool::new(
             "big",
             "Returns a text of the given number of bytes",
@@ -399,6 +414,14 @@ impl ServerHandler for TestServer {
                 let n = self.shared.counter.fetch_add(1, Ordering::SeqCst) + 1;
                 Ok(text(n.to_string()))
             }
+            "write_note" => {
+                let note = arg(args, "text")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad_args("text must be a string"))?;
+                *self.shared.note.lock().unwrap() = note.to_owned();
+                Ok(text("written"))
+            }
+            "read_note" => Ok(text(self.shared.note.lock().unwrap().clone())),
             "big" => {
                 let n = arg(args, "bytes")
                     .and_then(Value::as_u64)

@@ -1,0 +1,190 @@
+//! The cache never serves a stale answer unless the operator asked for caching: with the
+//! default configuration every read reaches the upstream (over the HTTP API and `/mcp`);
+//! with caching opted in, a write through the gateway makes the next read fresh, on one
+//! instance and across two sharing PostgreSQL and Redis; calls of a tool that is not
+//! cached are never merged. The test MCP server's `write_note` / `read_note` stand for a
+//! file server's write and read.
+
+mod common;
+
+use common::{TestDb, TestMcp, TestServer, WAIT, text_of};
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::StreamableHttpClientTransport;
+use serde_json::{Value, json};
+
+async fn write(server: &TestServer, name: &str, text: &str) {
+    let (status, body) = server.call(name, "write_note", json!({"text": text})).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn read(server: &TestServer, name: &str) -> (bool, String) {
+    let (status, body) = server.call(name, "read_note", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    (body["cached"] == true, text_of(&body).to_owned())
+}
+
+fn note_server(name: &str, cache: Option<&str>) -> Value {
+    let mut body = common::stdio(name);
+    if let Some(cache) = cache {
+        body["cache"] = json!(cache);
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_read_after_a_write_is_fresh_over_http_and_mcp() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&note_server("files", None)).await;
+    write(&server, "files", "version 1").await;
+    assert_eq!(read(&server, "files").await, (false, "version 1".into()));
+    assert_eq!(read(&server, "files").await, (false, "version 1".into()));
+    write(&server, "files", "version 2").await;
+    assert_eq!(read(&server, "files").await, (false, "version 2".into()));
+
+    // The same through /mcp.
+    let client =
+        ().serve(StreamableHttpClientTransport::from_uri(server.url("/mcp")))
+            .await
+            .expect("handshake");
+    let call = |name: &str, args: Value| {
+        CallToolRequestParams::new(name.to_owned())
+            .with_arguments(args.as_object().unwrap().clone())
+    };
+    let text = |result: rmcp::model::CallToolResult| {
+        result.content[0]
+            .as_text()
+            .map(|t| t.text.clone())
+            .unwrap_or_default()
+    };
+    client
+        .call_tool(call("files__write_note", json!({"text": "version 3"})))
+        .await
+        .unwrap();
+    let first = client
+        .call_tool(call("files__read_note", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(text(first), "version 3");
+    client
+        .call_tool(call("files__write_note", json!({"text": "version 4"})))
+        .await
+        .unwrap();
+    let second = client
+        .call_tool(call("files__read_note", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(text(second), "version 4");
+    client.cancel().await.unwrap();
+
+    // Nothing was cached at all.
+    let stats = server.get_json("/api/v1/cache/stats").await;
+    assert_eq!(
+        (stats["entries"].as_u64(), stats["hits"].as_u64()),
+        (Some(0), Some(0))
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opted_in_a_write_through_the_gateway_makes_the_next_read_fresh() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server
+        .register_healthy(&note_server("files", Some("read-only")))
+        .await;
+    write(&server, "files", "version 1").await;
+    assert_eq!(read(&server, "files").await, (false, "version 1".into()));
+    assert_eq!(read(&server, "files").await, (true, "version 1".into()));
+    write(&server, "files", "version 2").await;
+    // The write's answer came after its invalidation: this read cannot be stale.
+    assert_eq!(read(&server, "files").await, (false, "version 2".into()));
+    assert_eq!(read(&server, "files").await, (true, "version 2".into()));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_listing_what_it_invalidates_drops_only_that() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    let mut body = note_server("files", Some("read-only"));
+    body["tools"] = json!({"write_note": {"invalidates": ["read_*"]}});
+    server.register_healthy(&body).await;
+    let (_, first) = server.call("files", "echo", json!({"text": "kept"})).await;
+    assert_eq!(first["cached"], false);
+    write(&server, "files", "a").await;
+    assert_eq!(read(&server, "files").await, (false, "a".into()));
+    write(&server, "files", "b").await;
+    assert_eq!(read(&server, "files").await, (false, "b".into()));
+    // echo is not a read_*: still cached.
+    let (_, again) = server.call("files", "echo", json!({"text": "kept"})).await;
+    assert_eq!(again["cached"], true);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_calls_of_an_uncached_tool_both_reach_the_upstream() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    // Caching on for the server, but `counter` is not read-only: never merged.
+    server
+        .register_healthy(&note_server("side", Some("read-only")))
+        .await;
+    let args = json!({"delay_ms": 300});
+    let (a, b) = tokio::join!(
+        server.call("side", "counter", args.clone()),
+        server.call("side", "counter", args.clone())
+    );
+    let mut counts = [text_of(&a.1).to_owned(), text_of(&b.1).to_owned()];
+    counts.sort();
+    assert_eq!(counts, ["1", "2"], "{a:?} {b:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_one_instance_makes_the_next_read_on_another_fresh() {
+    let db = TestDb::new();
+    if !db.is_postgres() {
+        eprintln!("skipped: needs OMNI_TEST_DATABASE_URL (PostgreSQL)");
+        return;
+    }
+    let redis = std::env::var("OMNI_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    let prefix = format!("omni-fresh-{:08x}:", rand::random::<u32>());
+    let settings = || {
+        let mut s = db.stdio_settings();
+        s.cache.redis_url = redis.clone();
+        s.cache.redis_prefix = prefix.clone();
+        s
+    };
+    let mut a = TestServer::start(settings()).await;
+    let mut b = TestServer::start(settings()).await;
+    // One upstream both reach, so both see the same note.
+    let upstream = TestMcp::start_http("127.0.0.1:0", "files");
+    a.register_healthy(&json!({
+        "name": "files", "transport": "streamable_http", "url": upstream.mcp_url(),
+        "cache": "read-only", "probe_interval": "1h",
+    }))
+    .await;
+    b.events.status("files", "healthy", WAIT).await;
+
+    write(&a, "files", "version 1").await;
+    for server in [&a, &b] {
+        read(server, "files").await;
+        assert_eq!(read(server, "files").await, (true, "version 1".into()));
+    }
+    write(&a, "files", "version 2").await;
+    // A's write was announced before its answer; B drops its entry when it hears.
+    b.events
+        .wait_for(WAIT, "B hears of A's write", |e| {
+            e.kind == omni_bridge::events::EventType::CacheInvalidated
+                && e.data["reason"] == "another instance"
+        })
+        .await;
+    assert_eq!(read(&b, "files").await, (false, "version 2".into()));
+    assert_eq!(read(&a, "files").await, (false, "version 2".into()));
+    a.stop().await;
+    b.stop().await;
+}
