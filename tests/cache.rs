@@ -256,7 +256,11 @@ async fn every_automatic_invalidation_path() {
     // These two tools change things but, as the operator says here, no result: the
     // invalidations under test are the automatic ones, not a write's.
     let mut body = cached("auto");
-    body["tools"] = json!({"toggle_extra": {"invalidates": []}, "crash": {"invalidates": []}});
+    body["tools"] = json!({
+        "toggle_extra": {"invalidates": []},
+        "crash": {"invalidates": []},
+        "announce": {"invalidates": []},
+    });
     let mut server = with_upstream(db.stdio_settings(), body.clone()).await;
 
     prime(&server, "auto").await;
@@ -279,9 +283,37 @@ async fn every_automatic_invalidation_path() {
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_invalidates(&mut server, "auto", "reset", true).await;
 
+    // The upstream's own signals: tools/list_changed, resources/list_changed and
+    // resources/updated each drop its entries.
     prime(&server, "auto").await;
     server.call("auto", "toggle_extra", json!({})).await;
-    assert_invalidates(&mut server, "auto", "tools_changed", false).await;
+    assert_invalidates(&mut server, "auto", "list_changed", false).await;
+    // The list did change: its refresh drops the entries once more; let it pass.
+    server
+        .events
+        .seen_or_wait(WAIT, "cache_invalidated (tools_changed)", |e| {
+            e.kind == omni_bridge::events::EventType::CacheInvalidated
+                && e.data["reason"] == "tools_changed"
+        })
+        .await;
+    for kind in ["updated", "list_changed"] {
+        prime(&server, "auto").await;
+        server.call("auto", "announce", json!({"kind": kind})).await;
+        let event = server
+            .events
+            .wait_for(
+                WAIT,
+                &format!("cache_invalidated (resources {kind})"),
+                |e| {
+                    e.kind == omni_bridge::events::EventType::CacheInvalidated
+                        && e.data["reason"] == "list_changed"
+                },
+            )
+            .await;
+        assert_eq!(event.data["entries"], 1, "{}", event.data);
+        let (_, body) = server.call("auto", "echo", json!({"text": "primed"})).await;
+        assert_eq!(body["cached"], false, "resources {kind} left a stale entry");
+    }
 
     prime(&server, "auto").await;
     server.call("auto", "crash", json!({})).await;

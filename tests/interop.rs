@@ -16,8 +16,14 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn everything_bin() -> String {
+    interop_bin("mcp-server-everything")
+}
+
+/// A program that `npm install --prefix tests/interop` put in place.
+fn interop_bin(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/interop/node_modules/.bin/mcp-server-everything");
+        .join("tests/interop/node_modules/.bin")
+        .join(name);
     assert!(
         path.exists(),
         "{} is missing: run `npm install --prefix tests/interop` (.ci/run does)",
@@ -154,5 +160,126 @@ async fn mcp_server_time_over_stdio() {
     .await;
     let text = first_text(&result);
     assert!(text.contains("UTC"), "{text}");
+    // A clock is read-only but its answer changes: by default it is never cached.
+    let (status, again) = server
+        .call("time", "get_current_time", json!({"timezone": "UTC"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["cached"], false, "{again}");
+    server.stop().await;
+}
+
+/// A call through the HTTP API that must succeed; answers `cached` and the first text.
+async fn call_text(server: &TestServer, name: &str, tool: &str, args: Value) -> (bool, String) {
+    let (status, body) = server.call(name, tool, args).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_ne!(body["result"]["isError"], true, "{body}");
+    (body["cached"] == true, first_text(&body["result"]))
+}
+
+async fn register_healthy_foreign(server: &mut TestServer, body: Value) {
+    let name = body["name"].as_str().unwrap().to_owned();
+    let resp = server
+        .http
+        .post(server.url("/api/v1/servers"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    server.events.status(&name, "healthy", WAIT).await;
+}
+
+/// server-filesystem behind the gateway: by default a read after a write through the
+/// gateway is fresh; with caching opted in, a repeated read is a hit and a write makes the
+/// next read a miss with the new content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs @modelcontextprotocol/server-filesystem from npm; .ci/run installs it"]
+async fn server_filesystem_reads_after_writes_are_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let file = root.join("notes.txt").to_string_lossy().into_owned();
+    let (_db, mut server) = gateway().await;
+    for (name, cache) in [("fs", None), ("fscached", Some("read-only"))] {
+        let mut body = json!({"name": name, "transport": "stdio",
+            "command": interop_bin("mcp-server-filesystem"),
+            "args": [root.to_string_lossy()], "timeout": "30s"});
+        if let Some(cache) = cache {
+            body["cache"] = json!(cache);
+        }
+        register_healthy_foreign(&mut server, body).await;
+    }
+    let write = |name: &'static str, content: &'static str| {
+        let args = json!({"path": file, "content": content});
+        let server = &server;
+        async move { call_text(server, name, "write_file", args).await }
+    };
+    let read = |name: &'static str| {
+        let args = json!({"path": file});
+        let server = &server;
+        async move { call_text(server, name, "read_text_file", args).await }
+    };
+    write("fs", "version 1").await;
+    assert_eq!(read("fs").await, (false, "version 1".to_owned()));
+    write("fs", "version 2").await;
+    assert_eq!(read("fs").await, (false, "version 2".to_owned()));
+
+    // Opted in: hits until a write through the gateway.
+    assert_eq!(read("fscached").await, (false, "version 2".to_owned()));
+    assert_eq!(read("fscached").await, (true, "version 2".to_owned()));
+    write("fscached", "version 3").await;
+    assert_eq!(read("fscached").await, (false, "version 3".to_owned()));
+    server.stop().await;
+}
+
+/// mcp-server-git behind the gateway, default configuration: git_log shows the commit
+/// just made through the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mcp-server-git from PyPI and git; .ci/run installs it"]
+async fn mcp_server_git_log_shows_the_commit_just_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().canonicalize().unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["config", "user.email", "test@example.invalid"]);
+    git(&["config", "user.name", "Test"]);
+    std::fs::write(repo.join("a.txt"), "one").unwrap();
+    git(&["add", "a.txt"]);
+    git(&["commit", "-q", "-m", "first commit"]);
+    let (_db, mut server) = gateway().await;
+    let path = repo.to_string_lossy().into_owned();
+    register_healthy_foreign(
+        &mut server,
+        json!({"name": "git", "transport": "stdio", "command": "python3",
+               "args": ["-m", "mcp_server_git", "--repository", path], "timeout": "30s"}),
+    )
+    .await;
+    let log = json!({"repo_path": path});
+    let (cached, before) = call_text(&server, "git", "git_log", log.clone()).await;
+    assert!(!cached && before.contains("first commit"), "{before}");
+    std::fs::write(repo.join("b.txt"), "two").unwrap();
+    call_text(
+        &server,
+        "git",
+        "git_add",
+        json!({"repo_path": path, "files": ["b.txt"]}),
+    )
+    .await;
+    call_text(
+        &server,
+        "git",
+        "git_commit",
+        json!({"repo_path": path, "message": "second commit"}),
+    )
+    .await;
+    let (cached, after) = call_text(&server, "git", "git_log", log).await;
+    assert!(!cached && after.contains("second commit"), "{after}");
     server.stop().await;
 }

@@ -28,6 +28,8 @@ const INVALIDATING_EVENTS: &[&str] = &[
     "reloading",
     "reset",
     "tools_changed",
+    // The upstream's own word that its tools or resources changed.
+    "list_changed",
     "reconfigured",
     "removed",
 ];

@@ -479,7 +479,16 @@ impl Actor for UpstreamActor {
 impl StreamHandler<SessionNote> for UpstreamActor {
     fn handle(&mut self, note: SessionNote, ctx: &mut Context<Self>) {
         match note {
-            SessionNote::ToolsChanged => self.refresh_tools(ctx, false),
+            SessionNote::ToolsChanged => {
+                // Said, whether or not the list turns out to differ: the cache drops the
+                // server's entries on it.
+                let detail = json!({"notification": "tools/list_changed"});
+                publish_health(&self.bus, &self.spec.name, "list_changed", detail);
+                self.refresh_tools(ctx, false)
+            }
+            SessionNote::ResourcesChanged(detail) => {
+                publish_health(&self.bus, &self.spec.name, "list_changed", detail);
+            }
             SessionNote::Ended(why) => self.exit(why, ctx),
         }
     }

@@ -51,6 +51,9 @@ pub fn upstream_runtime() -> &'static tokio::runtime::Runtime {
 #[derive(Debug)]
 pub enum SessionNote {
     ToolsChanged,
+    /// The upstream said its resources changed (`list_changed`, or an update of one):
+    /// results read from them may be stale.
+    ResourcesChanged(serde_json::Value),
     Ended(String),
 }
 
@@ -155,6 +158,20 @@ impl ClientHandler for GatewayClient {
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         let _ = self.notes.send(SessionNote::ToolsChanged);
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let detail = serde_json::json!({"notification": "resources/list_changed"});
+        let _ = self.notes.send(SessionNote::ResourcesChanged(detail));
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let detail = serde_json::json!({"notification": "resources/updated", "uri": params.uri});
+        let _ = self.notes.send(SessionNote::ResourcesChanged(detail));
     }
 }
 

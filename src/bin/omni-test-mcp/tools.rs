@@ -136,6 +136,16 @@ fn catalogue(extra: bool) -> Vec<Tool> {
         .with_annotations(ToolAnnotations::new().read_only(false)),
         Tool::new("read_note", "Answers the note", no_args()).with_annotations(read_only()),
         Tool::new(
+            "announce",
+            "Sends notifications/resources/updated (kind \"updated\") or \
+             notifications/resources/list_changed (kind \"list_changed\") to every client",
+            schema(json!({
+                "type": "object",
+                "properties": {"kind": {"type": "string", "enum": ["updated", "list_changed"]}},
+                "required": ["kind"],
+            })),
+        ),
+        Tool::new(
             "big",
             "Returns a text of the given number of bytes",
             schema(json!({
@@ -422,6 +432,24 @@ impl ServerHandler for TestServer {
                 Ok(text("written"))
             }
             "read_note" => Ok(text(self.shared.note.lock().unwrap().clone())),
+            "announce" => {
+                let kind = arg(args, "kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let peers: Vec<Peer<RoleServer>> = self.shared.peers.lock().unwrap().clone();
+                for peer in peers.iter().filter(|p| !p.is_transport_closed()) {
+                    let _ = match kind {
+                        "updated" => {
+                            let param = rmcp::model::ResourceUpdatedNotificationParam::new(
+                                "note://current",
+                            );
+                            peer.notify_resource_updated(param).await
+                        }
+                        _ => peer.notify_resource_list_changed().await,
+                    };
+                }
+                Ok(text(format!("announced {kind}")))
+            }
             "big" => {
                 let n = arg(args, "bytes")
                     .and_then(Value::as_u64)
