@@ -51,6 +51,7 @@ fn filled(n: usize) -> (ResultCache, Vec<CacheKey>) {
                 value: value.clone(),
                 size: 64,
                 expires_at: now + Duration::from_secs(3600),
+                produced_at: std::time::SystemTime::now(),
             },
         );
     }
@@ -90,6 +91,7 @@ fn cache_ops(c: &mut Criterion) {
                             value: value.clone(),
                             size: 64,
                             expires_at: now + Duration::from_secs(3600),
+                            produced_at: std::time::SystemTime::now(),
                         },
                     )
                 },

@@ -60,6 +60,8 @@ pub struct CallOutcome {
     /// The upstream's `CallToolResult`, as JSON.
     pub result: Arc<Value>,
     pub cached: bool,
+    /// For a cached answer: when the upstream produced it.
+    pub produced_at: Option<std::time::SystemTime>,
     pub duration: Duration,
 }
 
@@ -258,9 +260,10 @@ impl Gateway {
         let ttl = spec
             .as_ref()
             .and_then(|spec| spec.cache_ttl_for(tool_name, hints, self.inner.default_ttl));
-        let done = |result: Arc<Value>, cached| CallOutcome {
+        let done = |result: Arc<Value>, produced_at: Option<std::time::SystemTime>| CallOutcome {
             result,
-            cached,
+            cached: produced_at.is_some(),
+            produced_at,
             duration: Duration::ZERO,
         };
         // Connected but between sessions (the actor just stopped or has not put its lane).
@@ -287,14 +290,14 @@ impl Gateway {
                 self.invalidate_after_write(server, tool_name, what, &tools)
                     .await;
             }
-            return Ok(done(result.map_err(ApiError::Call)?, false));
+            return Ok(done(result.map_err(ApiError::Call)?, None));
         };
         // The shared tier's invalidation counter, read before the upstream is asked: the
         // fill is shared only if no instance cleared the tier in between.
         let mut shared_epoch = None;
         if mode == CacheMode::Use {
-            if let Some(hit) = self.inner.reader.lookup(&key) {
-                return Ok(done(hit, true));
+            if let Some((hit, produced_at)) = self.inner.reader.lookup(&key) {
+                return Ok(done(hit, Some(produced_at)));
             }
             // Another instance may have it; keep it near for what is left of its TTL.
             let read = match &self.inner.shared {
@@ -302,7 +305,7 @@ impl Gateway {
                 None => None,
             };
             shared_epoch = read.as_ref().and_then(|r| r.epoch);
-            if let Some((hit, left)) = read.and_then(|r| r.hit) {
+            if let Some((hit, left, produced_at)) = read.and_then(|r| r.hit) {
                 let size = serde_json::to_string(&*hit).map_or(0, |s| s.len());
                 let _ = self
                     .inner
@@ -314,10 +317,11 @@ impl Gateway {
                         value: hit.clone(),
                         size,
                         ttl: left.min(ttl),
+                        produced_at,
                         generation,
                     })
                     .await;
-                return Ok(done(hit, true));
+                return Ok(done(hit, Some(produced_at)));
             }
         } else if let Some(shared) = &self.inner.shared {
             shared_epoch = shared.epoch().await;
@@ -334,6 +338,7 @@ impl Gateway {
                     .call_upstream(&lane, server, tool_name, arguments, relay)
                     .await?;
                 if result.get("isError") != Some(&Value::Bool(true)) {
+                    let produced_at = std::time::SystemTime::now();
                     let size = serde_json::to_string(&*result).map_or(0, |s| s.len());
                     let kept = self
                         .inner
@@ -345,6 +350,7 @@ impl Gateway {
                             value: result.clone(),
                             size,
                             ttl,
+                            produced_at,
                             generation,
                         })
                         .await
@@ -361,7 +367,8 @@ impl Gateway {
                         // itself refuses it if any instance cleared the tier since `epoch`.
                         tokio::spawn(async move {
                             if current.current() == generation {
-                                shared.put((&server, &tool, &key), &value, ttl, epoch).await;
+                                let value = (&*value, produced_at);
+                                shared.put((&server, &tool, &key), value, ttl, epoch).await;
                             }
                         });
                     }
@@ -376,7 +383,7 @@ impl Gateway {
                 flights.remove(&key);
             }
         }
-        Ok(done(result.map_err(ApiError::Call)?, false))
+        Ok(done(result.map_err(ApiError::Call)?, None))
     }
 
     /// Drops the entries a call of `writer` may have made stale: every entry of the server

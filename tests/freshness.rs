@@ -188,3 +188,64 @@ async fn a_write_through_one_instance_makes_the_next_read_on_another_fresh() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_answer_says_how_old_it_is_and_a_client_can_ask_for_a_fresh_one() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server
+        .register_healthy(&note_server("files", Some("read-only")))
+        .await;
+    write(&server, "files", "v1").await;
+    let url = server.url("/api/v1/servers/files/tools/read_note/call");
+    let first = server
+        .http
+        .post(&url)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(first.headers().get("age").is_none(), "a miss has no Age");
+    let hit = server
+        .http
+        .post(&url)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let age: u64 = hit.headers()["age"].to_str().unwrap().parse().unwrap();
+    assert!(age < 60, "{age}");
+    let body: Value = hit.json().await.unwrap();
+    assert_eq!(body["cached"], true);
+    let cached_at = chrono::DateTime::parse_from_rfc3339(body["cached_at"].as_str().unwrap())
+        .expect("cached_at is RFC 3339");
+    assert!(cached_at <= chrono::Utc::now());
+
+    // Over /mcp: the result's _meta says so; a request's _meta can ask for a fresh one.
+    let client =
+        ().serve(StreamableHttpClientTransport::from_uri(server.url("/mcp")))
+            .await
+            .expect("handshake");
+    let cache_meta = |result: &rmcp::model::CallToolResult| {
+        result
+            .meta
+            .as_ref()
+            .and_then(|m| m.get("io.omni-bridge/cache"))
+            .cloned()
+    };
+    let read = CallToolRequestParams::new("files__read_note");
+    let hit = client.call_tool(read.clone()).await.unwrap();
+    let meta = cache_meta(&hit).expect("a cache _meta");
+    assert_eq!(meta["hit"], true, "{meta}");
+    assert!(meta["age_ms"].as_u64().is_some(), "{meta}");
+    let mut fresh = read.clone();
+    let mut asked = serde_json::Map::new();
+    asked.insert("io.omni-bridge/cache".into(), json!({"fresh": true}));
+    fresh.meta = Some(rmcp::model::RequestMetaObject(rmcp::model::MetaObject(
+        asked,
+    )));
+    let answer = client.call_tool(fresh).await.unwrap();
+    assert_eq!(cache_meta(&answer).unwrap()["hit"], false);
+    client.cancel().await.unwrap();
+    server.stop().await;
+}

@@ -40,8 +40,11 @@ pub struct Reader(Arc<Mutex<ResultCache>>);
 
 impl Reader {
     /// The live entry for `key`, if any; counts a hit or a miss and refreshes its recency.
-    pub fn lookup(&self, key: &CacheKey) -> Option<Arc<Value>> {
-        lock(&self.0).get(key, Instant::now()).map(|e| e.value)
+    /// The cached value and when the upstream produced it.
+    pub fn lookup(&self, key: &CacheKey) -> Option<(Arc<Value>, std::time::SystemTime)> {
+        lock(&self.0)
+            .get(key, Instant::now())
+            .map(|e| (e.value, e.produced_at))
     }
 }
 
@@ -64,6 +67,8 @@ pub struct Store {
     pub value: Arc<Value>,
     pub size: usize,
     pub ttl: Duration,
+    /// When the upstream produced the value.
+    pub produced_at: std::time::SystemTime,
     /// `Generation::current()` read before the upstream was asked.
     pub generation: u64,
 }
@@ -253,6 +258,7 @@ impl Handler<Store> for CacheActor {
                 value: msg.value,
                 size: msg.size,
                 expires_at: Instant::now() + msg.ttl,
+                produced_at: msg.produced_at,
             },
         )
     }

@@ -25,8 +25,8 @@ const PUT_IF_EPOCH: &str = "if (redis.call('GET', KEYS[2]) or '0') == ARGV[3] th
 
 /// What a read of the shared tier found.
 pub struct SharedRead {
-    /// The shared result and how long it has left.
-    pub hit: Option<(Arc<Value>, Duration)>,
+    /// The shared result, how long it has left, and when the upstream produced it.
+    pub hit: Option<(Arc<Value>, Duration, std::time::SystemTime)>,
     /// The tier's invalidation counter at the read, for a later [`SharedTier::put`]; None
     /// when Redis did not answer.
     pub epoch: Option<u64>,
@@ -144,9 +144,14 @@ impl SharedTier {
             .ok()
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis);
-        let hit = bytes
-            .zip(ttl)
-            .and_then(|(bytes, ttl)| Some((Arc::new(serde_json::from_slice(&bytes).ok()?), ttl)));
+        // Stored as {"at": ms since the epoch, "v": value}; anything else is a miss.
+        let hit = bytes.zip(ttl).and_then(|(bytes, ttl)| {
+            let mut stored: Value = serde_json::from_slice(&bytes).ok()?;
+            let at = stored.get("at")?.as_u64()?;
+            let value = stored.get_mut("v")?.take();
+            let produced = std::time::UNIX_EPOCH + Duration::from_millis(at);
+            Some((Arc::new(value), ttl, produced))
+        });
         SharedRead {
             hit,
             epoch: Some(epoch.unwrap_or(0)),
@@ -168,11 +173,14 @@ impl SharedTier {
     pub async fn put(
         &self,
         (server, tool, key): (&str, &str, &CacheKey),
-        value: &Value,
+        (value, produced_at): (&Value, std::time::SystemTime),
         ttl: Duration,
         epoch: u64,
     ) {
-        let Ok(bytes) = serde_json::to_vec(value) else {
+        let at = produced_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let Ok(bytes) = serde_json::to_vec(&serde_json::json!({"at": at, "v": value})) else {
             return;
         };
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);

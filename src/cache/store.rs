@@ -35,6 +35,9 @@ pub struct Entry {
     pub value: Arc<serde_json::Value>,
     pub size: usize,
     pub expires_at: Instant,
+    /// When the upstream produced the value (for `Age`; a wall-clock time, since other
+    /// instances share it through Redis).
+    pub produced_at: std::time::SystemTime,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -220,6 +223,7 @@ mod tests {
             value: Arc::new(json!({"content": []})),
             size,
             expires_at: now + ttl,
+            produced_at: std::time::SystemTime::now(),
         }
     }
 

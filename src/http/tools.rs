@@ -165,13 +165,22 @@ pub async fn call(
             None,
         )
         .await?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("x-cache", if outcome.cached { "hit" } else { "miss" }))
-        .json(json!({
-            "server": name,
-            "tool": tool,
-            "cached": outcome.cached,
-            "duration_ms": outcome.duration.as_secs_f64() * 1000.0,
-            "result": &*outcome.result,
-        })))
+    let mut answer = HttpResponse::Ok();
+    answer.insert_header(("x-cache", if outcome.cached { "hit" } else { "miss" }));
+    let mut body = json!({
+        "server": name,
+        "tool": tool,
+        "cached": outcome.cached,
+        "duration_ms": outcome.duration.as_secs_f64() * 1000.0,
+        "result": &*outcome.result,
+    });
+    // How old a cached answer is: `Age` in whole seconds (RFC 9111), and when.
+    if let Some(produced) = outcome.produced_at {
+        let age = std::time::SystemTime::now()
+            .duration_since(produced)
+            .unwrap_or_default();
+        answer.insert_header((header::AGE, age.as_secs().to_string()));
+        body["cached_at"] = json!(chrono::DateTime::<chrono::Utc>::from(produced));
+    }
+    Ok(answer.json(body))
 }

@@ -283,11 +283,24 @@ impl ServerHandler for McpHandler {
         // What the upstream sends during the call comes back through `relayed`, and is
         // passed on from this task, so that rmcp puts it on this request's stream.
         let (relay, mut relayed) = mpsc::channel(RELAY_QUEUE);
+        // A client may ask for a fresh result, as `Cache-Control: no-cache` does over HTTP.
+        let fresh = [request.meta.as_ref().map(|m| &m.0), Some(&context.meta.0)]
+            .into_iter()
+            .flatten()
+            .any(|meta| {
+                meta.get(CACHE_META).and_then(|c| c.get("fresh"))
+                    == Some(&serde_json::Value::Bool(true))
+            });
+        let mode = if fresh {
+            CacheMode::Bypass
+        } else {
+            CacheMode::Use
+        };
         let call = self.shared.gateway.call(
             &exposed.server,
             &exposed.upstream_name,
             request.arguments,
-            CacheMode::Use,
+            mode,
             caller.as_ref().and_then(|c| c.key.as_deref()),
             Some(relay),
         );
@@ -351,6 +364,20 @@ impl ServerHandler for McpHandler {
                 // An upstream on an older revision sends none; rmcp strips it again for
                 // clients on those revisions, and 2026-07-28 clients require it.
                 result.result_type.get_or_insert(ResultType::COMPLETE);
+                // Whether the answer came from the cache, and how old it is.
+                let cache = match outcome.produced_at {
+                    Some(produced) => {
+                        let age = std::time::SystemTime::now()
+                            .duration_since(produced)
+                            .unwrap_or_default();
+                        serde_json::json!({"hit": true, "age_ms": age.as_millis() as u64})
+                    }
+                    None => serde_json::json!({"hit": false}),
+                };
+                result
+                    .meta
+                    .get_or_insert_with(Default::default)
+                    .insert(CACHE_META.to_owned(), cache);
                 Ok(result.into())
             }
             Err(ApiError::ToolNotFound { .. }) | Err(ApiError::ServerNotFound(_)) => Err(
@@ -538,6 +565,11 @@ impl ServerHandler for McpHandler {
 
 /// Messages an upstream may queue for one caller before the rest are dropped.
 const RELAY_QUEUE: usize = 64;
+
+/// The `_meta` key under which a result says whether it came from the cache
+/// (`{"hit": true, "age_ms": ...}`), and under which a request may ask for a fresh result
+/// (`{"fresh": true}`, as `Cache-Control: no-cache` does over HTTP).
+pub const CACHE_META: &str = "io.omni-bridge/cache";
 
 fn service_error(e: rmcp::ServiceError) -> ErrorData {
     match e {
