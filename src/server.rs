@@ -207,7 +207,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.cache.sweep_interval,
     )
     .with_shared(shared.clone());
-    let (generation, reader) = (cache.generation(), cache.reader());
+    let (generation, reader, warmed) = (cache.generation(), cache.reader(), cache.warmed());
     let cache = cache.start();
     // Unique per start, even for several gateways in one process (tests).
     let origin = format!("{}-{:08x}", settings.instance, rand::random::<u32>());
@@ -229,6 +229,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     )
     .with_shared_tier(shared)
     .with_cluster(cluster.clone());
+    crate::warm::spawn(
+        gateway.clone(),
+        board.clone(),
+        &bus,
+        settings.cache.default_ttl,
+        warmed,
+    );
     let hub = EventHub::new(
         bus.clone(),
         board.clone(),

@@ -249,3 +249,54 @@ async fn a_cached_answer_says_how_old_it_is_and_a_client_can_ask_for_a_fresh_one
     client.cancel().await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_calls_fill_the_cache_at_start_and_after_each_invalidation() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    // Caching off: its warm list is never run.
+    let mut off = note_server("cold", None);
+    off["tools"] = json!({"echo": {"warm": [{"text": "w"}]}});
+    server.register_healthy(&off).await;
+    let mut on = note_server("warm", Some("read-only"));
+    on["tools"] = json!({"echo": {"warm": [{"text": "w"}, {"text": "v"}]}});
+    server.register_healthy(&on).await;
+    let warmed_to = async |n: u64| {
+        common::poll_until(async || {
+            let stats = server.get_json("/api/v1/cache/stats").await;
+            match stats["warmed"].as_u64() {
+                Some(w) if w >= n => Ok(w),
+                _ => Err(format!("{stats}")),
+            }
+        })
+        .await
+    };
+    assert_eq!(warmed_to(2).await, 2, "both warm calls of the cached server, and only they");
+    // The first caller finds the answer cached.
+    let (_, first) = server.call("warm", "echo", json!({"text": "v"})).await;
+    assert_eq!(first["cached"], true, "{first}");
+    let (_, cold) = server.call("cold", "echo", json!({"text": "w"})).await;
+    assert_eq!(cold["cached"], false, "{cold}");
+
+    // After an invalidation, warm again.
+    let resp = server
+        .http
+        .delete(server.url("/api/v1/cache/servers/warm"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(warmed_to(4).await, 4);
+    let (_, again) = server.call("warm", "echo", json!({"text": "w"})).await;
+    assert_eq!(again["cached"], true, "{again}");
+    // Warm calls are audited under their own caller.
+    let rows = server.get_json("/api/v1/invocations?server=warm").await;
+    let warm_rows = rows["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["caller"] == "omni-bridge:warm")
+        .count();
+    assert!(warm_rows >= 2, "{rows}");
+    server.stop().await;
+}

@@ -108,6 +108,7 @@ pub struct CacheActor {
     sweep_interval: Duration,
     /// The Redis tier, cleared along with this one.
     shared: Option<SharedTier>,
+    warmed: Arc<std::sync::atomic::AtomicU64>,
     generation: Generation,
 }
 
@@ -118,6 +119,7 @@ impl CacheActor {
             bus,
             sweep_interval,
             shared: None,
+            warmed: Arc::default(),
             generation: Generation::default(),
         }
     }
@@ -125,6 +127,11 @@ impl CacheActor {
     /// The invalidation counter callers read before a call (see `Store`).
     pub fn generation(&self) -> Generation {
         self.generation.clone()
+    }
+
+    /// The count of entries the warmer filled, for it to add to and the stats to show.
+    pub fn warmed(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.warmed.clone()
     }
 
     /// Lookups for callers, on their own threads.
@@ -285,6 +292,7 @@ impl Handler<GetStats> for CacheActor {
     fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
         let mut stats = lock(&self.cache).stats();
         stats.shared = self.shared.as_ref().map(SharedTier::counts);
+        stats.warmed = self.warmed.load(std::sync::atomic::Ordering::Relaxed);
         MessageResult(stats)
     }
 }

@@ -63,6 +63,8 @@ pub struct CacheStats {
     /// The Redis tier's fills, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared: Option<SharedCounts>,
+    /// Calls the warmer made that filled an entry (see `warm`).
+    pub warmed: u64,
 }
 
 /// What became of the fills this instance offered the shared Redis tier.
@@ -202,6 +204,7 @@ impl ResultCache {
             },
             counters: self.counters.clone(),
             shared: None,
+            warmed: 0,
         }
     }
 }
@@ -376,6 +379,7 @@ mod tests {
                     too_large: 0,
                 },
                 shared: None,
+                warmed: 0,
             }
         );
     }

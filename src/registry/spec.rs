@@ -132,6 +132,9 @@ impl CachePolicy {
     }
 }
 
+/// Warm calls one tool may list.
+pub const MAX_WARM_CALLS: usize = 32;
+
 /// What a tool says of itself, as far as caching cares.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ToolHints {
@@ -235,6 +238,10 @@ pub struct ToolOverride {
     /// names; `None`: every entry of the server when the tool is not read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalidates: Option<Vec<String>>,
+    /// Calls (their arguments) made when the server comes up and after each invalidation
+    /// of this tool's entries, so the first caller finds them cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<Vec<serde_json::Map<String, Value>>>,
 }
 
 impl ToolOverride {
@@ -370,6 +377,7 @@ impl ServerSpec {
                     "cache": o.cache,
                     "cache_ttl": o.cache_ttl().map(duration::format),
                     "invalidates": o.invalidates,
+                    "warm": o.warm,
                 }))
             }).collect::<serde_json::Map<String, Value>>(),
         });
@@ -622,6 +630,9 @@ pub struct ToolOverrideInput {
     /// Globs over the server's tool names that a call of this tool invalidates.
     #[serde(default)]
     pub invalidates: Option<Vec<String>>,
+    /// Arguments of calls that keep this tool's cache warm.
+    #[serde(default)]
+    pub warm: Option<Vec<Value>>,
 }
 
 /// An upstream as a person writes it: every field optional, strings where the validated
@@ -774,12 +785,34 @@ impl ServerInput {
                     }
                 }
             }
+            let warm = match input.warm {
+                None => None,
+                Some(calls) if calls.len() > MAX_WARM_CALLS => {
+                    return Err(ValidationError::new(
+                        format!("tools.{tool}.warm"),
+                        format!("at most {MAX_WARM_CALLS} calls"),
+                    ));
+                }
+                Some(calls) => Some(
+                    calls
+                        .into_iter()
+                        .map(|call| match call {
+                            Value::Object(args) => Ok(args),
+                            _ => Err(ValidationError::new(
+                                format!("tools.{tool}.warm"),
+                                "each call is an object of arguments",
+                            )),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            };
             tools.insert(
                 tool,
                 ToolOverride {
                     cache,
                     cache_ttl_ms: ttl.map(|d| d.as_millis() as u64),
                     invalidates: input.invalidates,
+                    warm,
                 },
             );
         }
@@ -1093,6 +1126,7 @@ mod tests {
             cache: cache.map(str::to_owned),
             cache_ttl: ttl.map(str::to_owned),
             invalidates: None,
+            warm: None,
         };
         input.tools = Some(
             [
@@ -1162,6 +1196,7 @@ mod tests {
                     cache: Some("sometimes".into()),
                     cache_ttl: None,
                     invalidates: None,
+                    warm: None,
                 },
             )]
             .into(),
