@@ -11,30 +11,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::binary::{BIN, Gateway, client, database_url, runtime};
+use common::wire::exchange;
 use common::{TestDb, TestServer, WAIT, poll_until, stdio};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Sends `request` as written and reads the answer: status and body text.
+/// Sends `request` as written; answers the status and the body text.
 async fn raw(server: &TestServer, request: &[u8]) -> (u16, String) {
-    let mut conn = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    conn.write_all(request).await.unwrap();
-    let mut bytes = Vec::new();
-    let _ = tokio::time::timeout(WAIT, conn.read_to_end(&mut bytes))
-        .await
-        .expect("an answer in time");
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let answer = exchange(server.addr, request).await;
+    (answer.status, answer.body)
 }
 
 fn get(server: &TestServer, target: &str) -> Vec<u8> {

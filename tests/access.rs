@@ -6,23 +6,14 @@
 
 mod common;
 
+use common::wire::{Answer, exchange};
 use common::{TestDb, TestServer, WAIT, stdio};
 use omni_bridge::auth::{Access, Role};
 use omni_bridge::http::routes::{self, Route};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// An answer read off the wire: status, and the error code of a JSON error body.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    code: Option<String>,
-    body: String,
-}
-
-/// Sends one request exactly as written (no client normalizes the path) and reads the
-/// answer to the end of the connection.
+/// Sends one request exactly as written (no client normalizes the path).
 async fn raw(
     server: &TestServer,
     method: &str,
@@ -30,7 +21,6 @@ async fn raw(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Answer {
-    let mut conn = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
         request.push_str(&format!("Host: {}\r\n", server.addr));
@@ -42,27 +32,7 @@ async fn raw(
         request.push_str("Content-Type: application/json\r\n");
     }
     request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    conn.write_all(request.as_bytes()).await.unwrap();
-    let mut bytes = Vec::new();
-    tokio::time::timeout(WAIT, conn.read_to_end(&mut bytes))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    let code = body
-        .find('{')
-        .and_then(|start| serde_json::from_str::<Value>(body[start..].trim_end()).ok())
-        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
-    Answer { status, code, body }
+    exchange(server.addr, request.as_bytes()).await
 }
 
 /// The kinds of caller.

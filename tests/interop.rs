@@ -79,15 +79,7 @@ async fn gateway() -> (TestDb, TestServer) {
 /// Registers the upstream, waits for it to be healthy, calls one tool, returns the result.
 async fn register_and_call(server: &mut TestServer, body: Value, tool: &str, args: Value) -> Value {
     let name = body["name"].as_str().unwrap().to_owned();
-    let resp = server
-        .http
-        .post(server.url("/api/v1/servers"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    server.events.status(&name, "healthy", WAIT).await;
+    register_healthy_foreign(server, body).await;
     let resp = server
         .http
         .post(server.url(&format!("/api/v1/servers/{name}/tools/{tool}/call")))
@@ -178,16 +170,10 @@ async fn call_text(server: &TestServer, name: &str, tool: &str, args: Value) -> 
 }
 
 async fn register_healthy_foreign(server: &mut TestServer, body: Value) {
-    let name = body["name"].as_str().unwrap().to_owned();
-    let resp = server
-        .http
-        .post(server.url("/api/v1/servers"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    server.events.status(&name, "healthy", WAIT).await;
+    server.register(&body).await;
+    // Someone else's program: it may take longer to start than ours.
+    let name = body["name"].as_str().unwrap();
+    server.events.status(name, "healthy", WAIT).await;
 }
 
 /// server-filesystem behind the gateway: by default a read after a write through the

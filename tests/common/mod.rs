@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
