@@ -329,3 +329,22 @@ async fn warm_calls_fill_the_cache_at_start_and_after_each_invalidation() {
     .await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_on_write_false_leaves_the_entries_to_their_ttl() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    let mut body = note_server("files", Some("read-only"));
+    body["invalidate_on_write"] = json!(false);
+    server.register_healthy(&body).await;
+    assert_eq!(
+        server.server_json("files").await["invalidate_on_write"],
+        false
+    );
+    write(&server, "files", "version 1").await;
+    read(&server, "files").await;
+    write(&server, "files", "version 2").await;
+    // The operator said writes do not matter here: the entry stands until its TTL.
+    assert_eq!(read(&server, "files").await, (true, "version 1".into()));
+    server.stop().await;
+}

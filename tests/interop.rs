@@ -215,6 +215,43 @@ async fn server_filesystem_reads_after_writes_are_fresh() {
     assert_eq!(read("fscached").await, (true, "version 2".to_owned()));
     write("fscached", "version 3").await;
     assert_eq!(read("fscached").await, (false, "version 3".to_owned()));
+
+    // The same over /mcp, by default and opted in.
+    use rmcp::ServiceExt;
+    let client = ()
+        .serve(rmcp::transport::StreamableHttpClientTransport::from_uri(
+            server.url("/mcp"),
+        ))
+        .await
+        .expect("handshake");
+    let call = async |tool: &str, args: Value| {
+        let params = rmcp::model::CallToolRequestParams::new(tool.to_owned())
+            .with_arguments(args.as_object().unwrap().clone());
+        let result = client.call_tool(params).await.unwrap();
+        let text = result.content[0]
+            .as_text()
+            .map(|t| t.text.clone())
+            .unwrap_or_default();
+        let hit = result
+            .meta
+            .as_ref()
+            .and_then(|m| m.get("io.omni-bridge/cache"))
+            .is_some_and(|c| c["hit"] == true);
+        (hit, text)
+    };
+    for (prefix, version) in [("fs", "version 4"), ("fscached", "version 5")] {
+        let (write, read) = (
+            format!("{prefix}__write_file"),
+            format!("{prefix}__read_text_file"),
+        );
+        call(&read, json!({"path": file})).await;
+        call(&write, json!({"path": file, "content": version})).await;
+        assert_eq!(
+            call(&read, json!({"path": file})).await,
+            (false, version.to_owned())
+        );
+    }
+    client.cancel().await.unwrap();
     server.stop().await;
 }
 

@@ -267,6 +267,9 @@ pub struct ServerSpec {
     /// How this server's tools are named at `/mcp`: `None` means `{server}__{tool}`,
     /// `Some("")` the upstream's own names, `Some(p)` means `{p}__{tool}`.
     pub tool_prefix: Option<String>,
+    /// Whether a write (a call of a tool neither read-only nor cached) drops the server's
+    /// entries; a tool's own `invalidates` list applies either way.
+    pub invalidate_on_write: bool,
 }
 
 impl ServerSpec {
@@ -341,7 +344,7 @@ impl ServerSpec {
         match self.tools.get(tool).and_then(|o| o.invalidates.as_ref()) {
             Some(globs) if globs.is_empty() => None,
             Some(globs) => Some(Some(globs.clone())),
-            None if hints.read_only == Some(true) || cached => None,
+            None if hints.read_only == Some(true) || cached || !self.invalidate_on_write => None,
             None => Some(None),
         }
     }
@@ -371,6 +374,7 @@ impl ServerSpec {
             "timeout": duration::format(self.timeout),
             "cache": self.cache,
             "cache_ttl": self.cache_ttl.map(duration::format),
+            "invalidate_on_write": self.invalidate_on_write,
             "tool_prefix": self.tool_prefix,
             "tools": self.tools.iter().map(|(name, o)| {
                 (name.clone(), json!({
@@ -654,6 +658,8 @@ pub struct ServerInput {
     pub timeout: Option<String>,
     pub cache: Option<String>,
     pub cache_ttl: Option<String>,
+    /// Default true: a write drops the server's cached results.
+    pub invalidate_on_write: Option<bool>,
     pub tools: Option<BTreeMap<String, ToolOverrideInput>>,
     pub tool_prefix: Option<String>,
 }
@@ -832,6 +838,7 @@ impl ServerInput {
             cache_ttl,
             tools,
             tool_prefix,
+            invalidate_on_write: self.invalidate_on_write.unwrap_or(true),
         })
     }
 }
@@ -1188,6 +1195,15 @@ mod tests {
         assert_eq!(spec.invalidated_by("read", hints(Some(true), None)), None);
         assert_eq!(always.invalidated_by("w", hints(Some(false), None)), None);
         assert!(spec.write_drops("write", hints(None, None), "read"));
+        // invalidate_on_write = false: writes drop nothing, unless a tool says what.
+        let mut quiet = spec.clone();
+        quiet.invalidate_on_write = false;
+        assert_eq!(
+            quiet.invalidated_by("write", hints(Some(false), None)),
+            None
+        );
+        quiet.tools.entry("write".into()).or_default().invalidates = Some(vec!["read".into()]);
+        assert!(quiet.write_drops("write", hints(Some(false), None), "read"));
         let mut bad = stdio();
         bad.tools = Some(
             [(

@@ -24,6 +24,7 @@ diesel::table! {
         revision -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        invalidate_on_write -> Bool,
     }
 }
 

@@ -48,6 +48,7 @@ struct ServerRow {
     revision: i64,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    invalidate_on_write: bool,
 }
 
 /// The columns a create or update writes.
@@ -72,6 +73,7 @@ struct ServerFields {
     tool_prefix: Option<String>,
     source: String,
     updated_at: NaiveDateTime,
+    invalidate_on_write: bool,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -125,6 +127,7 @@ impl ServerFields {
             cache_ttl_ms: spec.cache_ttl.map(millis),
             tool_overrides: to_json(&spec.tools),
             tool_prefix: spec.tool_prefix.clone(),
+            invalidate_on_write: spec.invalidate_on_write,
             source: source.as_str().to_owned(),
             updated_at: now(),
         }
@@ -181,6 +184,7 @@ impl TryFrom<ServerRow> for StoredServer {
                 tools: serde_json::from_str(&row.tool_overrides)
                     .map_err(|e| corrupt("tool_overrides", &e))?,
                 tool_prefix: row.tool_prefix.clone(),
+                invalidate_on_write: row.invalidate_on_write,
             },
             source: Source::parse(&row.source).map_err(|e| corrupt("source", &e))?,
             revision: row.revision,
@@ -313,6 +317,7 @@ impl Store {
                         servers::cache_ttl_ms.eq(excluded(servers::cache_ttl_ms)),
                         servers::tool_overrides.eq(excluded(servers::tool_overrides)),
                         servers::tool_prefix.eq(excluded(servers::tool_prefix)),
+                        servers::invalidate_on_write.eq(excluded(servers::invalidate_on_write)),
                         servers::source.eq(excluded(servers::source)),
                         servers::updated_at.eq(excluded(servers::updated_at)),
                         servers::revision.eq(servers::revision + 1),

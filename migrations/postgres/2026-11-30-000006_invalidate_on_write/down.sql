@@ -1,0 +1,1 @@
+ALTER TABLE servers DROP COLUMN invalidate_on_write;
