@@ -8,7 +8,6 @@
 //! At close ([`Closing`]), what is waiting gets a bounded attempt; the rest is counted.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,9 +25,7 @@ pub const BATCH: usize = 256;
 /// the store at most this much later.
 pub const LINGER: Duration = Duration::from_millis(20);
 
-/// Makes the store whole again (see [`Sink::repair`]).
-pub type Repair =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>> + Send + Sync>;
+pub use crate::store::migrate::Repair;
 
 /// What the writer does besides writing: all optional.
 pub struct Sink<T> {

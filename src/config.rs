@@ -114,7 +114,7 @@ impl Settings {
             allow_stdio_via_api: false,
             shutdown_timeout: Duration::from_secs(30),
             body_limit: 1024 * 1024,
-            body_timeout: crate::http::deadline::BODY_DEADLINE,
+            body_timeout: crate::deadline::BODY_DEADLINE,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             store: StoreOptions::default(),
             servers: Vec::new(),
@@ -322,7 +322,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
             duration::parse_within(&text, Duration::from_millis(100), Duration::from_secs(3600))
                 .map_err(|m| ConfigError::new("body_timeout", m))?
         }
-        None => crate::http::deadline::BODY_DEADLINE,
+        None => crate::deadline::BODY_DEADLINE,
     };
     let max_result_bytes = match file.max_result_bytes {
         Some(n) if !(1024..=16 * 1024 * 1024).contains(&n) => {

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod deadline;
 pub mod duration;
 pub mod error;
 pub mod events;

@@ -68,9 +68,8 @@ impl Guard {
                 .is_some_and(|n| n.as_bytes() != b"0");
         if has_body && !req.headers().contains_key(header::UPGRADE) {
             let payload = req.take_payload();
-            let bounded: crate::http::deadline::Boxed = Box::pin(
-                crate::http::deadline::Deadline::new(payload, self.body_timeout),
-            );
+            let bounded: crate::deadline::Boxed =
+                Box::pin(crate::deadline::Deadline::new(payload, self.body_timeout));
             req.set_payload(actix_web::dev::Payload::from(bounded));
         }
         let identity = self.identify(&req);

@@ -2,7 +2,6 @@
 //! itself refuses (bad JSON, too large, unknown route).
 
 pub mod cache;
-pub mod deadline;
 pub mod health;
 pub mod invocations;
 pub mod keys;
@@ -131,7 +130,7 @@ fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
         JsonPayloadError::ContentType => {
             ApiError::InvalidBody("send the body as application/json".into())
         }
-        JsonPayloadError::Payload(e) if deadline::is_timeout(&e) => {
+        JsonPayloadError::Payload(e) if crate::deadline::is_timeout(&e) => {
             ApiError::BodyTimeout(e.to_string())
         }
         JsonPayloadError::Deserialize(e) => {

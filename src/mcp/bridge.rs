@@ -145,7 +145,7 @@ pub async fn handle(
     while let Some(chunk) = payload.next().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
-            Err(e) if crate::http::deadline::is_timeout(&e) => {
+            Err(e) if crate::deadline::is_timeout(&e) => {
                 return Ok(refusal(StatusCode::REQUEST_TIMEOUT, -32600, e.to_string()));
             }
             Err(e) => return Err(e.into()),

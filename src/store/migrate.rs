@@ -17,9 +17,16 @@ const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const MIGRATION_LOCK: i64 = 0x006f_6d6e_692d_6272;
 
 /// Applies every pending migration and returns how many ran. Idempotent.
+/// Makes the store whole again: what a batch writer runs when a table is missing.
+pub type Repair = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// The migrations as a batch writer's repair: for a database dropped and made again
 /// under a running gateway.
-pub fn repair(url: DatabaseUrl) -> crate::batch::Repair {
+pub fn repair(url: DatabaseUrl) -> Repair {
     std::sync::Arc::new(move || {
         let url = url.clone();
         Box::pin(async move { run(&url).await.map(|_| ()) })
