@@ -42,7 +42,7 @@ impl Access {
 }
 
 /// Who sent a request, as the identifying middleware found it; in every request's
-/// extensions (a known caller's [`Caller`] is there too, for the handlers).
+/// extensions, where the doors and the handlers read it ([`Identity::caller`]).
 #[derive(Clone, Debug)]
 pub enum Identity {
     /// A valid key, or everyone while the gateway runs open.
@@ -51,4 +51,14 @@ pub enum Identity {
     Anonymous,
     /// A key that is unknown or revoked.
     Rejected,
+}
+
+impl Identity {
+    /// The caller a request's identity names, if it is known.
+    pub fn caller(extensions: &actix_web::dev::Extensions) -> Option<Caller> {
+        match extensions.get::<Identity>() {
+            Some(Identity::Known(caller)) => Some(caller.clone()),
+            _ => None,
+        }
+    }
 }

@@ -46,9 +46,10 @@ impl Door {
                 })?),
                 None => None,
             };
-        let identity = req.extensions().get::<Identity>().cloned();
+        let extensions = req.extensions();
+        let identity = extensions.get::<Identity>();
         // Only an open gateway's caller is known without a key.
-        let open = matches!(&identity, Some(Identity::Known(c)) if c.key.is_none());
+        let open = matches!(identity, Some(Identity::Known(c)) if c.key.is_none());
         if !self.boundary.host_allowed(host, open) {
             return Err(ApiError::HostNotAllowed(format!(
                 "this gateway does not answer to Host '{}'; list it in allowed_hosts",
@@ -66,7 +67,7 @@ impl Door {
         let Some(needed) = self.access.role() else {
             return Ok(());
         };
-        match identity.as_ref() {
+        match identity {
             Some(Identity::Known(caller)) if caller.role < needed => {
                 Err(ApiError::Forbidden(format!(
                     "key '{}' is a {}; this needs {needed}",

@@ -2,7 +2,7 @@
 //! while the gateway runs open, nobody, or a rejected key), and whether the key's rate
 //! allows one more request. It decides nothing about routes: each route's own
 //! [`door`](super::door) does, from the [`Identity`] this puts in the request's
-//! extensions (with the [`Caller`] for the handlers when the caller is known).
+//! extensions, where the handlers find the [`Caller`] too (`Identity::caller`).
 
 use std::time::Instant;
 
@@ -73,13 +73,12 @@ impl Guard {
             req.set_payload(actix_web::dev::Payload::from(bounded));
         }
         let identity = self.identify(&req);
-        if let Identity::Known(caller) = &identity {
-            if let Err(retry_after) = self.ring.admit(caller, Instant::now()) {
-                let key = caller.key.clone().unwrap_or_default();
-                let response = ApiError::RateLimited { key, retry_after }.error_response();
-                return Ok(req.into_response(response));
-            }
-            req.extensions_mut().insert(caller.clone());
+        if let Identity::Known(caller) = &identity
+            && let Err(retry_after) = self.ring.admit(caller, Instant::now())
+        {
+            let key = caller.key.clone().unwrap_or_default();
+            let response = ApiError::RateLimited { key, retry_after }.error_response();
+            return Ok(req.into_response(response));
         }
         req.extensions_mut().insert(identity);
         Ok(next.call(req).await?.map_into_boxed_body())

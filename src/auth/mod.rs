@@ -1,6 +1,6 @@
 //! Access control: API keys with roles, per-key allow-lists over `server/tool`, and
 //! per-key rate limits. The [`guard`] middleware identifies every request's caller
-//! against the [`KeyRing`] and puts the [`Caller`] in the request's extensions, where the
+//! against the [`KeyRing`] and puts its [`Identity`] in the request's extensions, where the
 //! handlers that filter by allow-list (tool catalogue, calls, `/mcp`, the live stream)
 //! find it; each route's [`door`] then admits or refuses by the [`Access`] declared with
 //! the route.

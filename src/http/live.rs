@@ -8,7 +8,6 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::AppState;
-use crate::auth::Caller;
 use crate::cache::actor::GetStats;
 use crate::error::ApiError;
 use crate::live::frames::{BEFORE_AUTH, FrameBudget, FrameGuard};
@@ -29,8 +28,9 @@ pub async fn websocket(
 ) -> Result<HttpResponse, actix_web::Error> {
     // The auth guard let the upgrade through without a caller only when no key came
     // with it; the session then takes the key as its first message.
-    let access = match req.extensions().get::<Caller>() {
-        Some(caller) => Access::Granted(caller.clone()),
+    let caller = crate::auth::Identity::caller(&req.extensions());
+    let access = match caller {
+        Some(caller) => Access::Granted(caller),
         None => Access::Pending(state.keys.clone()),
     };
     // Frames are bounded from their headers; before the key, to the size of a key.

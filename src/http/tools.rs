@@ -8,16 +8,14 @@ use serde_json::json;
 
 use super::AppState;
 use super::servers::parse_name;
-use crate::auth::Caller;
+use crate::auth::{Caller, Identity};
 use crate::error::ApiError;
 use crate::gateway::CacheMode;
 use crate::registry::ValidationError;
 
 /// Who is asking: the auth guard put it there (everyone, when the gateway runs open).
 pub fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
-    req.extensions()
-        .get::<Caller>()
-        .cloned()
+    Identity::caller(&req.extensions())
         .ok_or_else(|| ApiError::Unauthorized("send an API key".into()))
 }
 

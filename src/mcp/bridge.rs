@@ -11,8 +11,8 @@
 //! a session's work spreads over its threads, and a tool call reaches its upstream's
 //! client without leaving that runtime.
 //!
-//! The request body is read here, bounded: rmcp gets at most one byte more than the
-//! limit, enough for its own 413. The `Authorization` header never reaches rmcp or the
+//! The request body is read here, bounded: past the limit the bridge answers 413 itself,
+//! with a JSON-RPC error body, and stops reading. The `Authorization` header never reaches rmcp or the
 //! handler (the auth guard has already read it; nothing downstream may forward it); the
 //! guard's verdict travels as the request's [`Caller`] extension instead.
 //!
@@ -128,7 +128,7 @@ pub async fn handle(
     mut payload: web::Payload,
     bridge: web::Data<Bridge>,
 ) -> actix_web::Result<HttpResponse> {
-    let caller = request.extensions().get::<Caller>().cloned();
+    let caller = crate::auth::Identity::caller(&request.extensions());
     let key = caller.as_ref().and_then(|c| c.key.clone());
     let session = request
         .headers()
@@ -150,11 +150,13 @@ pub async fn handle(
             }
             Err(e) => return Err(e.into()),
         };
-        let room = bridge.body_limit + 1 - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() > bridge.body_limit {
-            break;
+        if body.len() + chunk.len() > bridge.body_limit {
+            // Answered here, as a JSON-RPC error like every other refusal (rmcp's own 413
+            // is plain text).
+            let message = format!("the request body is over {} bytes", bridge.body_limit);
+            return Ok(refusal(StatusCode::PAYLOAD_TOO_LARGE, -32600, message));
         }
+        body.extend_from_slice(&chunk);
     }
     let mut builder = http::Request::builder()
         .method(request.method().as_str())
@@ -185,7 +187,7 @@ pub async fn handle(
         .get(actix_header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("application/json"));
-    let parsed = match is_post && json_body && body.len() <= bridge.body_limit {
+    let parsed = match is_post && json_body {
         true => match parse_post(&body) {
             Ok(value) => Some(value),
             Err(answer) => return Ok(answer),
