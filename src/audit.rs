@@ -35,23 +35,25 @@ pub struct AuditLog {
 
 /// The row of a call in flight. [`InFlight::finish`] records the call's own row; if the
 /// call's future is dropped first (the client went away, the shutdown grace ran out),
-/// the row is recorded as it was begun: outcome `cancelled`, status 499.
-pub struct InFlight {
-    audit: AuditLog,
-    row: Option<NewInvocation>,
+/// `cancelled()` is recorded: outcome `cancelled`, status 499. Nothing is built until one
+/// of the two happens.
+pub struct InFlight<'a, F: FnOnce() -> NewInvocation> {
+    audit: &'a AuditLog,
+    cancelled: Option<F>,
     started: std::time::Instant,
 }
 
-impl InFlight {
+impl<F: FnOnce() -> NewInvocation> InFlight<'_, F> {
     pub fn finish(mut self, row: NewInvocation) {
-        self.row = None;
+        self.cancelled = None;
         self.audit.record(row);
     }
 }
 
-impl Drop for InFlight {
+impl<F: FnOnce() -> NewInvocation> Drop for InFlight<'_, F> {
     fn drop(&mut self) {
-        if let Some(mut row) = self.row.take() {
+        if let Some(cancelled) = self.cancelled.take() {
+            let mut row = cancelled();
             row.duration_us = self.started.elapsed().as_micros() as i64;
             self.audit.record(row);
         }
@@ -73,6 +75,8 @@ fn printable(text: String) -> String {
     }
 }
 
+/// A row with its text made printable: the form the store is offered once more after it
+/// refused the row.
 fn sanitize(row: NewInvocation) -> NewInvocation {
     NewInvocation {
         server: printable(row.server),
@@ -118,12 +122,12 @@ impl AuditLog {
         }
     }
 
-    /// A call begins; `cancelled` is its row should it never finish.
-    pub fn begin(&self, cancelled: NewInvocation) -> InFlight {
+    /// A call begins; `cancelled` makes its row should it never finish.
+    pub fn begin<F: FnOnce() -> NewInvocation>(&self, cancelled: F) -> InFlight<'_, F> {
         self.in_flight.0.fetch_add(1, Ordering::AcqRel);
         InFlight {
-            audit: self.clone(),
-            row: Some(cancelled),
+            audit: self,
+            cancelled: Some(cancelled),
             started: std::time::Instant::now(),
         }
     }

@@ -169,18 +169,22 @@ impl Gateway {
         let key = CacheKey::new(server.as_str(), tool, &args);
         // If this future is dropped before the call ends (the client went away, or the
         // shutdown grace ran out), the call still leaves its row.
-        let row = NewInvocation {
+        let hash = key.to_hex();
+        let row = |cached, outcome, status| NewInvocation {
             server: server.to_string(),
             tool: tool.to_owned(),
             caller: caller.map(str::to_owned),
-            arguments_hash: key.to_hex(),
-            cached: false,
-            outcome: "cancelled".to_owned(),
-            status: 499,
-            duration_us: 0,
+            arguments_hash: hash.clone(),
+            cached,
+            outcome,
+            status,
+            duration_us: started.elapsed().as_micros() as i64,
             created_at: crate::store::now(),
         };
-        let in_flight = self.inner.audit.begin(row.clone());
+        let in_flight = self
+            .inner
+            .audit
+            .begin(|| row(false, "cancelled".to_owned(), 499));
         let outcome = self
             .call_inner(server, tool, arguments, (&args, key), mode, relay)
             .await;
@@ -206,14 +210,7 @@ impl Gateway {
             &label,
             started.elapsed().as_secs_f64(),
         );
-        in_flight.finish(NewInvocation {
-            cached,
-            outcome: label,
-            status: i64::from(status),
-            duration_us: started.elapsed().as_micros() as i64,
-            created_at: crate::store::now(),
-            ..row
-        });
+        in_flight.finish(row(cached, label, i64::from(status)));
         outcome.map(|mut o| {
             o.duration = started.elapsed();
             o
