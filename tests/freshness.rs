@@ -348,3 +348,21 @@ async fn invalidate_on_write_false_leaves_the_entries_to_their_ttl() {
     assert_eq!(read(&server, "files").await, (true, "version 1".into()));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_fails_at_the_upstream_invalidates_too() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server
+        .register_healthy(&note_server("files", Some("read-only")))
+        .await;
+    write(&server, "files", "version 1").await;
+    read(&server, "files").await;
+    assert_eq!(read(&server, "files").await, (true, "version 1".into()));
+    // `fail` is not read-only and answers a protocol error: it reached the upstream, so it
+    // may have written, and the entries go.
+    let (status, body) = server.call("files", "fail", json!({})).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(read(&server, "files").await, (false, "version 1".into()));
+    server.stop().await;
+}
