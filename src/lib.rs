@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod glob;
 pub mod http;
 pub mod keys_cli;
+pub mod linger;
 pub mod live;
 pub mod mcp;
 pub mod metrics;

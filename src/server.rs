@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix::Actor;
-use actix_web::{App, HttpServer, middleware, web};
+use actix_web::{App, middleware, web};
 
 use crate::audit::AuditLog;
 use crate::auth::KeyRing;
@@ -139,6 +139,87 @@ fn spawn_session_reaper(
 fn grace_secs(timeout: std::time::Duration) -> u64 {
     let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
     secs.max(1)
+}
+
+/// Requests a client may queue before the gateway accepts them (actix-web's default).
+const BACKLOG: i32 = 1024;
+
+/// Binds `bind` and serves `app` on it, HTTP/1.1, every connection closed by lingering
+/// (see [`crate::linger`]). This is what `actix_web::HttpServer` assembles, with its
+/// defaults (keep-alive 5 s, 5 s for a request's head, 1 s for a client to read the end),
+/// except that it lets us wrap the socket, which `HttpServer` does not.
+fn listen<F, I, S, B>(
+    bind: SocketAddr,
+    grace_secs: u64,
+    app: F,
+) -> std::io::Result<(SocketAddr, actix_web::dev::Server)>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
+    S: actix_service::ServiceFactory<
+            actix_http::Request,
+            Config = actix_web::dev::AppConfig,
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+        > + 'static,
+    S::InitError: std::fmt::Debug,
+    <S::Service as actix_service::Service<actix_http::Request>>::Future: 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    use actix_service::{ServiceFactoryExt, fn_service, map_config};
+    use std::time::Duration;
+
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(bind),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&bind.into())?;
+    socket.listen(BACKLOG)?;
+    let listener: std::net::TcpListener = socket.into();
+    let addr = listener.local_addr()?;
+
+    let builder = actix_server::Server::build()
+        .shutdown_timeout(grace_secs)
+        .disable_signals();
+    // Idle keep-alive connections close at once when the server stops, as HttpServer does.
+    let stopping = builder.graceful_shutdown_signal();
+    let server = builder
+        .listen("omni-bridge", listener, move || {
+            let stopping = stopping.clone();
+            let http = actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let stopping = stopping.clone();
+                    async move { stopping.notified().await }
+                })
+                .keep_alive(actix_http::KeepAlive::default())
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .h1_allow_half_closed(true)
+                .local_addr(addr)
+                .finish(map_config(
+                    app()
+                        .into_factory()
+                        .map_err(|e: actix_web::Error| e.error_response()),
+                    |_| actix_web::dev::AppConfig::default(),
+                ));
+            fn_service(|io: tokio::net::TcpStream| async move {
+                // Streamed answers (an `/mcp` call's SSE events, live-stream frames) are
+                // several small writes; under Nagle's algorithm each one after the first
+                // waits for the client's ACK, which a client delays up to 40 ms.
+                let _ = io.set_nodelay(true);
+                let peer = io.peer_addr().ok();
+                Ok::<_, actix_http::error::DispatchError>((
+                    crate::linger::Lingering::new(io),
+                    actix_http::Protocol::Http1,
+                    peer,
+                ))
+            })
+            .and_then(http)
+        })?
+        .run();
+    Ok((addr, server))
 }
 
 /// Prepares everything and binds the listener. Must run inside an actix system.
@@ -298,7 +379,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let body_limit = settings.body_limit;
     let mcp_for_stop = mcp.shutdown.clone();
     let access_log = log::log_enabled!(target: ACCESS_LOG, log::Level::Info);
-    let server = HttpServer::new(move || {
+    let app = move || {
         let counted = metrics.clone();
         let guard = guard.clone();
         let boundary = boundary.clone();
@@ -326,20 +407,12 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
                 middleware::Logger::new("%a \"%r\" %s %Dms").log_target(ACCESS_LOG),
             ))
             .configure(|cfg| http::configure(cfg, body_limit, boundary))
-    })
-    .shutdown_timeout(grace_secs(settings.shutdown_timeout))
-    // Streamed answers (an `/mcp` call's SSE events, live-stream frames) are several
-    // small writes; under Nagle's algorithm each one after the first waits for the
-    // client's ACK, which a client delays up to 40 ms. actix leaves Nagle on by default.
-    .tcp_nodelay(true)
-    .disable_signals()
-    .bind(settings.bind)
-    .map_err(|source| StartError::Bind {
-        addr: settings.bind,
-        source,
-    })?;
-    let addr = server.addrs()[0];
-    let server = server.run();
+    };
+    let (addr, server) = listen(settings.bind, grace_secs(settings.shutdown_timeout), app)
+        .map_err(|source| StartError::Bind {
+            addr: settings.bind,
+            source,
+        })?;
     let stopper = Stopper {
         hub: hub_for_stop,
         mcp: mcp_for_stop,

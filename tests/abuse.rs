@@ -118,6 +118,42 @@ async fn made_up_tool_names_do_not_become_metric_series() {
     server.stop().await;
 }
 
+/// A head far over actix's 128 KiB buffer is answered 431 while the client is still
+/// sending it: the gateway drains what follows instead of closing on unread bytes (which
+/// makes the kernel reset the connection and the client lose the answer). 16 MiB is more
+/// than loopback's socket buffers absorb, so the client is still writing when the gateway
+/// answers, as a remote client sending 1 MB is.
+#[actix_web::test]
+async fn a_head_over_the_limit_is_read_as_431_by_a_client_still_sending() {
+    let db = TestDb::new();
+    let server = TestServer::start(db.stdio_settings()).await;
+    for _ in 0..3 {
+        let mut conn = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let mut request =
+            format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n", server.addr).into_bytes();
+        let line = format!("X-Filler: {}\r\n", "a".repeat(8 * 1024));
+        while request.len() < 16 << 20 {
+            request.extend_from_slice(line.as_bytes());
+        }
+        request.extend_from_slice(b"\r\n");
+        let sent = conn.write_all(&request).await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(WAIT, conn.read_to_end(&mut answer))
+            .await
+            .expect("an answer in time");
+        let text = String::from_utf8_lossy(&answer);
+        // A client that fails to send (as curl does, "connection reset by peer") never
+        // reads the answer: the whole request must be taken.
+        assert!(
+            sent.is_ok() && text.starts_with("HTTP/1.1 431"),
+            "sending: {sent:?}, reading: {read:?}, answer: {text:?}"
+        );
+    }
+    // And the gateway goes on serving.
+    let (status, _) = raw(&server, &get(&server, "/healthz")).await;
+    assert_eq!(status, 200);
+}
+
 #[actix_web::test]
 async fn malformed_requests_get_their_codes_in_json() {
     let db = TestDb::new();
