@@ -182,6 +182,7 @@ struct FileConfig {
     mcp_page_size: Option<u64>,
     mcp_max_sessions: Option<u64>,
     mcp_session_idle: Option<String>,
+    mcp_response: Option<String>,
     /// Until 0.x these applied to `/mcp` only, under their `mcp_` names.
     #[serde(alias = "mcp_allowed_origins")]
     allowed_origins: Option<Vec<String>>,
@@ -437,6 +438,10 @@ fn mcp_settings(file: &FileConfig) -> Result<McpSettings, ConfigError> {
             Duration::from_secs(86_400),
         )
         .map_err(|m| ConfigError::new("mcp_session_idle", m))?;
+    }
+    if let Some(text) = &file.mcp_response {
+        out.response = crate::mcp::answer::ResponseMode::parse(text)
+            .map_err(|m| ConfigError::new("mcp_response", m))?;
     }
     Ok(out)
 }

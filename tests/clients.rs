@@ -108,6 +108,40 @@ async fn python_sdk_lists_and_calls_in_both_eras() {
     server.stop().await;
 }
 
+/// A result far over the 1 MiB the Python SDK allows one SSE event reaches it intact in
+/// both modes (the gateway answers it as one JSON body), and closing a session draws no
+/// complaint from the SDK (it logged "Session termination failed: 202" at every close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python MCP SDK in tests/interop/.venv; .ci/run installs it"]
+async fn python_sdk_takes_a_5_mib_result_and_closes_cleanly() {
+    let db = TestDb::new();
+    let server = gateway(&db).await;
+    let python = interop(".venv/bin/python");
+    for mode in ["auto", "legacy"] {
+        let mut command = Command::new(&python);
+        command
+            .arg(interop("mcp_client.py"))
+            .arg(server.url("/mcp"))
+            .args(["beta__big", r#"{"bytes": 5242880}"#, "--mode", mode])
+            .arg("--text-length");
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .expect("client starts");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{mode}: {stderr}\n{stdout}");
+        let out: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(
+            out["call"],
+            serde_json::json!({"textLength": 5242880, "isError": false}),
+            "{mode}"
+        );
+        assert!(!stderr.contains("termination failed"), "{mode}: {stderr}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs @modelcontextprotocol/inspector-cli from npm; .ci/run installs it"]
 async fn inspector_cli_lists_and_calls() {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestDb, TestServer, WAIT, stdio};
+use common::{TestDb, TestServer, WAIT, poll_until, stdio};
 use omni_bridge::config::Settings;
 use reqwest::StatusCode;
 use rmcp::model::{
@@ -304,8 +304,8 @@ async fn prefixes_are_configurable_and_collisions_are_refused_or_withheld_never_
         "{body}"
     );
 
-    // A collision only visible once a new server connects: both sides are withheld,
-    // said so everywhere, and a call names the reason.
+    // A collision only visible once a new server connects: the name stays with the
+    // server that had it first, the newcomer's tool is withheld, said so everywhere.
     let mut twin = stdio("twin");
     twin["tool_prefix"] = json!("");
     server.register_healthy(&twin).await;
@@ -315,37 +315,38 @@ async fn prefixes_are_configurable_and_collisions_are_refused_or_withheld_never_
         .expect("list_changed after the twin connects");
     let status = server.get_json("/api/v1/mcp").await;
     let withheld = status["withheld"].as_array().unwrap();
-    assert!(
-        withheld
-            .iter()
-            .any(|w| w["server"] == "plain" && w["tool"] == "echo"),
-        "{status}"
-    );
-    assert!(
-        withheld
-            .iter()
-            .any(|w| w["server"] == "twin" && w["tool"] == "echo")
-    );
-    let listed = names(&client).await;
-    assert!(!listed.iter().any(|n| n == "echo"), "{listed:?}");
-    let err = client
-        .call_tool(call("echo", json!({"text": "x"})))
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("collides"), "{err}");
-    let tools = server.get_json("/api/v1/tools").await;
-    let entry = tools["tools"]
-        .as_array()
-        .unwrap()
+    let sides: Vec<(&str, &str)> = withheld
         .iter()
-        .find(|t| t["server"] == "twin" && t["tool"] == "echo")
+        .filter(|w| w["tool"] == "echo")
+        .map(|w| (w["server"].as_str().unwrap(), w["tool"].as_str().unwrap()))
+        .collect();
+    assert_eq!(sides, [("twin", "echo")], "{status}");
+    let listed = names(&client).await;
+    assert!(listed.iter().any(|n| n == "echo"), "{listed:?}");
+    let result = client
+        .call_tool(call("echo", json!({"text": "still plain's"})))
+        .await
         .unwrap();
-    assert!(entry["mcp"]["name"].is_null());
+    assert_eq!(first_text(&result), "still plain's");
+    let tools = server.get_json("/api/v1/tools").await;
+    let entry = |name: &str| {
+        tools["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["server"] == name && t["tool"] == "echo")
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(entry("plain")["mcp"]["name"], "echo");
+    assert!(entry("twin")["mcp"]["name"].is_null());
     assert!(
-        entry["mcp"]["withheld"]
+        entry("twin")["mcp"]["withheld"]
             .as_str()
             .unwrap()
-            .contains("plain/echo")
+            .contains("server 'plain'"),
+        "{}",
+        entry("twin")
     );
     client.cancel().await.unwrap();
     server.stop().await;
@@ -563,7 +564,7 @@ async fn the_handshake_era_transport_rules_hold_on_the_wire() {
 
     // DELETE ends the session; it is unknown afterwards.
     let (status, _, _) = raw(&server, Method::DELETE, &[("mcp-session-id", s), v], None).await;
-    assert!(status.is_success(), "{status}");
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _, _) = raw(
         &server,
         Method::POST,
@@ -572,6 +573,269 @@ async fn the_handshake_era_transport_rules_hold_on_the_wire() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+/// POSTs `body` to `/mcp` accepting `accept`; answers the status, the content type and
+/// the body's text.
+async fn post_accepting(
+    server: &TestServer,
+    accept: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (StatusCode, String, String) {
+    let mut req = server
+        .http
+        .post(server.url("/mcp"))
+        .header("accept", accept)
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.body(body.to_string()).send().await.unwrap();
+    let status = resp.status();
+    let kind = resp
+        .headers()
+        .get("content-type")
+        .map(|c| c.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, kind, resp.text().await.unwrap())
+}
+
+/// The `data` of each event of an SSE body, parsed.
+fn events(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_json_unless_something_must_come_before_the_result() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&fixtures("fx")).await;
+    let both = "application/json, text/event-stream";
+    let tool = |id: u32, name: &str, args: Value| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": name, "arguments": args}})
+    };
+
+    // The handshake itself answers JSON, with its session id.
+    let (status, kind, text) = post_accepting(&server, both, &[], &initialize("2025-06-18")).await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::OK, "application/json"),
+        "{text}"
+    );
+    let session = open_session(&server, "2025-06-18").await;
+    let s = [
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+
+    // A call that sends nothing before its result: one JSON body, the response itself.
+    let (status, kind, text) = post_accepting(
+        &server,
+        both,
+        &s,
+        &tool(2, "fx__echo", json!({"text": "hi"})),
+    )
+    .await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::OK, "application/json"),
+        "{text}"
+    );
+    let answer: Value = serde_json::from_str(&text).expect("a JSON body");
+    assert_eq!(
+        (
+            answer["id"].clone(),
+            answer["result"]["content"][0]["text"].clone()
+        ),
+        (json!(2), json!("hi"))
+    );
+
+    // A result far over the 1 MiB that some clients allow one SSE event, in one piece.
+    let (_, kind, text) = post_accepting(
+        &server,
+        both,
+        &s,
+        &tool(3, "fx__big", json!({"bytes": 5 << 20})),
+    )
+    .await;
+    assert_eq!(kind, "application/json");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        answer["result"]["content"][0]["text"]
+            .as_str()
+            .map(str::len),
+        Some(5 << 20)
+    );
+
+    // Asked for progress: a stream, progress first, then the result.
+    let mut progress = tool(4, "fx__test_tool_with_progress", json!({}));
+    progress["params"]["_meta"] = json!({"progressToken": "p4"});
+    let (_, kind, text) = post_accepting(&server, both, &s, &progress).await;
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    let sent = events(&text);
+    assert_eq!(
+        sent.first().map(|m| m["method"].clone()),
+        Some(json!("notifications/progress")),
+        "{text}"
+    );
+    assert_eq!(
+        sent.last().map(|m| m["id"].clone()),
+        Some(json!(4)),
+        "{text}"
+    );
+
+    // An upstream's request during the call (sampling) comes before the result: the
+    // answer turns into a stream there, starting with that request, which the client
+    // answers; the result follows on the same stream.
+    let mut init = initialize("2025-06-18");
+    init["params"]["capabilities"] = json!({"sampling": {}});
+    let resp = server
+        .http
+        .post(server.url("/mcp"))
+        .header("accept", both)
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    let sampler = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let with_sampler = [
+        ("mcp-session-id", sampler.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    post_accepting(&server, both, &with_sampler, &initialized).await;
+    let mut req = server.http.post(server.url("/mcp")).header("accept", both);
+    for (k, v) in with_sampler {
+        req = req.header(k, v);
+    }
+    let resp = req
+        .json(&tool(5, "fx__test_sampling", json!({"prompt": "q?"})))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut stream = resp.bytes_stream();
+    let mut read = String::new();
+    let mut answered = false;
+    let result = tokio::time::timeout(WAIT, async {
+        loop {
+            use futures_util::StreamExt;
+            let chunk = stream.next().await.expect("the stream goes on").unwrap();
+            read.push_str(&String::from_utf8_lossy(&chunk));
+            let sent = events(&read);
+            if let Some(ask) = sent
+                .iter()
+                .find(|m| m["method"] == "sampling/createMessage")
+                && !answered
+            {
+                answered = true;
+                let reply = json!({"jsonrpc": "2.0", "id": ask["id"], "result": {
+                    "role": "assistant", "model": "raw", "stopReason": "endTurn",
+                    "content": {"type": "text", "text": "raw answer"}}});
+                let (status, _, _) = post_accepting(&server, both, &with_sampler, &reply).await;
+                assert_eq!(status, StatusCode::ACCEPTED);
+            }
+            if let Some(done) = sent.into_iter().find(|m| m["id"] == 5) {
+                break done;
+            }
+        }
+    })
+    .await
+    .expect("the result in time");
+    assert_eq!(
+        result["result"]["content"][0]["text"], "LLM response: raw answer",
+        "{read}"
+    );
+    // The request came first on the stream, then the result.
+    assert_eq!(
+        events(&read)[0]["method"],
+        "sampling/createMessage",
+        "{read}"
+    );
+
+    // Log messages are the session's, not the call's: they go to its GET stream, and the
+    // call is answered JSON.
+    let mut get = server
+        .http
+        .get(server.url("/mcp"))
+        .header("accept", "text/event-stream");
+    for (k, v) in s {
+        get = get.header(k, v);
+    }
+    let listening = get.send().await.unwrap();
+    assert_eq!(listening.status(), StatusCode::OK);
+    let (_, kind, text) = post_accepting(
+        &server,
+        both,
+        &s,
+        &tool(6, "fx__test_tool_with_logging", json!({})),
+    )
+    .await;
+    assert_eq!(kind, "application/json", "{text}");
+    let mut stream = listening.bytes_stream();
+    let mut heard = String::new();
+    tokio::time::timeout(WAIT, async {
+        use futures_util::StreamExt;
+        while events(&heard)
+            .iter()
+            .filter(|m| m["method"] == "notifications/message")
+            .count()
+            < 3
+        {
+            let chunk = stream
+                .next()
+                .await
+                .expect("the GET stream goes on")
+                .unwrap();
+            heard.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("three log messages on the GET stream: {heard}"));
+
+    // 2026-07-28: the same rule without a session.
+    let v = ("mcp-protocol-version", "2026-07-28");
+    let call = modern(
+        "tools/call",
+        7,
+        json!({"name": "fx__echo", "arguments": {"text": "now"}}),
+    );
+    let (status, kind, text) = post_accepting(
+        &server,
+        both,
+        &[v, ("mcp-method", "tools/call"), ("mcp-name", "fx__echo")],
+        &call,
+    )
+    .await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::OK, "application/json"),
+        "{text}"
+    );
+    server.stop().await;
+
+    // `mcp_response = "sse"` keeps every answer a stream.
+    let db = TestDb::new();
+    let mut settings = db.stdio_settings();
+    settings.mcp.response = omni_bridge::mcp::answer::ResponseMode::Sse;
+    let mut server = TestServer::start(settings).await;
+    server.register_healthy(&fixtures("fx")).await;
+    let (_, kind, _) = post_accepting(&server, both, &[], &initialize("2025-06-18")).await;
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
     server.stop().await;
 }
 
@@ -764,6 +1028,68 @@ async fn resources_and_prompts_pass_through_under_the_servers_prefix() {
         names.contains(&"fx__test_prompt_with_arguments"),
         "{names:?}"
     );
+
+    // Another server offering the same URIs and templates, added later, with a name that
+    // sorts first: what the first server offered stays its own; the newcomer's copies
+    // are left out and listed, and every template name carries its prefix, spaces or not.
+    server.register_healthy(&fixtures("early")).await;
+    let mut templates = vec![];
+    let mut listed = vec![];
+    let mut status = Value::Null;
+    // Listed until the catalogue has `early` live and a listing has judged its copies.
+    poll_until(async || {
+        listed = client.list_all_resources().await.unwrap();
+        templates = client.list_all_resource_templates().await.unwrap();
+        status = server.get_json("/api/v1/mcp").await;
+        match status["shadowed"].as_array().map(Vec::len) {
+            Some(n) if n >= 5 => Ok(()),
+            _ => Err(format!("{status}")),
+        }
+    })
+    .await;
+    assert!(
+        !listed.iter().any(|r| r.name.starts_with("early__")),
+        "{listed:?}"
+    );
+    let uris: Vec<&str> = listed.iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(
+        uris.iter().filter(|u| **u == "test://static-text").count(),
+        1,
+        "{uris:?}"
+    );
+    let template_names: Vec<&str> = templates.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        template_names,
+        ["fx__template", "fx__Dynamic Text Resource"],
+        "{template_names:?}"
+    );
+    let shadowed = status["shadowed"].as_array().unwrap();
+    assert!(
+        shadowed.iter().any(|s| s["kind"] == "resource"
+            && s["name"] == "test://static-text"
+            && s["server"] == "early"
+            && s["kept_by"] == "fx"),
+        "{status}"
+    );
+    assert!(
+        shadowed
+            .iter()
+            .any(|s| s["kind"] == "resource_template" && s["name"] == "test://dynamic/{id}"),
+        "{status}"
+    );
+    // Reads still go to the first server (its text is the same; the route is checked
+    // through the status above).
+    let read = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "test://static-text",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        serde_json::to_string(&read)
+            .unwrap()
+            .contains("static text")
+    );
     let prompt = client
         .get_prompt(
             rmcp::model::GetPromptRequestParams::new("fx__test_prompt_with_arguments")
@@ -841,6 +1167,30 @@ async fn progress_logs_and_sampling_reach_the_client_that_made_the_call() {
             .contains("cannot tell"),
         "{body}"
     );
+    client.cancel().await.unwrap();
+    server.stop().await;
+}
+
+/// Over stdio an upstream's request names no call; when every call in flight is one
+/// session's, the request is that session's, however many calls it has in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_sampling_calls_of_one_session_all_reach_it() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&fixtures("fx")).await;
+    let (client, _changes, _heard) = connect_listening(&server).await;
+    let questions = ["one?", "two?", "three?"];
+    let calls =
+        questions.map(|q| client.call_tool(call("fx__test_sampling", json!({"prompt": q}))));
+    let answers = futures_util::future::join_all(calls).await;
+    for (question, answer) in questions.iter().zip(answers) {
+        let answer = answer.expect("sampled through the gateway");
+        // Every answer is its own question's: none went to another call.
+        assert_eq!(
+            first_text(&answer),
+            format!("LLM response: canned answer to \"{question}\""),
+        );
+    }
     client.cancel().await.unwrap();
     server.stop().await;
 }

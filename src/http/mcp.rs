@@ -31,7 +31,14 @@ pub async fn status(
         .iter()
         .filter(|t| caller.may_call(t.server.as_str(), &t.upstream_name))
         .count();
+    let shadowed: Vec<_> = state
+        .mcp
+        .shadowed()
+        .into_iter()
+        .filter(|s| sees(&s.server) && sees(&s.kept_by))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({
+        "shadowed": shadowed,
         "sessions": sessions,
         "tools": tools,
         "live_servers": catalogue.live.iter().filter(|s| sees(s)).collect::<Vec<_>>(),

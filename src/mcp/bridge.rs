@@ -32,6 +32,7 @@ use rmcp::transport::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::Value;
 
+use super::answer::{self, Framed, ResponseMode};
 use super::handler::McpHandler;
 use super::sessions::Sessions;
 use crate::auth::Caller;
@@ -45,6 +46,8 @@ pub struct Bridge {
     pub runtime: tokio::runtime::Handle,
     pub body_limit: usize,
     pub sessions: Arc<Sessions>,
+    /// When an answer may be plain JSON instead of a stream.
+    pub response: ResponseMode,
 }
 
 /// How long a client refused for want of sessions should wait before it tries again.
@@ -194,6 +197,14 @@ pub async fn handle(
         },
         false => None,
     };
+    let accept = request
+        .headers()
+        .get(actix_header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let collapse = parsed
+        .as_ref()
+        .is_some_and(|message| bridge.response.may_collapse(message, accept));
     let sessionless_post = is_post && session.is_none();
     let turn = match sessionless_post && parsed.as_ref().is_some_and(is_initialize) {
         true => match bridge.sessions.clone().open_turn().await {
@@ -233,17 +244,37 @@ pub async fn handle(
         .await
         .map_err(|e| actix_web::error::ErrorInternalServerError(format!("MCP transport: {e}")))?;
     let (parts, body) = response.into_parts();
+    let mut status = parts.status.as_u16();
     if request.method() == Method::DELETE
         && parts.status.is_success()
         && let Some(id) = &session
     {
         bridge.sessions.forget(id);
+        // rmcp says 202; clients expect 200 or 204 for a session that ended (the Python
+        // SDK logs "Session termination failed: 202" at every close).
+        status = 204;
     }
+    let is_stream = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    // The body is polled here; rmcp's tasks feed it from the other runtime.
+    let body = BodyDataStream::new(body);
+    let framed = match collapse && is_stream && parts.status == http::StatusCode::OK {
+        true => Ok(answer::frame(body).await),
+        false => Err(body),
+    };
     let mut answer = HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(parts.status.as_u16())
+        actix_web::http::StatusCode::from_u16(status)
             .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
     );
+    let json = matches!(framed, Ok(Framed::Json(_)));
     for (name, value) in &parts.headers {
+        // A JSON body has its own type, and nothing of a stream's (`no-cache` is for
+        // event streams that proxies must not buffer).
+        if json && (name == http::header::CONTENT_TYPE || name == http::header::CACHE_CONTROL) {
+            continue;
+        }
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_str().as_bytes()),
             HeaderValue::from_bytes(value.as_bytes()),
@@ -251,8 +282,14 @@ pub async fn handle(
             answer.append_header((name, value));
         }
     }
-    // The body is polled here; rmcp's tasks feed it from the other runtime.
-    Ok(answer.streaming(BodyDataStream::new(body)))
+    Ok(match framed {
+        Err(body) => answer.streaming(body),
+        Ok(Framed::Json(response)) => answer.content_type("application/json").body(response),
+        Ok(Framed::Stream(read, rest)) => {
+            let read = futures_util::stream::once(async move { Ok(read) });
+            answer.streaming(read.chain(rest))
+        }
+    })
 }
 
 /// The caller a request came with, as the auth guard found it.

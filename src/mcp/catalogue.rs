@@ -55,6 +55,9 @@ pub struct Catalogue {
     pub prompts: Vec<(ServerName, Option<String>)>,
     /// Changes whenever anything a client could list changes.
     pub fingerprint: u64,
+    /// Which server holds each exposed name, live or not: the next build keeps it with
+    /// that server when another server comes to claim it too.
+    owners: HashMap<String, ServerName>,
 }
 
 /// Whether an upstream's tools are offered: connected and the circuit not open.
@@ -69,8 +72,12 @@ fn prefix_of(name: &ServerName, s: &Snapshot) -> Option<String> {
 
 impl Catalogue {
     /// Builds the catalogue. Collisions are judged over every upstream whose tools are
-    /// known, live or not, so that a colliding pair does not flap as one goes down.
-    pub fn build(board: &BTreeMap<ServerName, Snapshot>) -> Self {
+    /// known, live or not, so that a colliding pair does not flap as one goes down. A
+    /// name claimed by several servers stays with the server that held it in `previous`
+    /// (first come: a server added later never takes a name away from clients that use
+    /// it); the others' tools of that name are withheld. When none held it (both arrived
+    /// in the same rebuild), all of them are withheld.
+    pub fn build(board: &BTreeMap<ServerName, Snapshot>, previous: &Catalogue) -> Self {
         let mut claims: HashMap<String, Vec<(&ServerName, &str)>> = HashMap::new();
         let mut withheld = vec![];
         for (server, snap) in board {
@@ -88,6 +95,21 @@ impl Catalogue {
                         reason,
                     }),
                 }
+            }
+        }
+        // Who keeps each claimed name: its only claimant, or the one that held it.
+        let mut owners: HashMap<String, ServerName> = HashMap::new();
+        for (exposed, claimants) in &claims {
+            let keeper = match claimants.as_slice() {
+                [(server, _)] => Some(*server),
+                several => previous
+                    .owners
+                    .get(exposed)
+                    .and_then(|held| several.iter().find(|(s, _)| *s == held))
+                    .map(|(s, _)| *s),
+            };
+            if let Some(keeper) = keeper {
+                owners.insert(exposed.clone(), keeper.clone());
             }
         }
         let mut out = Catalogue::default();
@@ -116,8 +138,7 @@ impl Catalogue {
                 let Ok(exposed) = names::expose(prefix.as_deref(), &tool.name) else {
                     continue;
                 };
-                let claimants = &claims[&exposed];
-                if claimants.len() > 1 {
+                if owners.get(&exposed) != Some(server) {
                     continue;
                 }
                 let mut shown = tool.clone();
@@ -130,29 +151,48 @@ impl Catalogue {
                 }));
             }
         }
-        let mut collisions: Vec<_> = claims.into_iter().filter(|(_, c)| c.len() > 1).collect();
+        let mut collisions: Vec<_> = claims.iter().filter(|(_, c)| c.len() > 1).collect();
         collisions.sort();
         for (exposed, claimants) in collisions {
-            for (server, tool) in &claimants {
+            let keeper = owners.get(exposed);
+            for (server, tool) in claimants {
+                if keeper == Some(*server) {
+                    continue;
+                }
                 let others: Vec<String> = claimants
                     .iter()
                     .filter(|(s, t)| (s, t) != (server, tool))
                     .map(|(s, t)| format!("{s}/{t}"))
                     .collect();
+                let reason = match keeper {
+                    Some(keeper) => format!(
+                        "exposed name '{exposed}' is already server '{keeper}''s, which had it \
+                         first; set tool_prefix on one of them"
+                    ),
+                    None => format!(
+                        "exposed name '{exposed}' collides with {}; set tool_prefix on one of them",
+                        others.join(", ")
+                    ),
+                };
                 withheld.push(Withheld {
                     server: (*server).clone(),
                     tool: (*tool).to_owned(),
                     exposed: Some(exposed.clone()),
-                    reason: format!(
-                        "exposed name '{exposed}' collides with {}; set tool_prefix on one of them",
-                        others.join(", ")
-                    ),
+                    reason,
                 });
             }
         }
         withheld.sort_by(|a, b| (&a.server, &a.tool).cmp(&(&b.server, &b.tool)));
         out.withheld = withheld;
+        // Who holds a contested name is part of what clients see.
+        let mut held: Vec<_> = owners
+            .iter()
+            .filter(|(name, _)| claims[*name].len() > 1)
+            .collect();
+        held.sort();
+        held.hash(&mut hasher);
         out.fingerprint = hasher.finish();
+        out.owners = owners;
         out
     }
 
@@ -210,14 +250,15 @@ pub struct CatalogueActor {
 
 impl CatalogueActor {
     pub fn spawn(board: StatusBoard, bus: EventBus) -> watch::Receiver<Arc<Catalogue>> {
-        let (tx, rx) = watch::channel(Arc::new(Catalogue::build(&board.all())));
+        let first = Catalogue::build(&board.all(), &Catalogue::default());
+        let (tx, rx) = watch::channel(Arc::new(first));
         CatalogueActor { board, bus, tx }.start();
         rx
     }
 
     fn rebuild(&mut self) {
-        let next = Catalogue::build(&self.board.all());
         let current = self.tx.borrow().clone();
+        let next = Catalogue::build(&self.board.all(), &current);
         if next.fingerprint == current.fingerprint && next.withheld == current.withheld {
             return;
         }
@@ -310,7 +351,7 @@ mod tests {
             snap("b", Some(""), Degraded, &["z"]),
             snap("c", Some("see"), Restarting, &["w"]),
         ]);
-        let c = Catalogue::build(&b);
+        let c = Catalogue::build(&b, &Catalogue::default());
         assert_eq!(names(&c), ["a__x", "a__y", "z"]);
         assert_eq!(c.get("a__y").unwrap().upstream_name, "y");
         assert!(c.get("see__w").is_none());
@@ -319,12 +360,53 @@ mod tests {
     #[test]
     fn an_open_circuit_hides_the_tools_and_changes_the_fingerprint() {
         let mut s = snap("a", None, UpstreamStatus::Unhealthy, &["x"]);
-        let before = Catalogue::build(&board(vec![s.clone()]));
+        let before = Catalogue::build(&board(vec![s.clone()]), &Catalogue::default());
         s.circuit = CircuitState::Open;
-        let after = Catalogue::build(&board(vec![s]));
+        let after = Catalogue::build(&board(vec![s]), &before);
         assert_eq!(names(&before), ["a__x"]);
         assert!(after.tools.is_empty());
         assert_ne!(before.fingerprint, after.fingerprint);
+    }
+
+    #[test]
+    fn a_server_added_later_never_takes_a_name_already_exposed() {
+        use UpstreamStatus::*;
+        // `b` exposes `echo` first; `a` (sorted before it) arrives later with its own.
+        let first = Catalogue::build(
+            &board(vec![snap("b", Some(""), Healthy, &["echo"])]),
+            &Catalogue::default(),
+        );
+        let both = board(vec![
+            snap("a", Some(""), Healthy, &["echo", "only-a"]),
+            snap("b", Some(""), Healthy, &["echo"]),
+        ]);
+        let next = Catalogue::build(&both, &first);
+        assert_eq!(next.get("echo").unwrap().server.as_str(), "b");
+        assert_eq!(names(&next), ["only-a", "echo"]);
+        let withheld: Vec<_> = next
+            .withheld
+            .iter()
+            .map(|w| (w.server.as_str(), &*w.tool))
+            .collect();
+        assert_eq!(withheld, [("a", "echo")]);
+        assert!(
+            next.withheld[0].reason.contains("server 'b'"),
+            "{:?}",
+            next.withheld
+        );
+        // It stays `b`'s while `b` is down, and through later rebuilds.
+        let b_down = board(vec![
+            snap("a", Some(""), Healthy, &["echo", "only-a"]),
+            snap("b", Some(""), Restarting, &["echo"]),
+        ]);
+        let later = Catalogue::build(&b_down, &next);
+        assert_eq!(names(&later), ["only-a"]);
+        let again = Catalogue::build(&both, &later);
+        assert_eq!(again.get("echo").unwrap().server.as_str(), "b");
+        // When `b` stops claiming it, `a` gets it.
+        let b_gone = board(vec![snap("a", Some(""), Healthy, &["echo", "only-a"])]);
+        let after = Catalogue::build(&b_gone, &again);
+        assert_eq!(after.get("echo").unwrap().server.as_str(), "a");
     }
 
     #[test]
@@ -334,7 +416,8 @@ mod tests {
             snap("a", Some(""), Healthy, &["echo", "only-a"]),
             snap("b", Some(""), Restarting, &["echo"]),
         ]);
-        let c = Catalogue::build(&b);
+        // Both arrive in one build: neither had the name first.
+        let c = Catalogue::build(&b, &Catalogue::default());
         assert_eq!(names(&c), ["only-a"]);
         let reasons: Vec<_> = c
             .withheld

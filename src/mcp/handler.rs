@@ -30,7 +30,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::gateway::{CacheMode, Gateway};
 use crate::registry::ServerName;
-use crate::upstream::relay::RelayItem;
+use crate::upstream::relay::{Relay, RelayItem};
 use crate::upstream::{CallError, Forward, Forwarded};
 
 /// What every session's handler shares.
@@ -49,10 +49,56 @@ struct Routes {
     resources: HashMap<String, ServerName>,
     /// URI template prefixes (the text before the first `{`) by server.
     templates: Vec<(String, ServerName)>,
+    /// Which server holds each URI template, for the first-come rule.
+    template_owners: HashMap<String, ServerName>,
     prompts: HashMap<String, (ServerName, String)>,
+    /// What the last listings left out because another server had it first.
+    withheld: Vec<Shadowed>,
+}
+
+/// A resource URI, URI template or prompt name that two upstreams offer: the server that
+/// offered it first keeps it, the other's is left out of listings (and logged once).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Shadowed {
+    /// `resource`, `resource_template` or `prompt`.
+    pub kind: &'static str,
+    /// The URI, the template, or the exposed prompt name.
+    pub name: String,
+    pub server: ServerName,
+    pub kept_by: ServerName,
+}
+
+/// Of the servers claiming one name (in listing order), the one that keeps it: the one
+/// that held it before, while it still claims it; else the first.
+fn keeper<'a>(claimants: &'a [ServerName], held: Option<&ServerName>) -> &'a ServerName {
+    held.and_then(|h| claimants.iter().find(|c| *c == h))
+        .unwrap_or(&claimants[0])
+}
+
+impl Routes {
+    /// Replaces the withheld entries of `kind`, logging only those not withheld before.
+    fn shadow(&mut self, kind: &'static str, mut now: Vec<Shadowed>) {
+        for s in now.iter().filter(|s| !self.withheld.contains(s)) {
+            log::warn!(
+                "[{}] {} '{}' is also offered by server '{}', which had it first; left out",
+                s.server,
+                s.kind.replace('_', " "),
+                s.name,
+                s.kept_by
+            );
+        }
+        self.withheld.retain(|s| s.kind != kind);
+        self.withheld.append(&mut now);
+        self.withheld.sort();
+    }
 }
 
 impl Shared {
+    /// What the last listings left out because another upstream offered it first.
+    pub fn shadowed(&self) -> Vec<Shadowed> {
+        self.routes.lock().expect("routes lock").withheld.clone()
+    }
+
     pub fn new(
         gateway: Gateway,
         catalogue: watch::Receiver<Arc<Catalogue>>,
@@ -73,6 +119,8 @@ pub struct McpHandler {
     shared: Arc<Shared>,
     /// The least severe log level this session wants relayed (`logging/setLevel`).
     log_level: Mutex<Option<LoggingLevel>>,
+    /// This session's number among the clients of the upstreams (see `upstream::relay`).
+    client: u64,
     closed: CancellationToken,
     _guard: DropGuard,
 }
@@ -83,6 +131,7 @@ impl McpHandler {
         Self {
             shared,
             log_level: Mutex::new(None),
+            client: crate::upstream::relay::new_client(),
             _guard: closed.clone().drop_guard(),
             closed,
         }
@@ -283,6 +332,7 @@ impl ServerHandler for McpHandler {
         // What the upstream sends during the call comes back through `relayed`, and is
         // passed on from this task, so that rmcp puts it on this request's stream.
         let (relay, mut relayed) = mpsc::channel(RELAY_QUEUE);
+        let relay = Relay::new(relay, self.client);
         // A client may ask for a fresh result, as `Cache-Control: no-cache` does over HTTP.
         let fresh = [request.meta.as_ref().map(|m| &m.0), Some(&context.meta.0)]
             .into_iter()
@@ -707,29 +757,56 @@ impl McpHandler {
                 "resources/list",
             )
             .await;
-        let mut resources = vec![];
-        let mut routes = HashMap::new();
+        // Every claim, in listing order; then each URI goes to its keeper. URIs stay the
+        // upstreams' own, so a client can use what it already knows.
+        let mut claims: Vec<(ServerName, Option<String>, rmcp::model::Resource)> = vec![];
         for (server, prefix, got) in lists {
             if let Forwarded::Resources(list) = got {
-                for mut r in list {
-                    // The first upstream to claim a URI keeps it; URIs are the
-                    // upstreams' own, so a client can use what it already knows.
-                    if routes.contains_key(&r.uri) {
-                        log::warn!(
-                            "[{server}] resource '{}' is also offered by another upstream; left out",
-                            r.uri
-                        );
-                        continue;
-                    }
-                    routes.insert(r.uri.clone(), server.clone());
-                    if let Ok(name) = names::expose(prefix.as_deref(), &r.name) {
-                        r.name = name;
-                    }
-                    resources.push((server.clone(), r));
-                }
+                claims.extend(
+                    list.into_iter()
+                        .map(|r| (server.clone(), prefix.clone(), r)),
+                );
             }
         }
-        self.shared.routes.lock().expect("routes lock").resources = routes;
+        let mut by_uri: HashMap<&str, Vec<ServerName>> = HashMap::new();
+        for (server, _, r) in &claims {
+            by_uri
+                .entry(r.uri.as_str())
+                .or_default()
+                .push(server.clone());
+        }
+        let mut routes = self.shared.routes.lock().expect("routes lock");
+        let mut owners = HashMap::new();
+        let mut shadowed = vec![];
+        for (uri, claimants) in &by_uri {
+            let kept_by = keeper(claimants, routes.resources.get(*uri)).clone();
+            for other in claimants.iter().filter(|c| **c != kept_by) {
+                shadowed.push(Shadowed {
+                    kind: "resource",
+                    name: (*uri).to_owned(),
+                    server: other.clone(),
+                    kept_by: kept_by.clone(),
+                });
+            }
+            owners.insert((*uri).to_owned(), kept_by);
+        }
+        drop(by_uri);
+        let mut resources = vec![];
+        for (server, prefix, mut r) in claims {
+            // Once per URI: an upstream listing one URI twice shows it once.
+            if owners.get(&r.uri) != Some(&server)
+                || resources
+                    .iter()
+                    .any(|(_, x): &(ServerName, rmcp::model::Resource)| x.uri == r.uri)
+            {
+                continue;
+            }
+            r.name = names::label(prefix.as_deref(), &r.name);
+            resources.push((server, r));
+        }
+        routes.resources = owners;
+        routes.shadow("resource", shadowed);
+        drop(routes);
         resources
     }
 
@@ -741,21 +818,59 @@ impl McpHandler {
                 "resources/templates/list",
             )
             .await;
-        let mut templates = vec![];
-        let mut routes = vec![];
+        let mut claims: Vec<(ServerName, Option<String>, rmcp::model::ResourceTemplate)> = vec![];
         for (server, prefix, got) in lists {
             if let Forwarded::ResourceTemplates(list) = got {
-                for mut t in list {
-                    let stem = t.uri_template.split('{').next().unwrap_or_default();
-                    routes.push((stem.to_owned(), server.clone()));
-                    if let Ok(name) = names::expose(prefix.as_deref(), &t.name) {
-                        t.name = name;
-                    }
-                    templates.push((server.clone(), t));
-                }
+                claims.extend(
+                    list.into_iter()
+                        .map(|t| (server.clone(), prefix.clone(), t)),
+                );
             }
         }
-        self.shared.routes.lock().expect("routes lock").templates = routes;
+        let mut by_template: HashMap<String, Vec<ServerName>> = HashMap::new();
+        for (server, _, t) in &claims {
+            by_template
+                .entry(t.uri_template.clone())
+                .or_default()
+                .push(server.clone());
+        }
+        let mut routes = self.shared.routes.lock().expect("routes lock");
+        let mut owners = HashMap::new();
+        let mut shadowed = vec![];
+        for (template, claimants) in by_template {
+            let kept_by = keeper(&claimants, routes.template_owners.get(&template)).clone();
+            for other in claimants.iter().filter(|c| **c != kept_by) {
+                shadowed.push(Shadowed {
+                    kind: "resource_template",
+                    name: template.clone(),
+                    server: other.clone(),
+                    kept_by: kept_by.clone(),
+                });
+            }
+            owners.insert(template, kept_by);
+        }
+        let mut templates = vec![];
+        let mut stems = vec![];
+        for (server, prefix, mut t) in claims {
+            if owners.get(&t.uri_template) != Some(&server)
+                || stems
+                    .iter()
+                    .any(|(_, _, x): &(String, ServerName, String)| *x == t.uri_template)
+            {
+                continue;
+            }
+            let stem = t.uri_template.split('{').next().unwrap_or_default();
+            stems.push((stem.to_owned(), server.clone(), t.uri_template.clone()));
+            t.name = names::label(prefix.as_deref(), &t.name);
+            templates.push((server, t));
+        }
+        routes.templates = stems
+            .into_iter()
+            .map(|(stem, server, _)| (stem, server))
+            .collect();
+        routes.template_owners = owners;
+        routes.shadow("resource_template", shadowed);
+        drop(routes);
         templates
     }
 
@@ -800,25 +915,50 @@ impl McpHandler {
         let lists = self
             .ask_all(|c| &c.prompts, || Forward::ListPrompts, "prompts/list")
             .await;
-        let mut prompts = vec![];
-        let mut routes = HashMap::new();
+        let mut claims = vec![];
         for (server, prefix, got) in lists {
             if let Forwarded::Prompts(list) = got {
-                for mut p in list {
-                    let Ok(exposed) = names::expose(prefix.as_deref(), &p.name) else {
-                        continue;
-                    };
-                    if routes.contains_key(&exposed) {
-                        log::warn!("[{server}] prompt name '{exposed}' collides; left out");
-                        continue;
-                    }
-                    routes.insert(exposed.clone(), (server.clone(), p.name.clone()));
-                    p.name = exposed;
-                    prompts.push((server.clone(), p));
+                for p in list {
+                    claims.push((server.clone(), names::label(prefix.as_deref(), &p.name), p));
                 }
             }
         }
-        self.shared.routes.lock().expect("routes lock").prompts = routes;
+        let mut by_name: HashMap<String, Vec<ServerName>> = HashMap::new();
+        for (server, exposed, _) in &claims {
+            by_name
+                .entry(exposed.clone())
+                .or_default()
+                .push(server.clone());
+        }
+        let mut routes = self.shared.routes.lock().expect("routes lock");
+        let mut owners: HashMap<String, ServerName> = HashMap::new();
+        let mut shadowed = vec![];
+        for (exposed, claimants) in by_name {
+            let held = routes.prompts.get(&exposed).map(|(s, _)| s);
+            let kept_by = keeper(&claimants, held).clone();
+            for other in claimants.iter().filter(|c| **c != kept_by) {
+                shadowed.push(Shadowed {
+                    kind: "prompt",
+                    name: exposed.clone(),
+                    server: other.clone(),
+                    kept_by: kept_by.clone(),
+                });
+            }
+            owners.insert(exposed, kept_by);
+        }
+        let mut prompts = vec![];
+        let mut found = HashMap::new();
+        for (server, exposed, mut p) in claims {
+            if owners.get(&exposed) != Some(&server) || found.contains_key(&exposed) {
+                continue;
+            }
+            found.insert(exposed.clone(), (server.clone(), p.name.clone()));
+            p.name = exposed;
+            prompts.push((server, p));
+        }
+        routes.prompts = found;
+        routes.shadow("prompt", shadowed);
+        drop(routes);
         prompts
     }
 }

@@ -7,6 +7,7 @@
 //! atomic bound on how many are open ([`sessions`]). `Host`, `Origin` and the role are
 //! checked at the route, as for every route (`auth::door`).
 
+pub mod answer;
 pub mod bridge;
 pub mod catalogue;
 pub mod handler;
@@ -37,6 +38,8 @@ pub struct McpSettings {
     pub max_sessions: usize,
     /// A session with no request for this long is ended and its memory released.
     pub session_idle: Duration,
+    /// Whether a request's answer may be a plain JSON body (see [`answer`]).
+    pub response: answer::ResponseMode,
 }
 
 impl Default for McpSettings {
@@ -45,6 +48,7 @@ impl Default for McpSettings {
             page_size: 100,
             max_sessions: 1000,
             session_idle: Duration::from_secs(600),
+            response: answer::ResponseMode::Auto,
         }
     }
 }
@@ -99,6 +103,7 @@ impl McpEndpoint {
                     .clone(),
                 body_limit,
                 sessions,
+                response: settings.response,
             }),
             shutdown,
         }
@@ -117,6 +122,12 @@ impl McpEndpoint {
     /// Ends the sessions of keys no longer in force.
     pub async fn end_unadmitted(&self, state: &crate::auth::keyring::KeyState) -> usize {
         self.sessions.end_unadmitted(state).await
+    }
+
+    /// Resources, templates and prompts left out of the last listings because another
+    /// upstream offered the same first.
+    pub fn shadowed(&self) -> Vec<handler::Shadowed> {
+        self.shared.shadowed()
     }
 
     pub fn catalogue(&self) -> Arc<Catalogue> {

@@ -43,6 +43,16 @@ pub fn effective_prefix<'a>(server: &'a str, configured: Option<&'a str>) -> Opt
     }
 }
 
+/// The name an upstream prompt, resource or resource template is shown under: the same
+/// `{prefix}__{name}` as tools, whatever characters the name holds (MCP constrains only
+/// tool names; "Dynamic Text Resource" becomes `srv__Dynamic Text Resource`).
+pub fn label(prefix: Option<&str>, name: &str) -> String {
+    match prefix {
+        Some(p) => format!("{p}{SEPARATOR}{name}"),
+        None => name.to_owned(),
+    }
+}
+
 /// The name an upstream tool is exposed under, or why it cannot be exposed.
 pub fn expose(prefix: Option<&str>, name: &str) -> Result<String, String> {
     let exposed = match prefix {
@@ -77,6 +87,13 @@ mod tests {
         assert_eq!(effective_prefix("time", Some("t")), Some("t"));
         assert_eq!(expose(Some("time"), "now").unwrap(), "time__now");
         assert_eq!(expose(None, "now").unwrap(), "now");
+        // Other names take the same prefix whatever they hold; tools must fit MCP's set.
+        assert_eq!(
+            label(Some("a"), "Dynamic Text Resource"),
+            "a__Dynamic Text Resource"
+        );
+        assert_eq!(label(None, "x y"), "x y");
+        assert!(expose(Some("a"), "x y").is_err());
     }
 
     #[test]

@@ -91,7 +91,9 @@ async fn ask<T>(
 ) -> Result<T, ErrorData> {
     let (tx, rx) = oneshot::channel();
     let gone = || ErrorData::internal_error("the caller went away", None);
-    relay.send(item(tx)).await.map_err(|_| gone())?;
+    if !relay.send(item(tx)).await {
+        return Err(gone());
+    }
     rx.await.map_err(|_| gone())?
 }
 

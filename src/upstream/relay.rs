@@ -5,10 +5,11 @@
 //!
 //! Progress names its call by token. A request from the upstream names its call when it
 //! comes on that call's HTTP response stream (rmcp marks it); over stdio or the GET
-//! stream nothing names it, so it goes to the one call with a relay in flight, and is
-//! refused when there are several: sending one client's prompt to another is worse than
-//! failing. Log messages never name a call; they follow the same rule, and otherwise go
-//! to our own log.
+//! stream nothing names it, so it goes to the client of the calls in flight when they all
+//! come from one client (one `/mcp` session: three parallel calls of one agent are still
+//! one client), and is refused when calls of several clients are in flight: sending one
+//! client's prompt to another is worse than failing. Log messages never name a call; they
+//! follow the same rule, and otherwise go to our own log.
 //!
 //! rmcp hands each notification to its own task, so one sent just before a call's result
 //! may be looked up just after the result arrived. A finished call therefore stays in
@@ -49,7 +50,36 @@ pub enum RelayItem {
     ),
 }
 
-pub type Relay = mpsc::Sender<RelayItem>;
+/// Where one call's messages go, and which client made the call.
+#[derive(Clone, Debug)]
+pub struct Relay {
+    tx: mpsc::Sender<RelayItem>,
+    client: u64,
+}
+
+impl Relay {
+    /// `client` names the caller's client (an `/mcp` session): calls with the same
+    /// number may take each other's unnamed requests.
+    pub fn new(tx: mpsc::Sender<RelayItem>, client: u64) -> Self {
+        Self { tx, client }
+    }
+
+    /// Queues `item`, waiting for room; false if the caller has gone.
+    pub async fn send(&self, item: RelayItem) -> bool {
+        self.tx.send(item).await.is_ok()
+    }
+
+    /// Queues `item` if there is room; false if it was dropped.
+    pub fn try_send(&self, item: RelayItem) -> bool {
+        self.tx.try_send(item).is_ok()
+    }
+}
+
+/// A number no other client has, for [`Relay::new`].
+pub fn new_client() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 struct Entry {
     relay: Relay,
@@ -78,13 +108,21 @@ impl Table {
         }
     }
 
-    /// The relay of the one entry `pick` accepts, if exactly one does.
+    /// A relay of the one client whose calls `pick` accepts, if they are all one
+    /// client's (the latest call's, which is the likeliest to be waiting).
     fn single(&self, pick: impl Fn(&Entry) -> bool) -> Option<Relay> {
-        let mut found = self.entries.values().filter(|e| pick(e));
-        match (found.next(), found.next()) {
-            (Some(one), None) => Some(one.relay.clone()),
-            _ => None,
+        let mut found = self.entries.iter().filter(|(_, e)| pick(e));
+        let (mut n, first) = found.next()?;
+        let mut relay = &first.relay;
+        for (m, other) in found {
+            if other.relay.client != relay.client {
+                return None;
+            }
+            if m > n {
+                (n, relay) = (m, &other.relay);
+            }
         }
+        Some(relay.clone())
     }
 
     fn relay_of(&self, n: Option<&u64>) -> Option<&Entry> {
@@ -159,7 +197,7 @@ impl Relays {
         }
     }
 
-    /// The relay of the only call in flight, if exactly one has a relay.
+    /// A relay of the client whose calls are in flight, if they are all one client's.
     pub fn only(&self) -> Option<Relay> {
         self.table
             .lock()
@@ -167,9 +205,9 @@ impl Relays {
             .single(|e| !e.finished)
     }
 
-    /// Where a log message goes: the only call in flight; with none in flight, the call
-    /// that finished last (the message is one of its late ones); with several in flight,
-    /// nowhere: it cannot be told whose it is.
+    /// Where a log message goes: the client of the calls in flight; with none in
+    /// flight, the call that finished last (the message is one of its late ones); with
+    /// several clients' calls in flight, nowhere: it cannot be told whose it is.
     pub fn for_log(&self) -> Option<Relay> {
         let table = self.table.lock().expect("relay table");
         if table.entries.values().any(|e| !e.finished) {
@@ -233,8 +271,19 @@ mod tests {
         ProgressToken(RequestId::Number(n))
     }
 
-    fn sent(relays: &Relays, n: i64, t: i64, relay: Relay) -> Registration {
-        let registration = relays.register(relay);
+    /// Registers call `n` as sent, made by a client of its own.
+    fn sent(relays: &Relays, n: i64, t: i64, tx: mpsc::Sender<RelayItem>) -> Registration {
+        sent_by(relays, n as u64, n, t, tx)
+    }
+
+    fn sent_by(
+        relays: &Relays,
+        client: u64,
+        n: i64,
+        t: i64,
+        tx: mpsc::Sender<RelayItem>,
+    ) -> Registration {
+        let registration = relays.register(Relay::new(tx, client));
         registration.sent(id(n), token(t));
         registration
     }
@@ -243,7 +292,7 @@ mod tests {
     async fn a_log_that_beats_the_send_still_finds_its_call() {
         let relays = Relays::default();
         let (tx, _rx) = mpsc::channel(1);
-        let registration = relays.register(tx);
+        let registration = relays.register(Relay::new(tx, 1));
         // Entered, not yet sent: logs and unnamed requests already find it.
         assert!(relays.for_log().is_some());
         assert!(relays.for_request(None).await.is_some());
@@ -286,11 +335,8 @@ mod tests {
         drop(sent(&relays, 1, 1, a));
         let _live = sent(&relays, 2, 2, b);
         let relay = relays.for_log().unwrap();
-        relay
-            .try_send(RelayItem::Log(
-                serde_json::from_value(serde_json::json!({"level": "info", "data": "x"})).unwrap(),
-            ))
-            .unwrap();
+        let log = serde_json::from_value(serde_json::json!({"level": "info", "data": "x"}));
+        assert!(relay.try_send(RelayItem::Log(log.unwrap())));
         assert!(rb.try_recv().is_ok());
     }
 
@@ -302,11 +348,8 @@ mod tests {
         drop(sent(&relays, 1, 1, a));
         drop(sent(&relays, 2, 2, b));
         let log = serde_json::from_value(serde_json::json!({"level": "info", "data": "x"}));
-        relays
-            .for_log()
-            .unwrap()
-            .try_send(RelayItem::Log(log.unwrap()))
-            .unwrap();
+        let relay = relays.for_log().unwrap();
+        assert!(relay.try_send(RelayItem::Log(log.unwrap())));
         assert!(rb.try_recv().is_ok() && ra.try_recv().is_err());
     }
 
@@ -320,6 +363,26 @@ mod tests {
         let _two = sent(&relays, 2, 2, b);
         assert!(relays.for_request(None).await.is_none());
         assert!(relays.for_request(Some(&id(2))).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_unnamed_request_goes_to_the_one_client_of_several_calls_in_flight() {
+        let relays = Relays::default();
+        let (a, mut ra) = mpsc::channel(1);
+        let (b, mut rb) = mpsc::channel(1);
+        let (c, _rc) = mpsc::channel(1);
+        let _one = sent_by(&relays, 7, 1, 1, a);
+        let _two = sent_by(&relays, 7, 2, 2, b);
+        // Both calls are client 7's: its latest call takes the request.
+        let log = || serde_json::from_value(serde_json::json!({"level": "info", "data": "x"}));
+        let relay = relays.for_request(None).await.expect("one client");
+        assert!(relay.try_send(RelayItem::Log(log().unwrap())));
+        assert!(rb.try_recv().is_ok() && ra.try_recv().is_err());
+        assert!(relays.for_log().is_some());
+        // Another client's call makes it ambiguous again.
+        let _three = sent_by(&relays, 8, 3, 3, c);
+        assert!(relays.for_request(None).await.is_none());
+        assert!(relays.for_log().is_none());
     }
 
     #[tokio::test]

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Drives omni-bridge's /mcp with the official Python MCP SDK (PyPI `mcp` 2.x).
 
-    mcp_client.py URL [TOOL [ARGS_JSON]] [--mode auto|legacy]
+    mcp_client.py URL [TOOL [ARGS_JSON]] [--mode auto|legacy] [--text-length]
 
 Lists every tool (following nextCursor), optionally calls TOOL with ARGS_JSON, and
 prints one JSON document: {"protocolVersion", "serverInfo", "tools", "call"?}.
+With --text-length, "call" is {"textLength": N, "isError": B}: the length of the
+result's first text, for results too large to print.
 `--mode auto`, the SDK's default, probes `server/discover` (2026-07-28) first and falls
 back to `initialize`; `legacy` goes straight to `initialize`.
 Exit codes: 0 done, 1 error (on stderr), 3 the call answered isError.
@@ -27,7 +29,7 @@ def innermost(exc: BaseException) -> BaseException:
     return exc
 
 
-async def run(url: str, tool: str | None, args: dict, mode: str) -> int:
+async def run(url: str, tool: str | None, args: dict, mode: str, text_length: bool) -> int:
     async with Client(url, mode=mode, read_timeout_seconds=30) as client:
         out = {
             "protocolVersion": client.protocol_version,
@@ -45,6 +47,11 @@ async def run(url: str, tool: str | None, args: dict, mode: str) -> int:
         if tool:
             result = await client.call_tool(tool, args)
             out["call"] = dump(result)
+            if text_length:
+                out["call"] = {
+                    "textLength": len(result.content[0].text),
+                    "isError": bool(result.is_error),
+                }
             code = 3 if result.is_error else 0
     print(json.dumps(out))
     return code
@@ -56,9 +63,10 @@ def main() -> int:
     p.add_argument("tool", nargs="?")
     p.add_argument("args", nargs="?", default="{}")
     p.add_argument("--mode", default="auto", choices=["auto", "legacy"])
+    p.add_argument("--text-length", action="store_true")
     ns = p.parse_args()
     try:
-        return anyio.run(run, ns.url, ns.tool, json.loads(ns.args), ns.mode)
+        return anyio.run(run, ns.url, ns.tool, json.loads(ns.args), ns.mode, ns.text_length)
     except Exception as e:  # anyio wraps failures in exception groups
         e = innermost(e)
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)

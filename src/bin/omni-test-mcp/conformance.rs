@@ -315,7 +315,10 @@ pub fn resources() -> Vec<Resource> {
 pub fn templates() -> Vec<ResourceTemplate> {
     typed(
         json!([{"uriTemplate": "test://template/{id}/data", "name": "template",
-        "description": "A resource template with parameter substitution", "mimeType": "application/json"}]),
+        "description": "A resource template with parameter substitution", "mimeType": "application/json"},
+        // A name with spaces, as real servers give them (server-everything does).
+        {"uriTemplate": "test://dynamic/{id}", "name": "Dynamic Text Resource",
+        "description": "A template whose name holds spaces", "mimeType": "text/plain"}]),
     )
 }
 
