@@ -101,6 +101,11 @@ impl EventBus {
         self
     }
 
+    /// Whether `event` was seen by this instance (not relayed from another one).
+    pub fn is_local(&self, event: &Event) -> bool {
+        event.instance == self.instance
+    }
+
     pub fn publish(&self, mut event: Event) {
         if event.instance.is_none() {
             event.instance = self.instance.clone();

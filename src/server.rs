@@ -334,6 +334,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.mcp.clone(),
         settings.body_limit,
         keys.subscribe(),
+        bus.clone(),
     );
     spawn_session_reaper(keys.subscribe(), hub.clone(), mcp.clone());
 

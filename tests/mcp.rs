@@ -54,6 +54,14 @@ impl ClientHandler for Client {
         let _ = self.heard.send(format!("log {}", params.data));
     }
 
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.heard.send(format!("updated {}", params.uri));
+    }
+
     async fn create_message(
         &self,
         params: rmcp::model::CreateMessageRequestParams,
@@ -1168,6 +1176,125 @@ async fn progress_logs_and_sampling_reach_the_client_that_made_the_call() {
         "{body}"
     );
     client.cancel().await.unwrap();
+    server.stop().await;
+}
+
+/// Waits for the next message a client heard that starts with `prefix`; answers it and
+/// everything heard before it.
+async fn hear(heard: &mut mpsc::UnboundedReceiver<String>, prefix: &str) -> Vec<String> {
+    let mut seen = vec![];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, heard.recv()).await {
+            Ok(Some(h)) => {
+                let done = h.starts_with(prefix);
+                seen.push(h);
+                if done {
+                    return seen;
+                }
+            }
+            _ => panic!("never heard {prefix}: {seen:?}"),
+        }
+    }
+}
+
+/// An update of a subscribed resource reaches the sessions subscribed to that URI, and
+/// no other; after unsubscribing, a session hears no more of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(deprecated)] // resources/subscribe: handshake-era sessions, which this covers
+async fn resource_updates_reach_exactly_the_subscribed_sessions() {
+    use rmcp::model::{SubscribeRequestParams, UnsubscribeRequestParams};
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&fixtures("fx")).await;
+    let (a, _, mut heard_a) = connect_listening(&server).await;
+    let (b, _, mut heard_b) = connect_listening(&server).await;
+    let watched = "test://watched-resource";
+    let other = "test://static-text";
+    a.subscribe(SubscribeRequestParams::new(watched))
+        .await
+        .unwrap();
+    b.subscribe(SubscribeRequestParams::new(other))
+        .await
+        .unwrap();
+    let announce = |uri: &str| call("fx__announce", json!({"kind": "updated", "uri": uri}));
+
+    a.call_tool(announce(watched)).await.unwrap();
+    assert_eq!(
+        hear(&mut heard_a, "updated").await,
+        [format!("updated {watched}")]
+    );
+    // B hears its own URI's update, and nothing before it: the first went to A only
+    // (both reach B in order, on its one stream).
+    a.call_tool(announce(other)).await.unwrap();
+    assert_eq!(
+        hear(&mut heard_b, "updated").await,
+        [format!("updated {other}")]
+    );
+
+    // A leaves `watched` and takes `other`: the next `watched` update is no one's.
+    a.unsubscribe(UnsubscribeRequestParams::new(watched))
+        .await
+        .unwrap();
+    a.subscribe(SubscribeRequestParams::new(other))
+        .await
+        .unwrap();
+    a.call_tool(announce(watched)).await.unwrap();
+    a.call_tool(announce(other)).await.unwrap();
+    assert_eq!(
+        hear(&mut heard_a, "updated").await,
+        [format!("updated {other}")]
+    );
+    assert_eq!(
+        hear(&mut heard_b, "updated").await,
+        [format!("updated {other}")]
+    );
+    // The upstream restarts (a reload: a new process that knows no subscription); the
+    // gateway subscribes it again, and updates still arrive.
+    server
+        .post_raw("/api/v1/servers/fx/reload", String::new())
+        .await;
+    server.events.health("fx", "connected", WAIT).await;
+    poll_until(async || {
+        let said = a
+            .call_tool(announce(other))
+            .await
+            .map_err(|e| e.to_string())?;
+        match first_text(&said).starts_with("announced") {
+            true => Ok(()),
+            false => Err(first_text(&said)),
+        }
+    })
+    .await;
+    assert_eq!(
+        hear(&mut heard_a, "updated").await,
+        [format!("updated {other}")]
+    );
+    // When both leave, the upstream is told: it has no one to tell.
+    a.unsubscribe(UnsubscribeRequestParams::new(other))
+        .await
+        .unwrap();
+    let said = a.call_tool(announce(other)).await.unwrap();
+    assert!(
+        first_text(&said).starts_with("announced"),
+        "B still holds it"
+    );
+    b.unsubscribe(UnsubscribeRequestParams::new(other))
+        .await
+        .unwrap();
+    let said = a.call_tool(announce(other)).await.unwrap();
+    assert_eq!(
+        first_text(&said),
+        format!("no one is subscribed to {other}")
+    );
+    // A URI no upstream offers cannot be subscribed to.
+    let missing = a
+        .subscribe(SubscribeRequestParams::new("test://nowhere"))
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("test://nowhere"), "{missing}");
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
     server.stop().await;
 }
 

@@ -26,6 +26,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::catalogue::Catalogue;
 use super::names;
+use super::subscriptions::Subscriptions;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::gateway::{CacheMode, Gateway};
@@ -42,6 +43,8 @@ pub struct Shared {
     /// Where the last listings found each resource URI and each exposed prompt name, so
     /// that a read or get goes to the right upstream.
     routes: Mutex<Routes>,
+    /// Which session is subscribed to which resource.
+    pub subscriptions: Arc<Subscriptions>,
 }
 
 #[derive(Default)]
@@ -109,6 +112,7 @@ impl Shared {
             catalogue,
             page_size: page_size.max(1),
             routes: Mutex::default(),
+            subscriptions: Arc::default(),
         })
     }
 }
@@ -139,6 +143,25 @@ impl McpHandler {
 
     fn catalogue(&self) -> Arc<Catalogue> {
         self.shared.catalogue.borrow().clone()
+    }
+}
+
+impl Drop for McpHandler {
+    /// The session ended: its subscriptions go, and an upstream left with no subscriber
+    /// for a URI is told so (best effort: an upstream that is gone has forgotten it too).
+    fn drop(&mut self) {
+        let emptied = self.shared.subscriptions.forget(self.client);
+        if emptied.is_empty() {
+            return;
+        }
+        let gateway = self.shared.gateway.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for (server, uri) in emptied {
+                    let _ = gateway.forward(&server, Forward::Unsubscribe { uri }).await;
+                }
+            });
+        }
     }
 }
 
@@ -553,8 +576,17 @@ impl ServerHandler for McpHandler {
     ) -> Result<(), ErrorData> {
         let uri = request.uri;
         let caller = caller_of(&context);
-        self.pass_subscription(caller, uri.clone(), Forward::Subscribe { uri })
-            .await
+        let server = self.subscription_route(caller, &uri).await?;
+        let subscriptions = &self.shared.subscriptions;
+        // Only the first subscriber asks the upstream; the rest share its subscription.
+        if subscriptions.add(&server, &uri, self.client, context.peer.clone()) {
+            let forward = Forward::Subscribe { uri: uri.clone() };
+            if let Err(e) = self.shared.gateway.forward(&server, forward).await {
+                subscriptions.remove(&server, &uri, self.client);
+                return Err(upstream_failed(e));
+            }
+        }
+        Ok(())
     }
 
     async fn unsubscribe(
@@ -564,8 +596,17 @@ impl ServerHandler for McpHandler {
     ) -> Result<(), ErrorData> {
         let uri = request.uri;
         let caller = caller_of(&context);
-        self.pass_subscription(caller, uri.clone(), Forward::Unsubscribe { uri })
-            .await
+        let server = self.subscription_route(caller, &uri).await?;
+        // The upstream is told only when no session wants the URI any more.
+        if self.shared.subscriptions.remove(&server, &uri, self.client) {
+            let forward = Forward::Unsubscribe { uri };
+            self.shared
+                .gateway
+                .forward(&server, forward)
+                .await
+                .map_err(upstream_failed)?;
+        }
+        Ok(())
     }
 
     async fn list_prompts(
@@ -710,29 +751,26 @@ impl Recipient {
 }
 
 impl McpHandler {
-    /// Passes a resource (un)subscription to the upstream that holds the URI.
-    async fn pass_subscription(
+    /// The upstream that holds `uri`, for a (un)subscription by `caller`.
+    async fn subscription_route(
         &self,
         caller: Option<Caller>,
-        uri: String,
-        forward: Forward,
-    ) -> Result<(), ErrorData> {
-        let mut server = self.resource_route(&uri);
+        uri: &str,
+    ) -> Result<ServerName, ErrorData> {
+        let mut server = self.resource_route(uri);
         if server.is_none() {
             self.refresh_resources().await;
-            server = self.resource_route(&uri);
+            server = self.resource_route(uri);
         }
-        let Some(server) = server.filter(|s| may_see(caller.as_ref(), s)) else {
-            return Err(ErrorData::new(
-                ErrorCode::RESOURCE_NOT_FOUND,
-                format!("no upstream offers resource '{uri}'"),
-                Some(serde_json::json!({"uri": uri})),
-            ));
-        };
-        match self.shared.gateway.forward(&server, forward).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(upstream_failed(e)),
-        }
+        server
+            .filter(|s| may_see(caller.as_ref(), s))
+            .ok_or_else(|| {
+                ErrorData::new(
+                    ErrorCode::RESOURCE_NOT_FOUND,
+                    format!("no upstream offers resource '{uri}'"),
+                    Some(serde_json::json!({"uri": uri})),
+                )
+            })
     }
 
     fn resource_route(&self, uri: &str) -> Option<ServerName> {

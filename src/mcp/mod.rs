@@ -13,6 +13,7 @@ pub mod catalogue;
 pub mod handler;
 pub mod names;
 pub mod sessions;
+pub mod subscriptions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,11 +72,18 @@ impl McpEndpoint {
         settings: McpSettings,
         body_limit: usize,
         keys: tokio::sync::watch::Receiver<crate::auth::keyring::KeyState>,
+        bus: crate::events::EventBus,
     ) -> Self {
         let mut sessions = LocalSessionManager::default();
         sessions.session_config.keep_alive = Some(settings.session_idle);
         let sessions = Arc::new(sessions);
+        let relayed = gateway.clone();
         let shared = Shared::new(gateway, catalogue, settings.page_size);
+        crate::upstream::connect::upstream_runtime().spawn(subscriptions::relay(
+            shared.subscriptions.clone(),
+            bus,
+            relayed,
+        ));
         let shutdown = CancellationToken::new();
         // `Host` and `Origin` are checked at the route for the whole gateway, with the
         // operator's lists; rmcp's own loopback-only check would refuse listed names.

@@ -33,6 +33,9 @@ pub struct Shared {
     /// answer a write changes, as a file server's are).
     note: Mutex<String>,
     peers: Mutex<Vec<Peer<RoleServer>>>,
+    /// Resource URIs a client subscribed to; with the fixtures, `announce` tells only of
+    /// these, as a real server does.
+    subscribed: Mutex<std::collections::HashSet<String>>,
     /// Serve the conformance suite's fixtures too (see `conformance.rs`).
     conformance: bool,
 }
@@ -48,6 +51,7 @@ impl Shared {
             extra: AtomicBool::new(false),
             note: Mutex::new(String::new()),
             peers: Mutex::new(Vec::new()),
+            subscribed: Mutex::default(),
         }
     }
 }
@@ -137,11 +141,15 @@ fn catalogue(extra: bool) -> Vec<Tool> {
         Tool::new("read_note", "Answers the note", no_args()).with_annotations(read_only()),
         Tool::new(
             "announce",
-            "Sends notifications/resources/updated (kind \"updated\") or \
-             notifications/resources/list_changed (kind \"list_changed\") to every client",
+            "Sends notifications/resources/updated (kind \"updated\", for uri, by default \
+             note://current) or notifications/resources/list_changed (kind \"list_changed\") \
+             to every client",
             schema(json!({
                 "type": "object",
-                "properties": {"kind": {"type": "string", "enum": ["updated", "list_changed"]}},
+                "properties": {
+                    "kind": {"type": "string", "enum": ["updated", "list_changed"]},
+                    "uri": {"type": "string"},
+                },
                 "required": ["kind"],
             })),
         ),
@@ -249,18 +257,22 @@ impl ServerHandler for TestServer {
 
     async fn subscribe(
         &self,
-        _request: SubscribeRequestParams,
+        request: SubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.conformance_only()
+        self.conformance_only()?;
+        self.shared.subscribed.lock().unwrap().insert(request.uri);
+        Ok(())
     }
 
     async fn unsubscribe(
         &self,
-        _request: UnsubscribeRequestParams,
+        request: UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.conformance_only()
+        self.conformance_only()?;
+        self.shared.subscribed.lock().unwrap().remove(&request.uri);
+        Ok(())
     }
 
     async fn list_prompts(
@@ -436,13 +448,22 @@ impl ServerHandler for TestServer {
                 let kind = arg(args, "kind")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
+                let uri = arg(args, "uri")
+                    .and_then(Value::as_str)
+                    .unwrap_or("note://current")
+                    .to_owned();
+                if kind == "updated"
+                    && self.shared.conformance
+                    && !self.shared.subscribed.lock().unwrap().contains(&uri)
+                {
+                    return Ok(text(format!("no one is subscribed to {uri}")));
+                }
                 let peers: Vec<Peer<RoleServer>> = self.shared.peers.lock().unwrap().clone();
                 for peer in peers.iter().filter(|p| !p.is_transport_closed()) {
                     let _ = match kind {
                         "updated" => {
-                            let param = rmcp::model::ResourceUpdatedNotificationParam::new(
-                                "note://current",
-                            );
+                            let param =
+                                rmcp::model::ResourceUpdatedNotificationParam::new(uri.clone());
                             peer.notify_resource_updated(param).await
                         }
                         _ => peer.notify_resource_list_changed().await,
