@@ -263,13 +263,12 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.instance.clone(),
     );
     let board = StatusBoard::default();
-    let supervisor = UpstreamSupervisor::new(
-        store.clone(),
-        bus.clone(),
-        board.clone(),
-        settings.upstreams.clone(),
-    )
-    .start();
+    let mut upstream_settings = settings.upstreams.clone();
+    upstream_settings.message_limit =
+        crate::upstream::oversize::transport_limit(settings.max_result_bytes);
+    let supervisor =
+        UpstreamSupervisor::new(store.clone(), bus.clone(), board.clone(), upstream_settings)
+            .start();
     supervisor
         .send(Reconcile)
         .await

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SqliteWriteLock, TestDb, TestServer, WAIT, stdio};
+use common::{SqliteWriteLock, TestDb, TestMcp, TestServer, WAIT, stdio};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -66,38 +66,66 @@ async fn deep_or_oversized_bodies_are_refused_and_the_registry_keeps_its_data() 
     server.stop().await;
 }
 
+/// A result over `max_result_bytes` is 502 `upstream-result-too-large` on every upstream
+/// transport, not a timeout or a lost session: the transport stops keeping the message
+/// at the limit and answers the call in its place (a hang would be 504 after the 20 s
+/// deadline; a lost session 503 and a restart). The upstream stays healthy, its breaker
+/// clean, and the next call works. Also over /mcp, as a tool error with the code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_result_over_the_limit_is_a_502_of_its_own_and_the_gateway_carries_on() {
+async fn a_result_over_the_limit_is_a_502_of_its_own_on_every_transport() {
     let db = TestDb::new();
     let mut settings = db.stdio_settings();
     settings.max_result_bytes = 256 * 1024;
     let mut server = TestServer::start(settings).await;
-    server.register_healthy(&stdio("huge")).await;
-    let (status, body) = server
-        .call("huge", "big", json!({"bytes": 512 * 1024}))
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::BAD_GATEWAY,
-        "{}",
-        &body.to_string()[..200.min(body.to_string().len())]
-    );
-    assert_eq!(body["error"]["code"], "upstream-result-too-large");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("262144"),
-        "{body}"
-    );
-    // Under the limit, and other calls, still work; the upstream stays healthy.
-    let (status, body) = server.call("huge", "big", json!({"bytes": 1000})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = server
-        .call("huge", "echo", json!({"text": "still here"}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(server.server_json("huge").await["status"], "healthy");
+    let http = TestMcp::start_http("127.0.0.1:0", "remote");
+    let mut over_stdio = stdio("huge");
+    over_stdio["timeout"] = json!("20s");
+    server.register_healthy(&over_stdio).await;
+    let over_http = json!({"name": "huge-http", "transport": "streamable_http",
+        "url": http.mcp_url(), "timeout": "20s"});
+    server.register_healthy(&over_http).await;
+    let over_sse = json!({"name": "huge-sse", "transport": "sse",
+        "url": http.sse_url(), "timeout": "20s"});
+    server.register_healthy(&over_sse).await;
+    for name in ["huge", "huge-http", "huge-sse"] {
+        // Just over (the gateway's own check) and far over (cut in the transport, past
+        // what rmcp itself would take).
+        for bytes in [300 * 1024, 20 << 20] {
+            let (status, body) = server.call(name, "big", json!({"bytes": bytes})).await;
+            let shown = body.to_string();
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (StatusCode::BAD_GATEWAY, Some("upstream-result-too-large")),
+                "{name}, {bytes}: {}",
+                &shown[..300.min(shown.len())]
+            );
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("262144"),
+                "{name}: {body}"
+            );
+        }
+        // Under the limit, and other calls, still work; the upstream stays healthy.
+        let (status, body) = server.call(name, "big", json!({"bytes": 1000})).await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+        let (status, _) = server
+            .call(name, "echo", json!({"text": "still here"}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{name}");
+        let shown = server.server_json(name).await;
+        assert_eq!(
+            (shown["status"].as_str(), shown["restart_count"].as_u64()),
+            (Some("healthy"), Some(0)),
+            "{name}: {shown}"
+        );
+        assert_eq!(
+            (shown["circuit"].as_str(), &shown["last_error"]),
+            (Some("closed"), &Value::Null),
+            "{name}: {shown}"
+        );
+    }
     server.stop().await;
 }
 

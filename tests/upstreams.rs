@@ -30,6 +30,7 @@ fn fast(db: &TestDb) -> Settings {
             window: Duration::from_secs(30),
             stable_after: Duration::from_secs(30),
         },
+        ..Default::default()
     };
     settings
 }

@@ -98,6 +98,8 @@ pub enum CallError {
 
 pub struct UpstreamActor {
     spec: ServerSpec,
+    /// The most one message from the upstream may hold (see `upstream::oversize`).
+    message_limit: usize,
     generation: u64,
     exited: Recipient<ChildExited>,
     up: Recipient<ChildUp>,
@@ -125,8 +127,10 @@ impl UpstreamActor {
         bus: EventBus,
         board: StatusBoard,
         breaker: SharedBreaker,
+        message_limit: usize,
     ) -> Self {
         Self {
+            message_limit,
             spec,
             generation,
             exited,
@@ -442,8 +446,9 @@ impl Actor for UpstreamActor {
         let (tx, mut rx) = mpsc::unbounded_channel();
         ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
         let spec = self.spec.clone();
+        let limit = self.message_limit;
         ctx.spawn(
-            async move { connect::connect(&spec, tx).await }
+            async move { connect::connect(&spec, tx, limit).await }
                 .into_actor(self)
                 .map(|result, act, ctx| match result {
                     Ok(session) => act.on_connected(session, ctx),

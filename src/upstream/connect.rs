@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use process_wrap::tokio::{CommandWrap, ProcessGroup};
+use process_wrap::tokio::{ChildWrapper, CommandWrap, ProcessGroup};
 use rmcp::model::{
     ClientCapabilities, ClientConfig, Implementation, ProtocolVersion, ServerPeerInfo, Tool,
 };
@@ -20,13 +20,15 @@ use rmcp::model::{
 use rmcp::service::{
     InboundStreamOrigin, NotificationContext, QuitReason, RequestContext, RunningService,
 };
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClientTransportConfig, StreamableHttpError,
 };
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
 use rmcp::{ErrorData, ServiceError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -222,12 +224,13 @@ pub enum ConnectError {
 pub async fn connect(
     spec: &ServerSpec,
     notes: mpsc::UnboundedSender<SessionNote>,
+    limit: usize,
 ) -> Result<Session, ConnectError> {
     let spec = spec.clone();
     let timeout = spec.timeout;
     upstream_runtime()
         .spawn(async move {
-            tokio::time::timeout(timeout, connect_inner(spec, notes))
+            tokio::time::timeout(timeout, connect_inner(spec, notes, limit))
                 .await
                 .map_err(|_| ConnectError::Timeout(timeout))?
         })
@@ -238,6 +241,7 @@ pub async fn connect(
 async fn connect_inner(
     spec: ServerSpec,
     notes: mpsc::UnboundedSender<SessionNote>,
+    limit: usize,
 ) -> Result<Session, ConnectError> {
     let cancel = CancellationToken::new();
     let relays = Relays::default();
@@ -255,7 +259,7 @@ async fn connect_inner(
             env,
             cwd,
         } => {
-            let transport = spawn_child(&spec.name, command, args, env, cwd.as_deref())?;
+            let transport = spawn_child(&spec.name, command, args, env, cwd.as_deref(), limit)?;
             pid = transport.id();
             handshake(transport, client(ProtocolVersion::V_2025_06_18), &cancel).await?
         }
@@ -264,21 +268,30 @@ async fn connect_inner(
             let mut config =
                 StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
             config.max_concurrent_requests = 256;
+            // A body or event over the limit fails the request with "too large" (read
+            // as `upstream-result-too-large`), and rmcp stops reading it there.
+            config.max_json_response_size = limit;
+            config.max_sse_event_size = limit;
             // An upstream that forgot our session (HTTP 404) restarted: rmcp would quietly
             // open a new session under the old one, keeping a catalogue, server info and
             // restart count that may no longer hold. The actor ends the session instead,
             // and the supervisor reconnects in the open.
             config = config.reinit_on_expired_session(false);
             let http = http_client(carries_secrets(url, headers))?;
-            let transport = StreamableHttpClientTransport::with_client(http, config);
+            let transport = StreamableHttpClientTransport::with_client(
+                super::limited_http::LimitedHttp(http),
+                config,
+            );
             handshake(transport, client(ProtocolVersion::V_2025_06_18), &cancel).await?
         }
         Transport::Sse { url, headers } => {
             let map: http::HeaderMap = header_pairs(headers)?.into_iter().collect();
             let http = http_client(carries_secrets(url, headers))?;
-            let transport = LegacySseTransport::connect(http, url.clone(), map, spec.timeout)
-                .await
-                .map_err(|e| ConnectError::Transport(e.to_string()))?;
+            let name = spec.name.to_string();
+            let transport =
+                LegacySseTransport::connect(http, url.clone(), map, spec.timeout, name, limit)
+                    .await
+                    .map_err(|e| ConnectError::Transport(e.to_string()))?;
             // The legacy transport belongs to the 2024-11-05 protocol.
             handshake(transport, client(ProtocolVersion::V_2024_11_05), &cancel).await?
         }
@@ -375,6 +388,9 @@ pub enum SessionTrouble {
 /// Classifies a failed request. `None`: the upstream answered (an MCP error), or it did
 /// not answer in time, neither of which says the session is lost.
 pub fn session_trouble(error: &ServiceError) -> Option<SessionTrouble> {
+    if too_large(error).is_some() {
+        return None;
+    }
     match error {
         ServiceError::TransportClosed => Some(SessionTrouble::Unreachable),
         ServiceError::TransportSend(e) => {
@@ -391,6 +407,31 @@ pub fn session_trouble(error: &ServiceError) -> Option<SessionTrouble> {
         }
         _ => None,
     }
+}
+
+/// If a request failed because the upstream's answer was over the limit (rmcp's
+/// Streamable HTTP client refuses the JSON body or the SSE event and stops reading it):
+/// the limit. That is the answer's fault, not the session's. rmcp's event error is
+/// private, so it is known by its text.
+pub fn too_large(error: &ServiceError) -> Option<usize> {
+    let ServiceError::TransportSend(e) = error else {
+        return None;
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e.error.as_ref());
+    while let Some(current) = source {
+        if let Some(StreamableHttpError::ResponseBodyTooLarge { max_size }) =
+            current.downcast_ref::<StreamableHttpError<reqwest::Error>>()
+        {
+            return Some(*max_size);
+        }
+        let text = current.to_string();
+        if let Some(rest) = text.split("SSE event exceeded the maximum size of ").nth(1) {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            return Some(digits.parse().unwrap_or_default());
+        }
+        source = current.source();
+    }
+    None
 }
 
 /// The configured headers as HTTP types (validated at registration; checked again here
@@ -475,7 +516,8 @@ fn spawn_child(
     args: &[String],
     env: &std::collections::BTreeMap<String, String>,
     cwd: Option<&str>,
-) -> Result<TokioChildProcess, ConnectError> {
+    limit: usize,
+) -> Result<ChildTransport, ConnectError> {
     let mut wrap = CommandWrap::with_new(command, |cmd| {
         cmd.args(args);
         // The gateway's own settings (a database URL with its password) are not the
@@ -501,17 +543,65 @@ fn spawn_child(
         }
     });
     wrap.wrap(ProcessGroup::leader());
-    let (transport, stderr) = TokioChildProcess::builder(wrap)
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| ConnectError::Spawn {
-            command: command.to_owned(),
-            error: e.to_string(),
-        })?;
-    if let Some(stderr) = stderr {
+    wrap.command_mut()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let spawn_failed = |error: String| ConnectError::Spawn {
+        command: command.to_owned(),
+        error,
+    };
+    let mut child = wrap.spawn().map_err(|e| spawn_failed(e.to_string()))?;
+    let (Some(stdin), Some(stdout)) = (
+        child.inner_mut().stdin().take(),
+        child.inner_mut().stdout().take(),
+    ) else {
+        return Err(spawn_failed("its pipes could not be opened".to_owned()));
+    };
+    if let Some(stderr) = child.inner_mut().stderr().take() {
         tokio::spawn(drain_stderr(server.clone(), stderr));
     }
-    Ok(transport)
+    let lines = super::oversize::Lines::new(stdout, server.as_str(), limit);
+    // rmcp's own cap (16 MiB) would drop a longer line without a word; ours has already
+    // replaced every line over `limit`.
+    let transport = AsyncRwTransport::new_client(lines, stdin).with_max_line_length(limit + 2);
+    Ok(ChildTransport { child, transport })
+}
+
+/// A stdio upstream: its process, and the transport over its pipes, whose output has
+/// every line over the limit replaced (see `upstream::oversize`). The process is killed
+/// when this is dropped (`kill_on_drop`); `watch` kills its group when the session ends.
+struct ChildTransport {
+    child: Box<dyn ChildWrapper>,
+    transport: AsyncRwTransport<RoleClient, super::oversize::Lines<ChildStdout>, ChildStdin>,
+}
+
+impl ChildTransport {
+    fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+impl rmcp::transport::Transport<RoleClient> for ChildTransport {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: rmcp::service::TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.transport.send(item)
+    }
+
+    fn receive(
+        &mut self,
+    ) -> impl Future<Output = Option<rmcp::service::RxJsonRpcMessage<RoleClient>>> + Send {
+        self.transport.receive()
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        // Closing stdin asks the child to end; `watch` kills what is left of its group.
+        self.transport.close().await
+    }
 }
 
 /// The longest stderr line logged whole; the rest of a longer line is dropped.

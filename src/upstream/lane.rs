@@ -104,6 +104,21 @@ pub fn judge<T>(
     let unreachable = matches!(&outcome, Ok(Err(e)) if connect::session_trouble(e).is_some());
     let result = match outcome {
         Ok(Ok(result)) => Ok(result),
+        // An answer over the limit, cut off by the transport (see `upstream::oversize`).
+        Ok(Err(ServiceError::McpError(e)))
+            if let Some((limit, seen)) = super::oversize::is_too_large(e.data.as_ref()) =>
+        {
+            Err(CallError::TooLarge {
+                server: server(),
+                size: seen,
+                limit,
+            })
+        }
+        Ok(Err(e)) if let Some(limit) = connect::too_large(&e) => Err(CallError::TooLarge {
+            server: server(),
+            size: limit + 1,
+            limit: super::oversize::result_limit(limit),
+        }),
         Err(_) => Err(CallError::Timeout {
             server: server(),
             timeout,
@@ -120,7 +135,8 @@ pub fn judge<T>(
         }),
     };
     let healthy = match &result {
-        Ok(_) => true,
+        // The upstream answered; the answer was too large for the gateway.
+        Ok(_) | Err(CallError::TooLarge { .. }) => true,
         Err(CallError::Upstream { code, .. }) => is_callers_fault(ErrorCode(*code)),
         Err(_) => false,
     };

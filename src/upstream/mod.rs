@@ -7,6 +7,8 @@ pub mod connect;
 pub mod errors;
 pub mod history;
 pub mod lane;
+pub mod limited_http;
+pub mod oversize;
 pub mod relay;
 pub mod restart;
 pub mod sse;
@@ -18,8 +20,21 @@ pub use status::{Offers, Snapshot, StatusBoard, UpstreamStatus};
 pub use supervisor::UpstreamSupervisor;
 
 /// Tuning of breakers and restarts, for every upstream.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct UpstreamSettings {
     pub breaker: breaker::BreakerConfig,
     pub restart: restart::RestartConfig,
+    /// The most one message from an upstream may hold (see [`oversize`]); the server sets
+    /// it from `max_result_bytes`.
+    pub message_limit: usize,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            breaker: Default::default(),
+            restart: Default::default(),
+            message_limit: oversize::transport_limit(crate::config::DEFAULT_MAX_RESULT_BYTES),
+        }
+    }
 }

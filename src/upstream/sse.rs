@@ -35,11 +35,14 @@ pub struct LegacySseTransport {
 
 impl LegacySseTransport {
     /// Opens the event stream and waits (up to `timeout`) for the endpoint event.
+    /// `limit` bounds one event (see `upstream::oversize`); `server` names it in logs.
     pub async fn connect(
         http: reqwest::Client,
         url: Url,
         headers: HeaderMap,
         timeout: Duration,
+        server: String,
+        limit: usize,
     ) -> Result<Self, SseError> {
         // The URL may hold a password: messages show it redacted.
         let shown = crate::registry::redact_url(&url);
@@ -54,7 +57,8 @@ impl LegacySseTransport {
         if !response.status().is_success() {
             return Err(fail(response.status().to_string()));
         }
-        let mut events = SseStream::from_bytes_stream(bounded(response.bytes_stream()));
+        let mut events =
+            SseStream::from_bytes_stream(cut_events(response.bytes_stream(), server, limit));
         let endpoint = tokio::time::timeout(timeout, async {
             while let Some(event) = events.next().await {
                 let event = event.map_err(|e| fail(e.to_string()))?;
@@ -143,46 +147,55 @@ impl Drop for LegacySseTransport {
     }
 }
 
-/// One event may hold at most this many bytes (rmcp's cap for its own transports): a
-/// server that never ends an event cannot make the gateway buffer without bound.
-pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
-
-/// Ends the byte stream with an error once more than [`MAX_EVENT_BYTES`] arrive without
-/// an event boundary (a blank line).
-fn bounded<S, E>(inner: S) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>>
+/// Replaces every event of more than `limit` bytes (between blank lines) with a
+/// `message` event carrying the error that answers its request (see
+/// `upstream::oversize`): the part already passed on is ended as an event of its own
+/// (skipped as not JSON-RPC), the rest is discarded as it arrives. A server that never
+/// ends an event therefore costs nothing but reading.
+fn cut_events<S, E>(
+    inner: S,
+    server: String,
+    limit: usize,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,
     E: std::fmt::Display,
 {
-    use futures_util::StreamExt;
-    let mut since_boundary = 0usize;
-    // The last byte seen, so a boundary split across chunks ("\n" | "\n") is found.
+    use super::oversize::Cut;
+    let mut cut = Cut::new(limit);
+    // The last byte seen other than `\r`, so a boundary split across chunks is found.
     let mut last = 0u8;
-    let mut over = false;
     inner.map(move |chunk| {
-        if over {
-            return Err(std::io::Error::other(
-                "event stream ended after an oversized event",
-            ));
-        }
         let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()))?;
-        for &b in chunk.iter() {
-            if b == b'\n' && last == b'\n' {
-                since_boundary = 0;
-            } else if b != b'\r' {
-                since_boundary += 1;
+        let mut out = bytes::BytesMut::new();
+        let feed = |cut: &mut Cut, segment: &[u8], out: &mut bytes::BytesMut| {
+            let was_discarding = cut.discarding;
+            if cut.take(segment) {
+                out.extend_from_slice(b"\n\n");
+            } else if !was_discarding {
+                out.extend_from_slice(segment);
             }
-            if b != b'\r' {
-                last = b;
+        };
+        let mut start = 0;
+        for (i, &b) in chunk.iter().enumerate() {
+            if b == b'\r' {
+                continue;
+            }
+            let boundary = b == b'\n' && last == b'\n';
+            last = b;
+            if boundary {
+                feed(&mut cut, &chunk[start..=i], &mut out);
+                start = i + 1;
+                last = 0;
+                if let Some(error) = cut.end(&server) {
+                    out.extend_from_slice(b"event: message\ndata: ");
+                    out.extend_from_slice(error.trim_ascii_end());
+                    out.extend_from_slice(b"\n\n");
+                }
             }
         }
-        if since_boundary > MAX_EVENT_BYTES {
-            over = true;
-            return Err(std::io::Error::other(format!(
-                "an event exceeded {MAX_EVENT_BYTES} bytes; closing the stream"
-            )));
-        }
-        Ok(chunk)
+        feed(&mut cut, &chunk[start..], &mut out);
+        Ok(out.freeze())
     })
 }
 
@@ -192,23 +205,40 @@ mod bound_tests {
     use futures_util::StreamExt;
 
     #[tokio::test]
-    async fn events_within_the_cap_pass_and_an_endless_one_ends_the_stream() {
-        let piece = bytes::Bytes::from(vec![b'x'; 1024 * 1024]);
-        let boundary = bytes::Bytes::from_static(b"\n\n");
-        // Many small events, each ended: never over the cap in total.
-        let fine: Vec<Result<bytes::Bytes, std::io::Error>> = (0..40)
-            .flat_map(|_| [Ok(piece.clone()), Ok(boundary.clone())])
+    async fn an_event_over_the_limit_becomes_the_error_for_its_request() {
+        let big = format!(
+            "event: message\ndata: {{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{{\"t\":\"{}\"}}}}\n\n",
+            "x".repeat(64 * 1024 + 300)
+        );
+        let small = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":10,\"result\":{}}\n\n";
+        let text = format!("{big}{small}");
+        // In pieces of 7 bytes, boundaries split across them.
+        let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = text
+            .as_bytes()
+            .chunks(7)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
             .collect();
-        let passed = bounded(futures_util::stream::iter(fine))
-            .filter(|r| std::future::ready(r.is_err()))
-            .count()
+        let limit = super::super::oversize::transport_limit(100);
+        let out: Vec<_> = cut_events(futures_util::stream::iter(pieces), "s".into(), limit)
+            .collect()
             .await;
-        assert_eq!(passed, 0);
-        // One event that never ends: cut off just past the cap.
-        let endless =
-            futures_util::stream::iter((0..40).map(|_| Ok::<_, std::io::Error>(piece.clone())));
-        let items: Vec<_> = bounded(endless).collect().await;
-        let first_error = items.iter().position(Result::is_err).unwrap();
-        assert_eq!(first_error, MAX_EVENT_BYTES / piece.len());
+        let bytes: Vec<u8> = out.into_iter().flat_map(|c| c.unwrap().to_vec()).collect();
+        let mut events =
+            SseStream::from_bytes_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
+                bytes::Bytes::from(bytes),
+            )]));
+        let mut data = vec![];
+        while let Some(event) = events.next().await {
+            if let Some(d) = event.unwrap().data {
+                data.push(d);
+            }
+        }
+        // The cut-off start (not JSON), the substitute for id 9, then id 10 untouched.
+        assert_eq!(data.len(), 3, "{data:?}");
+        assert!(serde_json::from_str::<serde_json::Value>(&data[0]).is_err());
+        let error: serde_json::Value = serde_json::from_str(&data[1]).unwrap();
+        assert_eq!(error["id"], 9);
+        assert!(super::super::oversize::is_too_large(error["error"].get("data")).is_some());
+        assert_eq!(data[2], small["event: message\ndata: ".len()..].trim_end());
     }
 }

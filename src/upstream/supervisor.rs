@@ -155,6 +155,7 @@ impl UpstreamSupervisor {
             self.bus.clone(),
             self.board.clone(),
             SharedBreaker::new(Breaker::new(self.settings.breaker.clone())),
+            self.settings.message_limit,
         )
         .start();
         slot.child = Child::Running { addr, generation };

@@ -10,7 +10,8 @@
 //! - resident memory idle, with 100,000 cache entries, and with 10,000 live sessions;
 //! - WebSocket fan-out to 1,000 and 10,000 sessions.
 //!
-//! Usage: `cargo run --release --bin omni-bench -- [--seconds 5] [--out BENCHMARKS.md]`
+//! Usage: `cargo run --release --bin omni-bench -- [--seconds 5] [--out BENCHMARKS.md]
+//! [--mcp-response auto|json|sse]`
 
 mod fanout;
 mod raw;
@@ -281,12 +282,19 @@ fn main() {
         .position(|a| a == "--out")
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from);
+    // How the gateway answers `/mcp` requests (`mcp_response`), to compare the modes.
+    let mcp_response = args
+        .iter()
+        .position(|a| a == "--mcp-response")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "auto".to_owned());
     omni_bridge::tls::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let report = runtime.block_on(run(Duration::from_secs(seconds)));
+    let report = runtime.block_on(run(Duration::from_secs(seconds), &mcp_response));
     println!("{report}");
     if let Some(path) = out {
         // Keep the criterion section (written by hand from `cargo bench`) if there is one.
@@ -299,7 +307,7 @@ fn main() {
     }
 }
 
-async fn run(duration: Duration) -> String {
+async fn run(duration: Duration, mcp_response: &str) -> String {
     let bin_dir = std::env::current_exe()
         .unwrap()
         .parent()
@@ -315,7 +323,7 @@ async fn run(duration: Duration) -> String {
     std::fs::write(
         &config,
         format!(
-            "cache_max_entries = {CACHE_FILL}\n\n\
+            "cache_max_entries = {CACHE_FILL}\nmcp_response = \"{mcp_response}\"\n\n\
              [[servers]]\nname = \"http-echo\"\ntransport = \"streamable_http\"\n\
              url = \"http://{mcp_addr}/mcp\"\nprobe_interval = \"1h\"\ncache = \"read-only\"\n\n\
              [[servers]]\nname = \"stdio-echo\"\ntransport = \"stdio\"\n\
