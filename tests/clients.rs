@@ -142,6 +142,50 @@ async fn python_sdk_takes_a_5_mib_result_and_closes_cleanly() {
     server.stop().await;
 }
 
+/// In its default mode (2026-07-28), the Python SDK gets an upstream's sampling and
+/// elicitation through the gateway: its callbacks answer the `input_required` results
+/// and the calls complete (they were refused before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python MCP SDK in tests/interop/.venv; .ci/run installs it"]
+async fn python_sdk_answers_sampling_and_elicitation_in_its_default_mode() {
+    let db = TestDb::new();
+    let mut server = gateway(&db).await;
+    let mut fixtures = stdio("fx");
+    fixtures["args"] = serde_json::json!(["--name", "fx", "--conformance"]);
+    server.register_healthy(&fixtures).await;
+    let python = interop(".venv/bin/python");
+    for (tool, args, expected) in [
+        (
+            "fx__test_sampling",
+            r#"{"prompt": "capital of France?"}"#,
+            "LLM response: Paris",
+        ),
+        (
+            "fx__test_elicitation",
+            r#"{"message": "who are you?"}"#,
+            "action=accept",
+        ),
+    ] {
+        let mut command = Command::new(&python);
+        command
+            .arg(interop("mcp_client.py"))
+            .arg(server.url("/mcp"))
+            .args([tool, args])
+            .args(["--sampling-answer", "Paris"])
+            .args([
+                "--elicitation-content",
+                r#"{"username": "ada", "email": "a@b.c"}"#,
+            ]);
+        let out = run(command).await;
+        assert_eq!(out["protocolVersion"], "2026-07-28", "{out}");
+        let text = out["call"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(text.contains(expected), "{tool}: {out}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs @modelcontextprotocol/inspector-cli from npm; .ci/run installs it"]
 async fn inspector_cli_lists_and_calls() {

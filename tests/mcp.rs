@@ -1179,6 +1179,114 @@ async fn progress_logs_and_sampling_reach_the_client_that_made_the_call() {
     server.stop().await;
 }
 
+/// A 2026-07-28 client cannot be sent requests: an upstream's sampling and elicitation
+/// during its call come back as an `input_required` result, and the client's retry with
+/// the answers completes the call (the upstream call waited, parked, meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_clients_answer_sampling_and_elicitation_through_input_required() {
+    let db = TestDb::new();
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.register_healthy(&fixtures("fx")).await;
+    let both = "application/json, text/event-stream";
+    let call = |id: u32, tool: &str, args: Value, extra: Value| {
+        let mut body = modern("tools/call", id, json!({"name": tool, "arguments": args}));
+        body["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+            json!({"sampling": {}, "elicitation": {}});
+        for (k, v) in extra.as_object().unwrap() {
+            body["params"][k] = v.clone();
+        }
+        body
+    };
+    let send = async |body: &Value, tool: &str| {
+        let headers = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", tool),
+        ];
+        let (status, _, text) = post_accepting(&server, both, &headers, body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let message: Value = serde_json::from_str(&text)
+            .ok()
+            .or_else(|| events(&text).into_iter().find(|m| m.get("id").is_some()))
+            .unwrap_or_else(|| panic!("no answer in {text}"));
+        message
+    };
+
+    // Sampling: the first answer asks for input.
+    let tool = "fx__test_sampling";
+    let first = send(
+        &call(1, tool, json!({"prompt": "capital?"}), json!({})),
+        tool,
+    )
+    .await;
+    let result = &first["result"];
+    assert_eq!(result["resultType"], "input_required", "{first}");
+    let requests = result["inputRequests"].as_object().unwrap();
+    assert_eq!(requests.len(), 1, "{first}");
+    let (key, asked) = requests.iter().next().unwrap();
+    assert_eq!(asked["method"], "sampling/createMessage");
+    assert_eq!(
+        asked["params"]["messages"][0]["content"]["text"],
+        "capital?"
+    );
+    let state = result["requestState"].as_str().unwrap().to_owned();
+    // A forged state is refused, and does not spend the real one.
+    let forged = json!({"requestState": format!("{state}-TAMPERED"),
+        "inputResponses": {key.as_str(): {}}});
+    let refused = send(&call(2, tool, json!({"prompt": "capital?"}), forged), tool).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    // The retry with the answer completes the call.
+    let answer = json!({"requestState": state, "inputResponses": {key.as_str(): {
+        "role": "assistant", "model": "raw", "stopReason": "endTurn",
+        "content": {"type": "text", "text": "Paris"}}}});
+    let done = send(
+        &call(3, tool, json!({"prompt": "capital?"}), answer.clone()),
+        tool,
+    )
+    .await;
+    assert_eq!(
+        done["result"]["content"][0]["text"], "LLM response: Paris",
+        "{done}"
+    );
+    // A state is good once.
+    let again = send(&call(4, tool, json!({"prompt": "capital?"}), answer), tool).await;
+    assert_eq!(again["error"]["code"], -32602, "{again}");
+
+    // Elicitation, answered in a retry that first forgets the answer: asked again.
+    let tool = "fx__test_elicitation";
+    let first = send(&call(5, tool, json!({"message": "who?"}), json!({})), tool).await;
+    let state = first["result"]["requestState"].as_str().unwrap().to_owned();
+    let key = first["result"]["inputRequests"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let empty = json!({"requestState": state, "inputResponses": {}});
+    let asked_again = send(&call(6, tool, json!({"message": "who?"}), empty), tool).await;
+    assert_eq!(
+        asked_again["result"]["resultType"], "input_required",
+        "{asked_again}"
+    );
+    assert!(
+        asked_again["result"]["inputRequests"].get(&key).is_some(),
+        "{asked_again}"
+    );
+    let state = asked_again["result"]["requestState"].as_str().unwrap();
+    let answer = json!({"requestState": state, "inputResponses": {key.as_str(): {
+        "action": "accept", "content": {"username": "ada", "email": "ada@example.com"}}}});
+    let done = send(&call(7, tool, json!({"message": "who?"}), answer), tool).await;
+    let text = done["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.contains("action=accept") && text.contains("ada"),
+        "{done}"
+    );
+    server.stop().await;
+}
+
 /// Waits for the next message a client heard that starts with `prefix`; answers it and
 /// everything heard before it.
 async fn hear(heard: &mut mpsc::UnboundedReceiver<String>, prefix: &str) -> Vec<String> {

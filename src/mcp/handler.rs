@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::catalogue::Catalogue;
+use super::input;
 use super::names;
 use super::subscriptions::Subscriptions;
 use crate::auth::Caller;
@@ -45,6 +46,8 @@ pub struct Shared {
     routes: Mutex<Routes>,
     /// Which session is subscribed to which resource.
     pub subscriptions: Arc<Subscriptions>,
+    /// 2026-07-28 calls waiting for their clients' input.
+    pub parked: input::ParkedCalls,
 }
 
 #[derive(Default)]
@@ -113,6 +116,7 @@ impl Shared {
             page_size: page_size.max(1),
             routes: Mutex::default(),
             subscriptions: Arc::default(),
+            parked: input::ParkedCalls::default(),
         })
     }
 }
@@ -369,15 +373,6 @@ impl ServerHandler for McpHandler {
         } else {
             CacheMode::Use
         };
-        let call = self.shared.gateway.call(
-            &exposed.server,
-            &exposed.upstream_name,
-            request.arguments,
-            mode,
-            caller.as_ref().and_then(|c| c.key.as_deref()),
-            Some(relay),
-        );
-        tokio::pin!(call);
         let stateless = context.meta.protocol_version().is_some();
         let recipient = Recipient {
             peer: context.peer.clone(),
@@ -392,25 +387,86 @@ impl ServerHandler for McpHandler {
             needed: Arc::default(),
         };
         let needed = recipient.needed.clone();
-        let outcome = loop {
-            tokio::select! {
-                outcome = &mut call => break outcome,
-                Some(item) = relayed.recv() => recipient.relay(item).await,
+        let caller_key = caller.as_ref().and_then(|c| c.key.clone());
+        let outcome = if stateless {
+            // 2026-07-28: the call runs on its own, so that it can wait for its client's
+            // input between two requests (see `mcp::input`).
+            let declared = Declared::of(&context);
+            let driven = match request.request_state.as_deref() {
+                Some(state) => {
+                    let mut parked = self
+                        .shared
+                        .parked
+                        .take(state, caller_key.as_deref(), &request.name)
+                        .ok_or_else(|| {
+                            ErrorData::invalid_params(
+                                "requestState is unknown, expired, already used, or not this \
+                                 call's",
+                                None,
+                            )
+                        })?;
+                    // An answer of the wrong shape drops the call: the client starts over.
+                    parked.answer(request.input_responses.unwrap_or_default())?;
+                    let input::Parked { running, asks, .. } = parked;
+                    self.drive(
+                        running,
+                        asks,
+                        &recipient,
+                        declared,
+                        caller_key,
+                        &request.name,
+                    )
+                    .await?
+                }
+                None => {
+                    let gateway = self.shared.gateway.clone();
+                    let (server, tool) = (exposed.server.clone(), exposed.upstream_name.clone());
+                    let (arguments, key) = (request.arguments, caller_key.clone());
+                    let call = tokio::spawn(async move {
+                        let key = key.as_deref();
+                        gateway
+                            .call(&server, &tool, arguments, mode, key, Some(relay))
+                            .await
+                    });
+                    let running = input::Running {
+                        outcome: tokio_util::task::AbortOnDropHandle::new(call),
+                        relayed,
+                    };
+                    let asks = Default::default();
+                    self.drive(
+                        running,
+                        asks,
+                        &recipient,
+                        declared,
+                        caller_key,
+                        &request.name,
+                    )
+                    .await?
+                }
+            };
+            match driven {
+                Driven::Done(outcome) => outcome,
+                Driven::Input(result) => return Ok(result.into()),
             }
+        } else {
+            let call = self.shared.gateway.call(
+                &exposed.server,
+                &exposed.upstream_name,
+                request.arguments,
+                mode,
+                caller_key.as_deref(),
+                Some(relay),
+            );
+            tokio::pin!(call);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut call => break outcome,
+                    Some(item) = relayed.recv() => recipient.relay(item).await,
+                }
+            };
+            linger(relayed, recipient).await;
+            outcome
         };
-        // Notifications sent just before the result go out before it; any later ones
-        // (see `upstream::relay`) follow it until the upstream's side lets go.
-        while let Ok(item) = relayed.try_recv() {
-            recipient.relay(item).await;
-        }
-        // This task outlives the call by the relay's linger (seconds), so at thousands of
-        // calls a second thousands of them wait at once: the relaying future, which holds
-        // rmcp's request futures and is kilobytes, is boxed only when something comes.
-        tokio::spawn(async move {
-            while let Some(item) = relayed.recv().await {
-                Box::pin(recipient.relay(item)).await;
-            }
-        });
         // A capability the request did not declare is the client's error (-32021); one
         // it declared but we cannot relay was refused to the upstream, whose own answer
         // (usually a tool error saying so) goes back as it is.
@@ -656,6 +712,132 @@ impl ServerHandler for McpHandler {
 
 /// Messages an upstream may queue for one caller before the rest are dropped.
 const RELAY_QUEUE: usize = 64;
+
+/// How long a 2026-07-28 call that needs input waits for more requests of the upstream
+/// before it answers `input_required`: requests sent together are asked together.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Passes on what the upstream sent just before the result, then hands the rest to a
+/// task of its own.
+async fn linger(mut relayed: mpsc::Receiver<RelayItem>, recipient: Recipient) {
+    // Notifications sent just before the result go out before it; any later ones
+    // (see `upstream::relay`) follow it until the upstream's side lets go.
+    while let Ok(item) = relayed.try_recv() {
+        recipient.relay(item).await;
+    }
+    // This task outlives the call by the relay's linger (seconds), so at thousands of
+    // calls a second thousands of them wait at once: the relaying future, which holds
+    // rmcp's request futures and is kilobytes, is boxed only when something comes.
+    tokio::spawn(async move {
+        while let Some(item) = relayed.recv().await {
+            Box::pin(recipient.relay(item)).await;
+        }
+    });
+}
+
+/// The input a 2026-07-28 request said its client can give.
+#[derive(Clone, Copy)]
+struct Declared {
+    sampling: bool,
+    elicitation: bool,
+}
+
+impl Declared {
+    fn of(context: &RequestContext<RoleServer>) -> Self {
+        let capabilities = context
+            .meta
+            .client_capabilities()
+            .and_then(|c| serde_json::to_value(c).ok())
+            .unwrap_or_default();
+        Self {
+            sampling: capabilities.get("sampling").is_some(),
+            elicitation: capabilities.get("elicitation").is_some(),
+        }
+    }
+}
+
+/// What driving a 2026-07-28 call came to.
+enum Driven {
+    Done(Result<crate::gateway::CallOutcome, ApiError>),
+    /// It waits for its client's input: the `input_required` result to send.
+    Input(rmcp::model::InputRequiredResult),
+}
+
+impl McpHandler {
+    /// Drives a 2026-07-28 call until its result, or until it needs input from the client
+    /// it cannot be given now (sampling, elicitation: there is no stream to send a request
+    /// on), when it is parked and the client told what to answer.
+    async fn drive(
+        &self,
+        mut running: input::Running,
+        mut asks: std::collections::BTreeMap<String, (rmcp::model::InputRequest, input::Reply)>,
+        recipient: &Recipient,
+        declared: Declared,
+        caller: Option<String>,
+        tool: &str,
+    ) -> Result<Driven, ErrorData> {
+        // An upstream request the client can answer becomes an input request; anything
+        // else is relayed as for any call (and a request it cannot answer is refused).
+        let take = async |item: RelayItem, asks: &mut std::collections::BTreeMap<_, _>| {
+            let wanted = match &item {
+                RelayItem::Sample(..) => declared.sampling.then_some("sampling"),
+                RelayItem::Elicit(..) => declared.elicitation.then_some("elicitation"),
+                _ => None,
+            };
+            let Some(kind) = wanted else {
+                return recipient.relay(item).await;
+            };
+            match input::ask(item) {
+                Ok(asked) => {
+                    let key = loop {
+                        let key = format!("{kind}-{:08x}", rand::random::<u32>());
+                        if !asks.contains_key(&key) {
+                            break key;
+                        }
+                    };
+                    asks.insert(key, asked);
+                }
+                Err(item) => recipient.relay(*item).await,
+            }
+        };
+        loop {
+            if !asks.is_empty() {
+                let window = tokio::time::sleep(GATHER);
+                tokio::pin!(window);
+                loop {
+                    tokio::select! {
+                        () = &mut window => break,
+                        Some(item) = running.relayed.recv() => take(item, &mut asks).await,
+                    }
+                }
+                let parked = input::Parked::new(running, asks, caller, tool.to_owned());
+                let requests = parked.requests();
+                let token = self.shared.parked.park(parked).ok_or_else(|| {
+                    ErrorData::internal_error(
+                        format!(
+                            "{} calls already wait for their clients' input, the most this \
+                             gateway holds",
+                            input::MAX_PARKED
+                        ),
+                        None,
+                    )
+                })?;
+                return Ok(Driven::Input(rmcp::model::InputRequiredResult::new(
+                    Some(requests),
+                    Some(token),
+                )));
+            }
+            tokio::select! {
+                outcome = &mut running.outcome => {
+                    let outcome = outcome.unwrap_or(Err(ApiError::Internal));
+                    linger(running.relayed, recipient.clone()).await;
+                    return Ok(Driven::Done(outcome));
+                }
+                Some(item) = running.relayed.recv() => take(item, &mut asks).await,
+            }
+        }
+    }
+}
 
 /// The `_meta` key under which a result says whether it came from the cache
 /// (`{"hit": true, "age_ms": ...}`), and under which a request may ask for a fresh result

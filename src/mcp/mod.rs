@@ -11,6 +11,7 @@ pub mod answer;
 pub mod bridge;
 pub mod catalogue;
 pub mod handler;
+pub mod input;
 pub mod names;
 pub mod sessions;
 pub mod subscriptions;

@@ -2,11 +2,14 @@
 """Drives omni-bridge's /mcp with the official Python MCP SDK (PyPI `mcp` 2.x).
 
     mcp_client.py URL [TOOL [ARGS_JSON]] [--mode auto|legacy] [--text-length]
+                  [--sampling-answer TEXT] [--elicitation-content JSON]
 
 Lists every tool (following nextCursor), optionally calls TOOL with ARGS_JSON, and
 prints one JSON document: {"protocolVersion", "serverInfo", "tools", "call"?}.
 With --text-length, "call" is {"textLength": N, "isError": B}: the length of the
-result's first text, for results too large to print.
+result's first text, for results too large to print. --sampling-answer makes the client
+offer sampling and answer every request with TEXT; --elicitation-content makes it offer
+elicitation and accept every request with that content.
 `--mode auto`, the SDK's default, probes `server/discover` (2026-07-28) first and falls
 back to `initialize`; `legacy` goes straight to `initialize`.
 Exit codes: 0 done, 1 error (on stderr), 3 the call answered isError.
@@ -16,7 +19,7 @@ import json
 import sys
 
 import anyio
-from mcp import Client
+from mcp import Client, types
 
 
 def dump(model):
@@ -29,8 +32,31 @@ def innermost(exc: BaseException) -> BaseException:
     return exc
 
 
-async def run(url: str, tool: str | None, args: dict, mode: str, text_length: bool) -> int:
-    async with Client(url, mode=mode, read_timeout_seconds=30) as client:
+def callbacks(sampling_answer: str | None, elicitation_content: str | None) -> dict:
+    out = {}
+    if sampling_answer is not None:
+
+        async def sample(context, params):
+            return types.CreateMessageResult(
+                role="assistant",
+                content=types.TextContent(type="text", text=sampling_answer),
+                model="mcp_client.py",
+                stop_reason="endTurn",
+            )
+
+        out["sampling_callback"] = sample
+    if elicitation_content is not None:
+
+        async def elicit(context, params):
+            return types.ElicitResult(action="accept", content=json.loads(elicitation_content))
+
+        out["elicitation_callback"] = elicit
+    return out
+
+
+async def run(url: str, tool: str | None, args: dict, mode: str, text_length: bool,
+              answers: dict) -> int:
+    async with Client(url, mode=mode, read_timeout_seconds=30, **answers) as client:
         out = {
             "protocolVersion": client.protocol_version,
             "serverInfo": dump(client.server_info) if client.server_info else None,
@@ -64,9 +90,13 @@ def main() -> int:
     p.add_argument("args", nargs="?", default="{}")
     p.add_argument("--mode", default="auto", choices=["auto", "legacy"])
     p.add_argument("--text-length", action="store_true")
+    p.add_argument("--sampling-answer")
+    p.add_argument("--elicitation-content")
     ns = p.parse_args()
+    answers = callbacks(ns.sampling_answer, ns.elicitation_content)
     try:
-        return anyio.run(run, ns.url, ns.tool, json.loads(ns.args), ns.mode, ns.text_length)
+        return anyio.run(run, ns.url, ns.tool, json.loads(ns.args), ns.mode, ns.text_length,
+                         answers)
     except Exception as e:  # anyio wraps failures in exception groups
         e = innermost(e)
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)

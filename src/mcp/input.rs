@@ -1,0 +1,179 @@
+//! 2026-07-28 input requests: calls waiting for their client's answers.
+//!
+//! In MCP 2026-07-28 a server may not send its client requests. When a tool needs the
+//! client's model (sampling) or its user (elicitation), the call answers with an
+//! `input_required` result listing what it needs, keyed, and an opaque `requestState`;
+//! the client calls again with the same tool and arguments plus `inputResponses` and
+//! that state. Our upstreams speak the handshake revisions, where they send those
+//! requests during the call. So the gateway keeps such a call running, parked here under
+//! a fresh random token (the `requestState`: 128 bits, single use, bound to the caller's
+//! key and the tool, gone after [`TTL`]), answers the client `input_required`, and when
+//! the client's retry brings the answers, hands each to the upstream request waiting for
+//! it and goes on waiting for the result, or for the next requests (another round).
+//!
+//! Parked calls live in this instance's memory: a retry that reaches another instance
+//! finds no state and is refused (`-32602`), as is a forged or reused state. The
+//! upstream call's own deadline keeps running while the user answers.
+
+// Sampling is deprecated in 2026-07-28 itself; the clients that still offer it are served.
+#![allow(deprecated)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rmcp::ErrorData;
+use rmcp::model::{
+    CreateMessageResult, ElicitResult, InputRequest, InputRequests, InputResponses, Request,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::error::ApiError;
+use crate::gateway::CallOutcome;
+use crate::upstream::relay::RelayItem;
+
+/// How long a parked call waits for its client's retry.
+pub const TTL: Duration = Duration::from_secs(600);
+
+/// Parked calls one instance holds at most; past it a call needing input is refused.
+pub const MAX_PARKED: usize = 10_000;
+
+/// A call in flight whose messages are read by whoever drives it.
+pub struct Running {
+    /// Aborts the call when dropped (the client went away, or the parked call expired).
+    pub outcome: AbortOnDropHandle<Result<CallOutcome, ApiError>>,
+    pub relayed: mpsc::Receiver<RelayItem>,
+}
+
+/// Where the client's answer to one input request goes.
+pub enum Reply {
+    Sample(oneshot::Sender<Result<CreateMessageResult, ErrorData>>),
+    Elicit(oneshot::Sender<Result<ElicitResult, ErrorData>>),
+}
+
+impl Reply {
+    /// Passes the client's answer on, if it has the right shape.
+    pub fn answer(self, value: serde_json::Value) -> Result<(), (Self, String)> {
+        match self {
+            Reply::Sample(tx) => match serde_json::from_value::<CreateMessageResult>(value) {
+                Ok(result) => {
+                    let _ = tx.send(Ok(result));
+                    Ok(())
+                }
+                Err(e) => Err((Reply::Sample(tx), format!("not a sampling result: {e}"))),
+            },
+            Reply::Elicit(tx) => match serde_json::from_value::<ElicitResult>(value) {
+                Ok(result) => {
+                    let _ = tx.send(Ok(result));
+                    Ok(())
+                }
+                Err(e) => Err((Reply::Elicit(tx), format!("not an elicitation result: {e}"))),
+            },
+        }
+    }
+}
+
+/// An upstream request turned into an input request, with where its answer goes.
+pub fn ask(item: RelayItem) -> Result<(InputRequest, Reply), Box<RelayItem>> {
+    match item {
+        RelayItem::Sample(params, tx) => Ok((
+            InputRequest::CreateMessage(Request::new(params)),
+            Reply::Sample(tx),
+        )),
+        RelayItem::Elicit(params, tx) => Ok((
+            InputRequest::Elicitation(Request::new(params)),
+            Reply::Elicit(tx),
+        )),
+        other => Err(Box::new(other)),
+    }
+}
+
+/// A call waiting for its client's answers.
+pub struct Parked {
+    pub running: Running,
+    /// What is still unanswered, by key.
+    pub asks: BTreeMap<String, (InputRequest, Reply)>,
+    /// The key and tool the call belongs to; a retry must bring the same.
+    pub caller: Option<String>,
+    pub tool: String,
+    expires: Instant,
+}
+
+impl Parked {
+    pub fn new(
+        running: Running,
+        asks: BTreeMap<String, (InputRequest, Reply)>,
+        caller: Option<String>,
+        tool: String,
+    ) -> Self {
+        Self {
+            running,
+            asks,
+            caller,
+            tool,
+            expires: Instant::now() + TTL,
+        }
+    }
+
+    /// The requests the client is to answer.
+    pub fn requests(&self) -> InputRequests {
+        self.asks
+            .iter()
+            .map(|(key, (request, _))| (key.clone(), request.clone()))
+            .collect()
+    }
+
+    /// Hands the client's answers on; answers what could not be used. The keys answered
+    /// leave `asks`; unknown keys are ignored, as the revision asks.
+    pub fn answer(&mut self, mut responses: InputResponses) -> Result<(), ErrorData> {
+        let keys: Vec<String> = self.asks.keys().cloned().collect();
+        for key in keys {
+            let Some(value) = responses.remove(&key) else {
+                continue;
+            };
+            let (request, reply) = self.asks.remove(&key).expect("listed above");
+            if let Err((reply, why)) = reply.answer(value) {
+                self.asks.insert(key.clone(), (request, reply));
+                return Err(ErrorData::invalid_params(
+                    format!("inputResponses['{key}']: {why}"),
+                    None,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The parked calls of this instance.
+#[derive(Default)]
+pub struct ParkedCalls {
+    calls: Mutex<HashMap<String, Parked>>,
+}
+
+impl ParkedCalls {
+    /// Parks `call`; answers its token, or None when too many are parked already.
+    pub fn park(&self, call: Parked) -> Option<String> {
+        let mut calls = self.calls.lock().expect("parked lock");
+        let now = Instant::now();
+        calls.retain(|_, parked| parked.expires > now);
+        if calls.len() >= MAX_PARKED {
+            return None;
+        }
+        let token = format!("{:032x}", rand::random::<u128>());
+        calls.insert(token.clone(), call);
+        Some(token)
+    }
+
+    /// Takes the call parked under `token`, if it is `caller`'s call of `tool` and has
+    /// not expired. A token is good once.
+    pub fn take(&self, token: &str, caller: Option<&str>, tool: &str) -> Option<Parked> {
+        let mut calls = self.calls.lock().expect("parked lock");
+        let parked = calls.get(token)?;
+        if parked.caller.as_deref() != caller || parked.tool != tool {
+            return None;
+        }
+        let parked = calls.remove(token)?;
+        (parked.expires > Instant::now()).then_some(parked)
+    }
+}
