@@ -226,50 +226,105 @@ async fn inspector_cli_lists_and_calls() {
     server.stop().await;
 }
 
-/// The official conformance suite, in server mode, against `/mcp` with our test MCP
-/// server's conformance fixtures behind it, exposed without a prefix (the scenarios call
-/// fixed names). Scenarios that cannot pass through a gateway are listed, with the
-/// reason, in `tests/interop/conformance-expected-failures.yml`; the suite fails on any
-/// other failure and on any listed scenario that starts passing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs @modelcontextprotocol/conformance and Node 22 from npm; .ci/run installs them"]
-async fn conformance_suite_passes_against_the_gateway() {
-    let db = TestDb::new();
-    let mut server = TestServer::start(db.stdio_settings()).await;
-    let mut fixtures = stdio("conformance");
-    fixtures["args"] = serde_json::json!(["--name", "conformance", "--conformance"]);
-    fixtures["tool_prefix"] = serde_json::json!("");
-    server.register_healthy(&fixtures).await;
+/// Runs a conformance suite's CLI (`package` under `tests/interop/node_modules`) in
+/// server mode against `url` with `args`, on the Node 22 that `.ci/run` installs; answers
+/// whether it passed and its summary.
+async fn conformance(package: &str, url: &str, args: &[&str], expected: &str) -> (bool, String) {
     let dir = interop("");
     let results = tempfile::tempdir().unwrap();
-    let mut command = Command::new("npx");
+    let mut command = Command::new(interop("node_modules/.bin/node"));
     command
         .current_dir(&dir)
-        .args([
-            "--no-install",
-            "conformance",
-            "server",
-            "--suite",
-            "all",
-            "--url",
-        ])
-        .arg(server.url("/mcp"))
+        .arg(interop(&format!("node_modules/{package}/dist/index.js")))
+        .args(["server", "--url", url])
+        .args(args)
         .arg("--expected-failures")
-        .arg(interop("conformance-expected-failures.yml"))
+        .arg(interop(expected))
         .arg("-o")
         .arg(results.path());
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
         .unwrap()
-        .expect("npx runs the conformance suite");
+        .expect("node runs the conformance suite");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let summary = stdout.split("=== SUMMARY ===").nth(1).unwrap_or(&stdout);
+    let text = format!("{summary}\n{}", String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// A gateway with our test MCP server's conformance fixtures behind it (stdio),
+/// exposed without a prefix (the scenarios call fixed names).
+async fn conformance_gateway(db: &TestDb) -> TestServer {
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    let mut fixtures = stdio("conformance");
+    fixtures["args"] = serde_json::json!(["--name", "conformance", "--conformance"]);
+    fixtures["tool_prefix"] = serde_json::json!("");
+    server.register_healthy(&fixtures).await;
+    server
+}
+
+/// The official conformance suite 0.1.16, every scenario, against `/mcp`. Scenarios that
+/// cannot pass through a gateway would be listed, with the reason, in
+/// `tests/interop/conformance-expected-failures.yml`; the suite fails on any other
+/// failure and on any listed scenario that starts passing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs @modelcontextprotocol/conformance and Node 22 from npm; .ci/run installs them"]
+async fn conformance_suite_passes_against_the_gateway() {
+    let db = TestDb::new();
+    let server = conformance_gateway(&db).await;
+    let url = server.url("/mcp");
+    let (passed, summary) = conformance(
+        "@modelcontextprotocol/conformance",
+        &url,
+        &["--suite", "all"],
+        "conformance-expected-failures.yml",
+    )
+    .await;
     eprintln!("{summary}");
-    assert!(
-        output.status.success(),
-        "conformance suite failed ({}):\n{summary}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(passed, "conformance suite 0.1.16 failed:\n{summary}");
+    server.stop().await;
+}
+
+/// The newer suite (0.2.0-alpha.12, npm alias `conformance-next`): its active suite, then
+/// each 2026-07-28 input-required scenario and the custom-header one, one at a time (the
+/// suite's `all` runs scenarios at once, and over stdio an upstream's request cannot say
+/// which of several clients it is for). What cannot pass is listed with the reason in
+/// `tests/interop/conformance-next-expected-failures.yml`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs @modelcontextprotocol/conformance 0.2 and Node 22 from npm; .ci/run installs them"]
+async fn conformance_next_passes_its_active_suite_and_input_required() {
+    let db = TestDb::new();
+    let server = conformance_gateway(&db).await;
+    let url = server.url("/mcp");
+    let expected = "conformance-next-expected-failures.yml";
+    let (passed, summary) = conformance("conformance-next", &url, &[], expected).await;
+    assert!(passed, "conformance 0.2 active suite failed:\n{summary}");
+    let scenarios = [
+        "input-required-result-basic-elicitation",
+        "input-required-result-basic-sampling",
+        "input-required-result-basic-list-roots",
+        "input-required-result-request-state",
+        "input-required-result-multiple-input-requests",
+        "input-required-result-multi-round",
+        "input-required-result-missing-input-response",
+        "input-required-result-non-tool-request",
+        "input-required-result-result-type",
+        "input-required-result-unsupported-methods",
+        "input-required-result-tampered-state",
+        "input-required-result-capability-check",
+        "input-required-result-ignore-extra-params",
+        "input-required-result-validate-input",
+        "http-custom-header-server-validation",
+    ];
+    for scenario in scenarios {
+        let (passed, summary) = conformance(
+            "conformance-next",
+            &url,
+            &["--scenario", scenario],
+            expected,
+        )
+        .await;
+        assert!(passed, "{scenario}:\n{summary}");
+    }
     server.stop().await;
 }

@@ -359,7 +359,13 @@ impl ServerHandler for McpHandler {
         // What the upstream sends during the call comes back through `relayed`, and is
         // passed on from this task, so that rmcp puts it on this request's stream.
         let (relay, mut relayed) = mpsc::channel(RELAY_QUEUE);
-        let relay = Relay::new(relay, self.client);
+        // A 2026-07-28 request has no session: its calls are its key's (a call parked for
+        // input and the next call of the same key are one client's, see `upstream::relay`).
+        let client = match context.meta.protocol_version() {
+            Some(_) => key_client(caller.as_ref().and_then(|c| c.key.as_deref())),
+            None => self.client,
+        };
+        let relay = Relay::new(relay, client);
         // A client may ask for a fresh result, as `Cache-Control: no-cache` does over HTTP.
         let fresh = [request.meta.as_ref().map(|m| &m.0), Some(&context.meta.0)]
             .into_iter()
@@ -412,9 +418,12 @@ impl ServerHandler for McpHandler {
                         running,
                         asks,
                         &recipient,
-                        declared,
-                        caller_key,
-                        &request.name,
+                        Asker {
+                            declared,
+                            caller: caller_key,
+                            tool: request.name.to_string(),
+                        },
+                        Default::default(),
                     )
                     .await?
                 }
@@ -433,13 +442,18 @@ impl ServerHandler for McpHandler {
                         relayed,
                     };
                     let asks = Default::default();
+                    // Answers a first call already brings are used when their request comes.
+                    let early = request.input_responses.unwrap_or_default();
                     self.drive(
                         running,
                         asks,
                         &recipient,
-                        declared,
-                        caller_key,
-                        &request.name,
+                        Asker {
+                            declared,
+                            caller: caller_key,
+                            tool: request.name.to_string(),
+                        },
+                        early,
                     )
                     .await?
                 }
@@ -713,6 +727,15 @@ impl ServerHandler for McpHandler {
 /// Messages an upstream may queue for one caller before the rest are dropped.
 const RELAY_QUEUE: usize = 64;
 
+/// The client number of a key's 2026-07-28 requests: one per key, far from the session
+/// numbers (which count up from 1).
+fn key_client(key: Option<&str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish() | 1 << 63
+}
+
 /// How long a 2026-07-28 call that needs input waits for more requests of the upstream
 /// before it answers `input_required`: requests sent together are asked together.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
@@ -756,6 +779,13 @@ impl Declared {
     }
 }
 
+/// Whose 2026-07-28 call it is, and what its client can answer.
+struct Asker {
+    declared: Declared,
+    caller: Option<String>,
+    tool: String,
+}
+
 /// What driving a 2026-07-28 call came to.
 enum Driven {
     Done(Result<crate::gateway::CallOutcome, ApiError>),
@@ -772,32 +802,63 @@ impl McpHandler {
         mut running: input::Running,
         mut asks: std::collections::BTreeMap<String, (rmcp::model::InputRequest, input::Reply)>,
         recipient: &Recipient,
-        declared: Declared,
-        caller: Option<String>,
-        tool: &str,
+        asker: Asker,
+        mut early: rmcp::model::InputResponses,
     ) -> Result<Driven, ErrorData> {
+        let Asker {
+            declared,
+            caller,
+            tool,
+        } = asker;
         // An upstream request the client can answer becomes an input request; anything
         // else is relayed as for any call (and a request it cannot answer is refused).
-        let take = async |item: RelayItem, asks: &mut std::collections::BTreeMap<_, _>| {
-            let wanted = match &item {
-                RelayItem::Sample(..) => declared.sampling.then_some("sampling"),
-                RelayItem::Elicit(..) => declared.elicitation.then_some("elicitation"),
-                _ => None,
-            };
-            let Some(kind) = wanted else {
-                return recipient.relay(item).await;
-            };
-            match input::ask(item) {
-                Ok(asked) => {
-                    let key = loop {
-                        let key = format!("{kind}-{:08x}", rand::random::<u32>());
-                        if !asks.contains_key(&key) {
-                            break key;
-                        }
-                    };
-                    asks.insert(key, asked);
+        // An upstream request the client can answer becomes an input request, under the
+        // key the upstream named (`_meta` "io.omni-bridge/inputKey") or one of ours; one
+        // the request already brought the answer to is answered at once. Anything else is
+        // relayed as for any call (and a request the client cannot answer is refused).
+        let take = async |item: RelayItem,
+                          asks: &mut std::collections::BTreeMap<_, _>,
+                          early: &mut rmcp::model::InputResponses|
+               -> Result<(), ErrorData> {
+            let (kind, params) = match &item {
+                RelayItem::Sample(p, _) if declared.sampling => {
+                    ("sampling", serde_json::to_value(p).unwrap_or_default())
                 }
-                Err(item) => recipient.relay(*item).await,
+                RelayItem::Elicit(p, _) if declared.elicitation => {
+                    ("elicitation", serde_json::to_value(p).unwrap_or_default())
+                }
+                _ => {
+                    recipient.relay(item).await;
+                    return Ok(());
+                }
+            };
+            let (request, reply) = match input::ask(item) {
+                Ok(asked) => asked,
+                Err(item) => {
+                    recipient.relay(*item).await;
+                    return Ok(());
+                }
+            };
+            let named = params["_meta"][input::KEY_META]
+                .as_str()
+                .filter(|k| input::is_key(k) && !asks.contains_key(*k))
+                .map(str::to_owned);
+            let key = named.unwrap_or_else(|| {
+                loop {
+                    let key = format!("{kind}-{:08x}", rand::random::<u32>());
+                    if !asks.contains_key(&key) {
+                        break key;
+                    }
+                }
+            });
+            match early.remove(&key) {
+                Some(answer) => reply.answer(answer).map_err(|(_, why)| {
+                    ErrorData::invalid_params(format!("inputResponses['{key}']: {why}"), None)
+                }),
+                None => {
+                    asks.insert(key, (request, reply));
+                    Ok(())
+                }
             }
         };
         loop {
@@ -807,10 +868,10 @@ impl McpHandler {
                 loop {
                     tokio::select! {
                         () = &mut window => break,
-                        Some(item) = running.relayed.recv() => take(item, &mut asks).await,
+                        Some(item) = running.relayed.recv() => take(item, &mut asks, &mut early).await?,
                     }
                 }
-                let parked = input::Parked::new(running, asks, caller, tool.to_owned());
+                let parked = input::Parked::new(running, asks, caller, tool);
                 let requests = parked.requests();
                 let token = self.shared.parked.park(parked).ok_or_else(|| {
                     ErrorData::internal_error(
@@ -833,7 +894,7 @@ impl McpHandler {
                     linger(running.relayed, recipient.clone()).await;
                     return Ok(Driven::Done(outcome));
                 }
-                Some(item) = running.relayed.recv() => take(item, &mut asks).await,
+                Some(item) = running.relayed.recv() => take(item, &mut asks, &mut early).await?,
             }
         }
     }

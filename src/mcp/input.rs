@@ -33,6 +33,18 @@ use crate::error::ApiError;
 use crate::gateway::CallOutcome;
 use crate::upstream::relay::RelayItem;
 
+/// The `_meta` key under which an upstream may name the key its request is asked under
+/// (`"user_name"`), so that a client can recognise it; otherwise the gateway names it.
+pub use crate::upstream::relay::INPUT_KEY_META as KEY_META;
+
+/// Whether `key` may name an input request: 1 to 64 of `[A-Za-z0-9_.-]`.
+pub fn is_key(key: &str) -> bool {
+    (1..=64).contains(&key.len())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 /// How long a parked call waits for its client's retry.
 pub const TTL: Duration = Duration::from_secs(600);
 

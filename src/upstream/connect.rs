@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::errors::with_causes;
-use super::relay::{Relay, RelayItem, Relays};
+use super::relay::{INPUT_KEY_META, Relay, RelayItem, Relays};
 use super::sse::LegacySseTransport;
 use crate::registry::{ServerName, ServerSpec, Transport};
 
@@ -86,6 +86,22 @@ async fn relay_for(
     })
 }
 
+/// `params` with the key the upstream named for its request (rmcp moves `_meta` to the
+/// context; see [`INPUT_KEY_META`]) back in them, and nothing else of its `_meta`.
+fn with_meta<P>(params: P, context: &RequestContext<RoleClient>) -> P
+where
+    P: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let Some(key) = context.meta.0.get(INPUT_KEY_META) else {
+        return params;
+    };
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::to_value(&params) else {
+        return params;
+    };
+    fields.insert("_meta".to_owned(), serde_json::json!({INPUT_KEY_META: key}));
+    serde_json::from_value(serde_json::Value::Object(fields)).unwrap_or(params)
+}
+
 /// Sends `item` to the caller and waits for its client's answer.
 async fn ask<T>(
     relay: Relay,
@@ -119,6 +135,7 @@ impl ClientHandler for GatewayClient {
         context: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
         let relay = relay_for(&self.relays, &context).await?;
+        let params = with_meta(params, &context);
         ask(relay, |reply| RelayItem::Sample(params, reply)).await
     }
 
@@ -128,6 +145,7 @@ impl ClientHandler for GatewayClient {
         context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
         let relay = relay_for(&self.relays, &context).await?;
+        let params = with_meta(params, &context);
         ask(relay, |reply| RelayItem::Elicit(params, reply)).await
     }
 

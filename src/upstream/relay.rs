@@ -6,8 +6,9 @@
 //! Progress names its call by token. A request from the upstream names its call when it
 //! comes on that call's HTTP response stream (rmcp marks it); over stdio or the GET
 //! stream nothing names it, so it goes to the client of the calls in flight when they all
-//! come from one client (one `/mcp` session: three parallel calls of one agent are still
-//! one client), and is refused when calls of several clients are in flight: sending one
+//! come from one client (one `/mcp` session, or for sessionless 2026-07-28 requests one
+//! key: three parallel calls of one agent are still one client), and is refused when
+//! calls of several clients are in flight: sending one
 //! client's prompt to another is worse than failing. Log messages never name a call; they
 //! follow the same rule, and otherwise go to our own log.
 //!
@@ -49,6 +50,11 @@ pub enum RelayItem {
         oneshot::Sender<Result<ElicitResult, ErrorData>>,
     ),
 }
+
+/// The `_meta` key under which an upstream may name the key its request is shown to a
+/// 2026-07-28 client under (see `mcp::input`); the only part of an upstream request's
+/// `_meta` passed on (its progress token is its own business).
+pub const INPUT_KEY_META: &str = "io.omni-bridge/inputKey";
 
 /// Where one call's messages go, and which client made the call.
 #[derive(Clone, Debug)]

@@ -35,6 +35,44 @@ pub fn tools() -> Vec<Tool> {
     let string_arg = |name: &str, description: &str| json!({"type": "object", "properties": {name: {"type": "string", "description": description}}, "required": [name]});
     vec![
         tool("test_simple_text", "Returns a simple text", no_args()),
+        // The 2026-07-28 input-required scenarios (conformance 0.2.0): this server speaks a
+        // handshake revision and asks the gateway's client in the old way; the gateway
+        // turns each request into an input request (see the gateway's `mcp::input`).
+        tool(
+            "test_input_required_result_elicitation",
+            "Asks the user's name (key user_name)",
+            no_args(),
+        ),
+        tool(
+            "test_input_required_result_sampling",
+            "Asks the client's LLM",
+            no_args(),
+        ),
+        tool(
+            "test_input_required_result_request_state",
+            "Asks the user, then answers state-ok",
+            no_args(),
+        ),
+        tool(
+            "test_input_required_result_multi_round",
+            "Asks the user twice: two rounds",
+            no_args(),
+        ),
+        tool(
+            "test_input_required_result_tampered_state",
+            "Asks the user",
+            no_args(),
+        ),
+        tool(
+            "test_input_required_result_capabilities",
+            "Asks the client's LLM only",
+            no_args(),
+        ),
+        tool(
+            "test_input_required_result_multiple_inputs",
+            "Asks the user and the LLM at once",
+            no_args(),
+        ),
         tool("test_image_content", "Returns an image", no_args()),
         tool("test_audio_content", "Returns audio", no_args()),
         tool(
@@ -131,7 +169,80 @@ pub async fn call(
             .to_owned()
     };
     let peer = &context.peer;
+    // The requests of the input-required fixtures, with the key the gateway shows them by.
+    let ask_name = || {
+        typed::<rmcp::model::ElicitRequestParams>(json!({
+            "message": "What is your name?",
+            "requestedSchema": {"type": "object", "properties": {
+                "user_name": {"type": "string", "description": "Your name"}},
+                "required": ["user_name"]},
+            "_meta": {"io.omni-bridge/inputKey": "user_name"},
+        }))
+    };
+    let ask_llm = || {
+        typed::<rmcp::model::CreateMessageRequestParams>(json!({
+            "messages": [{"role": "user", "content": {"type": "text", "text": "Say hello"}}],
+            "maxTokens": 50,
+        }))
+    };
+    let said = |value: &Value| serde_json::to_string(value).unwrap_or_default();
     let answer = match name {
+        "test_input_required_result_elicitation" | "test_input_required_result_tampered_state" => {
+            match peer.create_elicitation(ask_name()).await {
+                Ok(answer) => {
+                    let answer = serde_json::to_value(&answer).unwrap_or_default();
+                    result(
+                        json!([{"type": "text", "text": format!("Hello, {}", said(&answer["content"]))}]),
+                    )
+                }
+                Err(e) => return Some(Err(ErrorData::internal_error(e.to_string(), None))),
+            }
+        }
+        "test_input_required_result_sampling" | "test_input_required_result_capabilities" => {
+            match peer.create_message(ask_llm()).await {
+                Ok(answer) => {
+                    let answer = serde_json::to_value(&answer).unwrap_or_default();
+                    result(
+                        json!([{"type": "text", "text": format!("LLM said {}", said(&answer["content"]))}]),
+                    )
+                }
+                Err(e) => return Some(Err(ErrorData::internal_error(e.to_string(), None))),
+            }
+        }
+        "test_input_required_result_request_state" => {
+            match peer.create_elicitation(ask_name()).await {
+                Ok(_) => result(json!([{"type": "text", "text": "state-ok"}])),
+                Err(e) => return Some(Err(ErrorData::internal_error(e.to_string(), None))),
+            }
+        }
+        "test_input_required_result_multi_round" => {
+            let first = peer.create_elicitation(ask_name()).await;
+            let ask_color = typed::<rmcp::model::ElicitRequestParams>(json!({
+                "message": "Your favourite colour?",
+                "requestedSchema": {"type": "object", "properties": {
+                    "color": {"type": "string"}}, "required": ["color"]},
+            }));
+            let second = match first {
+                Ok(_) => peer.create_elicitation(ask_color).await,
+                Err(e) => return Some(Err(ErrorData::internal_error(e.to_string(), None))),
+            };
+            match second {
+                Ok(_) => result(json!([{"type": "text", "text": "two rounds done"}])),
+                Err(e) => return Some(Err(ErrorData::internal_error(e.to_string(), None))),
+            }
+        }
+        "test_input_required_result_multiple_inputs" => {
+            let (name, llm) = tokio::join!(
+                peer.create_elicitation(ask_name()),
+                peer.create_message(ask_llm())
+            );
+            match (name, llm) {
+                (Ok(_), Ok(_)) => result(json!([{"type": "text", "text": "both answered"}])),
+                (Err(e), _) | (_, Err(e)) => {
+                    return Some(Err(ErrorData::internal_error(e.to_string(), None)));
+                }
+            }
+        }
         "test_simple_text" => {
             result(json!([{"type": "text", "text": "This is a simple text response for testing."}]))
         }
