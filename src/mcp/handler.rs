@@ -333,6 +333,13 @@ impl ServerHandler for McpHandler {
         })
     }
 
+    /// The exposed tool of that name, so that rmcp checks a call's `Mcp-Param-*` headers
+    /// against the arguments its schema marks `x-mcp-header` (SEP-2243). Not a listing:
+    /// whether the caller may call it is decided in `call_tool`.
+    fn get_tool(&self, name: &str) -> Option<rmcp::model::Tool> {
+        self.catalogue().get(name).map(|t| t.tool.clone())
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,

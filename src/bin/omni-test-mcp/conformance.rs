@@ -35,6 +35,14 @@ pub fn tools() -> Vec<Tool> {
     let string_arg = |name: &str, description: &str| json!({"type": "object", "properties": {name: {"type": "string", "description": description}}, "required": [name]});
     vec![
         tool("test_simple_text", "Returns a simple text", no_args()),
+        // SEP-2243: an argument mirrored into an `Mcp-Param-Region` header.
+        tool(
+            "test_custom_header",
+            "Answers the region it was given, which the client also sends as a header",
+            json!({"type": "object", "properties": {
+                "region": {"type": "string", "x-mcp-header": "Region"}},
+                "required": ["region"]}),
+        ),
         // The 2026-07-28 input-required scenarios (conformance 0.2.0): this server speaks a
         // handshake revision and asks the gateway's client in the old way; the gateway
         // turns each request into an input request (see the gateway's `mcp::input`).
@@ -187,6 +195,7 @@ pub async fn call(
     };
     let said = |value: &Value| serde_json::to_string(value).unwrap_or_default();
     let answer = match name {
+        "test_custom_header" => result(json!([{"type": "text", "text": arg("region")}])),
         "test_input_required_result_elicitation" | "test_input_required_result_tampered_state" => {
             match peer.create_elicitation(ask_name()).await {
                 Ok(answer) => {
