@@ -74,11 +74,36 @@ pub struct Shadowed {
     pub kept_by: ServerName,
 }
 
-/// Of the servers claiming one name (in listing order), the one that keeps it: the one
-/// that held it before, while it still claims it; else the first.
-fn keeper<'a>(claimants: &'a [ServerName], held: Option<&ServerName>) -> &'a ServerName {
-    held.and_then(|h| claimants.iter().find(|c| *c == h))
-        .unwrap_or(&claimants[0])
+/// Settles names that several servers offer, first come: `claims` are (name, server) in
+/// listing order; each name stays with the server `held` says had it, while that server
+/// still offers it, else goes to the first. Answers each name's owner, and the copies of
+/// the others as [`Shadowed`] of `kind`.
+fn settle<'a>(
+    kind: &'static str,
+    claims: impl IntoIterator<Item = (&'a str, &'a ServerName)>,
+    held: impl Fn(&str) -> Option<&'a ServerName>,
+) -> (HashMap<String, ServerName>, Vec<Shadowed>) {
+    let mut by_name: HashMap<&str, Vec<&ServerName>> = HashMap::new();
+    for (name, server) in claims {
+        by_name.entry(name).or_default().push(server);
+    }
+    let mut owners = HashMap::new();
+    let mut shadowed = vec![];
+    for (name, claimants) in by_name {
+        let kept_by = held(name)
+            .and_then(|h| claimants.iter().copied().find(|c| *c == h))
+            .unwrap_or(claimants[0]);
+        for other in claimants.iter().filter(|c| **c != kept_by) {
+            shadowed.push(Shadowed {
+                kind,
+                name: name.to_owned(),
+                server: (*other).clone(),
+                kept_by: kept_by.clone(),
+            });
+        }
+        owners.insert(name.to_owned(), kept_by.clone());
+    }
+    (owners, shadowed)
 }
 
 impl Routes {
@@ -1056,37 +1081,18 @@ impl McpHandler {
                 );
             }
         }
-        let mut by_uri: HashMap<&str, Vec<ServerName>> = HashMap::new();
-        for (server, _, r) in &claims {
-            by_uri
-                .entry(r.uri.as_str())
-                .or_default()
-                .push(server.clone());
-        }
         let mut routes = self.shared.routes.lock().expect("routes lock");
-        let mut owners = HashMap::new();
-        let mut shadowed = vec![];
-        for (uri, claimants) in &by_uri {
-            let kept_by = keeper(claimants, routes.resources.get(*uri)).clone();
-            for other in claimants.iter().filter(|c| **c != kept_by) {
-                shadowed.push(Shadowed {
-                    kind: "resource",
-                    name: (*uri).to_owned(),
-                    server: other.clone(),
-                    kept_by: kept_by.clone(),
-                });
-            }
-            owners.insert((*uri).to_owned(), kept_by);
-        }
-        drop(by_uri);
+        let previous = std::mem::take(&mut routes.resources);
+        let (owners, shadowed) = settle(
+            "resource",
+            claims.iter().map(|(server, _, r)| (r.uri.as_str(), server)),
+            |uri| previous.get(uri),
+        );
         let mut resources = vec![];
+        let mut seen = std::collections::HashSet::new();
         for (server, prefix, mut r) in claims {
             // Once per URI: an upstream listing one URI twice shows it once.
-            if owners.get(&r.uri) != Some(&server)
-                || resources
-                    .iter()
-                    .any(|(_, x): &(ServerName, rmcp::model::Resource)| x.uri == r.uri)
-            {
+            if owners.get(&r.uri) != Some(&server) || !seen.insert(r.uri.clone()) {
                 continue;
             }
             r.name = names::label(prefix.as_deref(), &r.name);
@@ -1115,47 +1121,29 @@ impl McpHandler {
                 );
             }
         }
-        let mut by_template: HashMap<String, Vec<ServerName>> = HashMap::new();
-        for (server, _, t) in &claims {
-            by_template
-                .entry(t.uri_template.clone())
-                .or_default()
-                .push(server.clone());
-        }
         let mut routes = self.shared.routes.lock().expect("routes lock");
-        let mut owners = HashMap::new();
-        let mut shadowed = vec![];
-        for (template, claimants) in by_template {
-            let kept_by = keeper(&claimants, routes.template_owners.get(&template)).clone();
-            for other in claimants.iter().filter(|c| **c != kept_by) {
-                shadowed.push(Shadowed {
-                    kind: "resource_template",
-                    name: template.clone(),
-                    server: other.clone(),
-                    kept_by: kept_by.clone(),
-                });
-            }
-            owners.insert(template, kept_by);
-        }
+        let previous = std::mem::take(&mut routes.template_owners);
+        let (owners, shadowed) = settle(
+            "resource_template",
+            claims
+                .iter()
+                .map(|(server, _, t)| (t.uri_template.as_str(), server)),
+            |template| previous.get(template),
+        );
         let mut templates = vec![];
         let mut stems = vec![];
+        let mut seen = std::collections::HashSet::new();
         for (server, prefix, mut t) in claims {
-            if owners.get(&t.uri_template) != Some(&server)
-                || stems
-                    .iter()
-                    .any(|(_, _, x): &(String, ServerName, String)| *x == t.uri_template)
+            if owners.get(&t.uri_template) != Some(&server) || !seen.insert(t.uri_template.clone())
             {
                 continue;
             }
             let stem = t.uri_template.split('{').next().unwrap_or_default();
-            stems.push((stem.to_owned(), server.clone(), t.uri_template.clone()));
+            stems.push((stem.to_owned(), server.clone()));
             t.name = names::label(prefix.as_deref(), &t.name);
             templates.push((server, t));
         }
-        routes.templates = stems
-            .into_iter()
-            .map(|(stem, server, _)| (stem, server))
-            .collect();
+        routes.templates = stems;
         routes.template_owners = owners;
         routes.shadow("resource_template", shadowed);
         drop(routes);
@@ -1211,29 +1199,15 @@ impl McpHandler {
                 }
             }
         }
-        let mut by_name: HashMap<String, Vec<ServerName>> = HashMap::new();
-        for (server, exposed, _) in &claims {
-            by_name
-                .entry(exposed.clone())
-                .or_default()
-                .push(server.clone());
-        }
         let mut routes = self.shared.routes.lock().expect("routes lock");
-        let mut owners: HashMap<String, ServerName> = HashMap::new();
-        let mut shadowed = vec![];
-        for (exposed, claimants) in by_name {
-            let held = routes.prompts.get(&exposed).map(|(s, _)| s);
-            let kept_by = keeper(&claimants, held).clone();
-            for other in claimants.iter().filter(|c| **c != kept_by) {
-                shadowed.push(Shadowed {
-                    kind: "prompt",
-                    name: exposed.clone(),
-                    server: other.clone(),
-                    kept_by: kept_by.clone(),
-                });
-            }
-            owners.insert(exposed, kept_by);
-        }
+        let previous = std::mem::take(&mut routes.prompts);
+        let (owners, shadowed) = settle(
+            "prompt",
+            claims
+                .iter()
+                .map(|(server, exposed, _)| (exposed.as_str(), server)),
+            |exposed| previous.get(exposed).map(|(server, _)| server),
+        );
         let mut prompts = vec![];
         let mut found = HashMap::new();
         for (server, exposed, mut p) in claims {
