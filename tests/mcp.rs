@@ -1284,6 +1284,41 @@ async fn stateless_clients_answer_sampling_and_elicitation_through_input_require
         text.contains("action=accept") && text.contains("ada"),
         "{done}"
     );
+
+    // prompts/get asks the same way while the upstream builds the prompt.
+    let name = "fx__test_input_required_result_prompt";
+    let get = |id: u32, extra: Value| {
+        let mut body = modern("prompts/get", id, json!({"name": name}));
+        body["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+            json!({"elicitation": {}});
+        for (k, v) in extra.as_object().unwrap() {
+            body["params"][k] = v.clone();
+        }
+        body
+    };
+    let headers = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "prompts/get"),
+        ("mcp-name", name),
+    ];
+    let (_, _, text) = post_accepting(&server, both, &headers, &get(8, json!({}))).await;
+    let first: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let key = first["result"]["inputRequests"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let answer = json!({"requestState": first["result"]["requestState"],
+        "inputResponses": {key.as_str(): {"action": "accept", "content": {"context": "tests"}}}});
+    let (_, _, text) = post_accepting(&server, both, &headers, &get(9, answer)).await;
+    let done: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        done["result"]["messages"][0]["content"]["text"], "Use this context: \"tests\"",
+        "{done}"
+    );
     server.stop().await;
 }
 

@@ -412,18 +412,7 @@ impl ServerHandler for McpHandler {
             CacheMode::Use
         };
         let stateless = context.meta.protocol_version().is_some();
-        let recipient = Recipient {
-            peer: context.peer.clone(),
-            progress_token: context.meta.get_progress_token(),
-            logs: !stateless || context.meta.log_level().is_some(),
-            log_level: if stateless {
-                context.meta.log_level()
-            } else {
-                *self.log_level.lock().expect("level lock")
-            },
-            stateless,
-            needed: Arc::default(),
-        };
+        let recipient = self.recipient(&context);
         let needed = recipient.needed.clone();
         let caller_key = caller.as_ref().and_then(|c| c.key.clone());
         let outcome = if stateless {
@@ -435,7 +424,11 @@ impl ServerHandler for McpHandler {
                     let mut parked = self
                         .shared
                         .parked
-                        .take(state, caller_key.as_deref(), &request.name)
+                        .take(
+                            state,
+                            caller_key.as_deref(),
+                            &format!("tools/call {}", request.name),
+                        )
                         .ok_or_else(|| {
                             ErrorData::invalid_params(
                                 "requestState is unknown, expired, already used, or not this \
@@ -453,7 +446,7 @@ impl ServerHandler for McpHandler {
                         Asker {
                             declared,
                             caller: caller_key,
-                            tool: request.name.to_string(),
+                            tool: format!("tools/call {}", request.name),
                         },
                         Default::default(),
                     )
@@ -465,9 +458,11 @@ impl ServerHandler for McpHandler {
                     let (arguments, key) = (request.arguments, caller_key.clone());
                     let call = tokio::spawn(async move {
                         let key = key.as_deref();
-                        gateway
-                            .call(&server, &tool, arguments, mode, key, Some(relay))
-                            .await
+                        input::Finished::Call(
+                            gateway
+                                .call(&server, &tool, arguments, mode, key, Some(relay))
+                                .await,
+                        )
                     });
                     let running = input::Running {
                         outcome: tokio_util::task::AbortOnDropHandle::new(call),
@@ -483,7 +478,7 @@ impl ServerHandler for McpHandler {
                         Asker {
                             declared,
                             caller: caller_key,
-                            tool: request.name.to_string(),
+                            tool: format!("tools/call {}", request.name),
                         },
                         early,
                     )
@@ -491,7 +486,8 @@ impl ServerHandler for McpHandler {
                 }
             };
             match driven {
-                Driven::Done(outcome) => outcome,
+                Driven::Done(Some(input::Finished::Call(outcome))) => outcome,
+                Driven::Done(_) => Err(ApiError::Internal),
                 Driven::Input(result) => return Ok(result.into()),
             }
         } else {
@@ -741,11 +737,78 @@ impl ServerHandler for McpHandler {
                 None,
             ));
         };
+        // What the upstream sends while it builds the prompt (an elicitation) goes to
+        // this client, as during a tool call.
+        let (relay, mut relayed) = mpsc::channel(RELAY_QUEUE);
+        let caller_key = caller.as_ref().and_then(|c| c.key.clone());
+        let stateless = context.meta.protocol_version().is_some();
+        let client = match stateless {
+            true => key_client(caller_key.as_deref()),
+            false => self.client,
+        };
         let forward = Forward::GetPrompt {
             name,
             arguments: request.arguments,
+            relay: Some(Relay::new(relay, client)),
         };
-        match self.shared.gateway.forward(&server, forward).await {
+        let recipient = self.recipient(&context);
+        let what = format!("prompts/get {}", request.name);
+        let outcome = if stateless {
+            let asker = Asker {
+                declared: Declared::of(&context),
+                caller: caller_key.clone(),
+                tool: what.clone(),
+            };
+            let driven = match request.request_state.as_deref() {
+                Some(state) => {
+                    let mut parked = self
+                        .shared
+                        .parked
+                        .take(state, caller_key.as_deref(), &what)
+                        .ok_or_else(|| {
+                            ErrorData::invalid_params(
+                                "requestState is unknown, expired, already used, or not this \
+                                 request's",
+                                None,
+                            )
+                        })?;
+                    parked.answer(request.input_responses.unwrap_or_default())?;
+                    let input::Parked { running, asks, .. } = parked;
+                    self.drive(running, asks, &recipient, asker, Default::default())
+                        .await?
+                }
+                None => {
+                    let gateway = self.shared.gateway.clone();
+                    let prompt = tokio::spawn(async move {
+                        input::Finished::Prompt(gateway.forward(&server, forward).await)
+                    });
+                    let running = input::Running {
+                        outcome: tokio_util::task::AbortOnDropHandle::new(prompt),
+                        relayed,
+                    };
+                    let early = request.input_responses.unwrap_or_default();
+                    self.drive(running, Default::default(), &recipient, asker, early)
+                        .await?
+                }
+            };
+            match driven {
+                Driven::Done(Some(input::Finished::Prompt(outcome))) => outcome,
+                Driven::Done(_) => return Err(ErrorData::internal_error("prompt failed", None)),
+                Driven::Input(result) => return Ok(result.into()),
+            }
+        } else {
+            let asked = self.shared.gateway.forward(&server, forward);
+            tokio::pin!(asked);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut asked => break outcome,
+                    Some(item) = relayed.recv() => recipient.relay(item).await,
+                }
+            };
+            linger(relayed, recipient).await;
+            outcome
+        };
+        match outcome {
             Ok(Forwarded::Prompt(mut result)) => {
                 result.result_type.get_or_insert(ResultType::COMPLETE);
                 Ok(result.into())
@@ -758,6 +821,26 @@ impl ServerHandler for McpHandler {
 
 /// Messages an upstream may queue for one caller before the rest are dropped.
 const RELAY_QUEUE: usize = 64;
+
+impl McpHandler {
+    /// Where what an upstream sends during `context`'s request goes: its client, under its
+    /// progress token, at the log level its session (or, in 2026-07-28, its request) asked.
+    fn recipient(&self, context: &RequestContext<RoleServer>) -> Recipient {
+        let stateless = context.meta.protocol_version().is_some();
+        Recipient {
+            peer: context.peer.clone(),
+            progress_token: context.meta.get_progress_token(),
+            logs: !stateless || context.meta.log_level().is_some(),
+            log_level: if stateless {
+                context.meta.log_level()
+            } else {
+                *self.log_level.lock().expect("level lock")
+            },
+            stateless,
+            needed: Arc::default(),
+        }
+    }
+}
 
 /// The client number of a key's 2026-07-28 requests: one per key, far from the session
 /// numbers (which count up from 1).
@@ -820,7 +903,8 @@ struct Asker {
 
 /// What driving a 2026-07-28 call came to.
 enum Driven {
-    Done(Result<crate::gateway::CallOutcome, ApiError>),
+    /// It ended (None: its task failed).
+    Done(Option<input::Finished>),
     /// It waits for its client's input: the `input_required` result to send.
     Input(rmcp::model::InputRequiredResult),
 }
@@ -922,9 +1006,8 @@ impl McpHandler {
             }
             tokio::select! {
                 outcome = &mut running.outcome => {
-                    let outcome = outcome.unwrap_or(Err(ApiError::Internal));
                     linger(running.relayed, recipient.clone()).await;
-                    return Ok(Driven::Done(outcome));
+                    return Ok(Driven::Done(outcome.ok()));
                 }
                 Some(item) = running.relayed.recv() => take(item, &mut asks, &mut early).await?,
             }

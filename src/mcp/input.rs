@@ -51,10 +51,16 @@ pub const TTL: Duration = Duration::from_secs(600);
 /// Parked calls one instance holds at most; past it a call needing input is refused.
 pub const MAX_PARKED: usize = 10_000;
 
-/// A call in flight whose messages are read by whoever drives it.
+/// How a request that could wait for input ended.
+pub enum Finished {
+    Call(Result<CallOutcome, ApiError>),
+    Prompt(Result<crate::upstream::Forwarded, crate::upstream::CallError>),
+}
+
+/// A request in flight whose messages are read by whoever drives it.
 pub struct Running {
-    /// Aborts the call when dropped (the client went away, or the parked call expired).
-    pub outcome: AbortOnDropHandle<Result<CallOutcome, ApiError>>,
+    /// Aborts the request when dropped (the client went away, or it expired parked).
+    pub outcome: AbortOnDropHandle<Finished>,
     pub relayed: mpsc::Receiver<RelayItem>,
 }
 

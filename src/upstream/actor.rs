@@ -591,6 +591,8 @@ pub enum Forward {
     GetPrompt {
         name: String,
         arguments: Option<JsonObject>,
+        /// Takes what the upstream sends during the request (its elicitation, say).
+        relay: Option<super::relay::Relay>,
     },
     /// `completion/complete`, its reference already in the upstream's own names.
     Complete(CompleteRequestParams),
@@ -617,6 +619,7 @@ impl Handler<Forward> for UpstreamActor {
     type Result = ResponseActFuture<Self, Result<Forwarded, CallError>>;
 
     fn handle(&mut self, msg: Forward, ctx: &mut Context<Self>) -> Self::Result {
+        let relays = self.session.as_ref().map(|s| s.relays.clone());
         self.guarded(ctx, move |peer| {
             Box::pin(async move {
                 Ok(match msg {
@@ -631,12 +634,31 @@ impl Handler<Forward> for UpstreamActor {
                             .await?,
                     ),
                     Forward::ListPrompts => Forwarded::Prompts(peer.list_all_prompts().await?),
-                    Forward::GetPrompt { name, arguments } => {
+                    Forward::GetPrompt {
+                        name,
+                        arguments,
+                        relay,
+                    } => {
                         let mut params = GetPromptRequestParams::new(name);
                         if let Some(arguments) = arguments {
                             params = params.with_arguments(arguments);
                         }
-                        Forwarded::Prompt(peer.get_prompt(params).await?)
+                        match (relay, relays) {
+                            (Some(relay), Some(relays)) => {
+                                let request = rmcp::model::ClientRequest::GetPromptRequest(
+                                    rmcp::model::GetPromptRequest::new(params),
+                                );
+                                match super::relay::send_relayed(&peer, &relays, request, relay)
+                                    .await?
+                                {
+                                    rmcp::model::ServerResult::GetPromptResult(result) => {
+                                        Forwarded::Prompt(result)
+                                    }
+                                    _ => return Err(ServiceError::UnexpectedResponse),
+                                }
+                            }
+                            _ => Forwarded::Prompt(peer.get_prompt(params).await?),
+                        }
                     }
                     Forward::Complete(params) => {
                         Forwarded::Completion(peer.complete(params).await?)

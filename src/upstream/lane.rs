@@ -15,7 +15,7 @@ use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ErrorCode, JsonObject,
     ServerResult,
 };
-use rmcp::service::{Peer, PeerRequestOptions, RoleClient};
+use rmcp::service::{Peer, RoleClient};
 use tokio_util::sync::CancellationToken;
 
 use super::actor::{BreakerMoved, CallError, CallFinished, UpstreamActor};
@@ -249,16 +249,8 @@ impl Lane {
         let Some(relay) = relay else {
             return lane.peer.call_tool(params).await;
         };
-        // The request by hand, to learn its id and progress token: they tell which
-        // messages from the upstream belong to this call.
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-        let registration = lane.relays.register(relay);
-        let handle = lane
-            .peer
-            .send_request_with_option(request, PeerRequestOptions::no_options())
-            .await?;
-        registration.sent(handle.id.clone(), handle.progress_token.clone());
-        match handle.await_response().await? {
+        match super::relay::send_relayed(&lane.peer, &lane.relays, request, relay).await? {
             ServerResult::CallToolResult(result) => Ok(result),
             _ => Err(ServiceError::UnexpectedResponse),
         }

@@ -51,6 +51,23 @@ pub enum RelayItem {
     ),
 }
 
+/// Sends `request` on `peer` with `relay` taking what the upstream sends back during it:
+/// the request is sent by hand, to learn its id and progress token, which tell which
+/// messages belong to it.
+pub async fn send_relayed(
+    peer: &rmcp::Peer<rmcp::RoleClient>,
+    relays: &Relays,
+    request: rmcp::model::ClientRequest,
+    relay: Relay,
+) -> Result<rmcp::model::ServerResult, rmcp::ServiceError> {
+    let registration = relays.register(relay);
+    let handle = peer
+        .send_request_with_option(request, rmcp::service::PeerRequestOptions::no_options())
+        .await?;
+    registration.sent(handle.id.clone(), handle.progress_token.clone());
+    handle.await_response().await
+}
+
 /// The `_meta` key under which an upstream may name the key its request is shown to a
 /// 2026-07-28 client under (see `mcp::input`); the only part of an upstream request's
 /// `_meta` passed on (its progress token is its own business).

@@ -476,7 +476,30 @@ pub fn prompts() -> Vec<Prompt> {
         {"name": "test_prompt_with_embedded_resource", "description": "A prompt with an embedded resource",
             "arguments": [{"name": "resourceUri", "description": "URI of the resource to embed", "required": true}]},
         {"name": "test_prompt_with_image", "description": "A prompt with an image"},
+        {"name": "test_input_required_result_prompt",
+            "description": "Asks the user for context while it builds the prompt"},
     ]))
+}
+
+/// `test_input_required_result_prompt`: asks the client's user (the handshake way, which
+/// the gateway turns into `input_required` for a 2026-07-28 client), then answers.
+pub async fn prompt_with_input(
+    context: &RequestContext<RoleServer>,
+) -> Result<GetPromptResult, ErrorData> {
+    let params = typed::<rmcp::model::ElicitRequestParams>(json!({
+        "message": "What context should the prompt use?",
+        "requestedSchema": {"type": "object", "properties": {
+            "context": {"type": "string"}}, "required": ["context"]},
+    }));
+    let answer = context
+        .peer
+        .create_elicitation(params)
+        .await
+        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+    let answer = serde_json::to_value(&answer).unwrap_or_default();
+    let text = format!("Use this context: {}", answer["content"]["context"]);
+    Ok(typed(json!({"messages": [
+        {"role": "user", "content": {"type": "text", "text": text}}]})))
 }
 
 pub fn prompt(name: &str, args: &Option<JsonObject>) -> Result<GetPromptResult, ErrorData> {

@@ -290,9 +290,14 @@ impl ServerHandler for TestServer {
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         self.conformance_only()?;
+        if request.name == "test_input_required_result_prompt" {
+            return conformance::prompt_with_input(&context)
+                .await
+                .map(Into::into);
+        }
         conformance::prompt(&request.name, &request.arguments).map(Into::into)
     }
 
