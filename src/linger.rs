@@ -11,7 +11,7 @@
 //! is handed to a small task that half-closes it (FIN: the client sees the answer and the
 //! end of it) and reads and discards what the client still sends, until the client closes
 //! too, [`LINGER_BYTES`] have been read, or [`LINGER_TIME`] has passed. Only then is it
-//! closed. A client that closes first (every well-behaved one) costs one read returning
+//! closed. At most [`MAX_LINGERING`] drain at once; beyond, a connection closes at once. A client that closes first (every well-behaved one) costs one read returning
 //! end-of-file.
 
 use std::io;
@@ -27,6 +27,12 @@ pub const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// The most a closed connection's client may still send before it is cut off.
 pub const LINGER_BYTES: usize = 64 << 20;
+
+/// Connections draining at once; past it a connection closes at once. A drained socket
+/// no longer counts against actix's connection limit, so this bounds them.
+pub const MAX_LINGERING: usize = 1024;
+
+static LINGERING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A client's socket that drains before it closes (see the module's comment).
 pub struct Lingering {
@@ -85,11 +91,20 @@ impl AsyncWrite for Lingering {
 
 impl Drop for Lingering {
     fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
         let Some(io) = self.io.take() else { return };
         // Dropped outside a runtime (a worker stopping): nothing can wait; close now.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(drain(io));
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if LINGERING.fetch_add(1, Ordering::Relaxed) >= MAX_LINGERING {
+            LINGERING.fetch_sub(1, Ordering::Relaxed);
+            return;
         }
+        runtime.spawn(async move {
+            drain(io).await;
+            LINGERING.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }
 
@@ -98,7 +113,7 @@ async fn drain(mut io: TcpStream) {
     if io.shutdown().await.is_err() {
         return;
     }
-    let mut scratch = [0u8; 16 * 1024];
+    let mut scratch = [0u8; 4 * 1024];
     let mut read = 0usize;
     let _ = tokio::time::timeout(LINGER_TIME, async {
         while read < LINGER_BYTES {

@@ -391,13 +391,14 @@ impl ServerHandler for McpHandler {
         // What the upstream sends during the call comes back through `relayed`, and is
         // passed on from this task, so that rmcp puts it on this request's stream.
         let (relay, mut relayed) = mpsc::channel(RELAY_QUEUE);
-        // A 2026-07-28 request has no session: its calls are its key's (a call parked for
-        // input and the next call of the same key are one client's, see `upstream::relay`).
+        // A 2026-07-28 request has no session: each call is a client of its own (two
+        // people may share a key; see `upstream::relay`).
         let client = match context.meta.protocol_version() {
-            Some(_) => key_client(caller.as_ref().and_then(|c| c.key.as_deref())),
+            Some(_) => crate::upstream::relay::new_client(),
             None => self.client,
         };
         let relay = Relay::new(relay, client);
+        let waiting = relay.waiting();
         // A client may ask for a fresh result, as `Cache-Control: no-cache` does over HTTP.
         let fresh = [request.meta.as_ref().map(|m| &m.0), Some(&context.meta.0)]
             .into_iter()
@@ -467,6 +468,7 @@ impl ServerHandler for McpHandler {
                     let running = input::Running {
                         outcome: tokio_util::task::AbortOnDropHandle::new(call),
                         relayed,
+                        waiting,
                     };
                     let asks = Default::default();
                     // Answers a first call already brings are used when their request comes.
@@ -743,13 +745,15 @@ impl ServerHandler for McpHandler {
         let caller_key = caller.as_ref().and_then(|c| c.key.clone());
         let stateless = context.meta.protocol_version().is_some();
         let client = match stateless {
-            true => key_client(caller_key.as_deref()),
+            true => crate::upstream::relay::new_client(),
             false => self.client,
         };
+        let relay = Relay::new(relay, client);
+        let waiting = relay.waiting();
         let forward = Forward::GetPrompt {
             name,
             arguments: request.arguments,
-            relay: Some(Relay::new(relay, client)),
+            relay: Some(relay),
         };
         let recipient = self.recipient(&context);
         let what = format!("prompts/get {}", request.name);
@@ -785,6 +789,7 @@ impl ServerHandler for McpHandler {
                     let running = input::Running {
                         outcome: tokio_util::task::AbortOnDropHandle::new(prompt),
                         relayed,
+                        waiting,
                     };
                     let early = request.input_responses.unwrap_or_default();
                     self.drive(running, Default::default(), &recipient, asker, early)
@@ -840,15 +845,6 @@ impl McpHandler {
             needed: Arc::default(),
         }
     }
-}
-
-/// The client number of a key's 2026-07-28 requests: one per key, far from the session
-/// numbers (which count up from 1).
-fn key_client(key: Option<&str>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut hasher);
-    hasher.finish() | 1 << 63
 }
 
 /// How long a 2026-07-28 call that needs input waits for more requests of the upstream
@@ -926,6 +922,10 @@ impl McpHandler {
             caller,
             tool,
         } = asker;
+        // Resumed: it may take the upstream's unnamed requests again.
+        running
+            .waiting
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         // An upstream request the client can answer becomes an input request; anything
         // else is relayed as for any call (and a request it cannot answer is refused).
         // An upstream request the client can answer becomes an input request, under the
@@ -987,6 +987,9 @@ impl McpHandler {
                         Some(item) = running.relayed.recv() => take(item, &mut asks, &mut early).await?,
                     }
                 }
+                running
+                    .waiting
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 let parked = input::Parked::new(running, asks, caller, tool);
                 let requests = parked.requests();
                 let token = self.shared.parked.park(parked).ok_or_else(|| {

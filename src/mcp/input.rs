@@ -62,6 +62,8 @@ pub struct Running {
     /// Aborts the request when dropped (the client went away, or it expired parked).
     pub outcome: AbortOnDropHandle<Finished>,
     pub relayed: mpsc::Receiver<RelayItem>,
+    /// Its relay's waiting flag (see `upstream::relay::Relay`): set while parked.
+    pub waiting: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where the client's answer to one input request goes.

@@ -24,6 +24,9 @@ use crate::upstream::Forward;
 
 type Key = (ServerName, String);
 
+/// How long one session's update may take to be handed to its stream.
+const NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Who is subscribed to what. Bounded by the sessions' own bound (`mcp_max_sessions`)
 /// times the URIs each names, and emptied as sessions end.
 #[derive(Default)]
@@ -132,10 +135,14 @@ pub async fn relay(subscriptions: Arc<Subscriptions>, bus: EventBus, gateway: Ga
         ) else {
             continue;
         };
+        // Each session on its own: one that does not read its stream must not hold up
+        // the others' updates (or this loop).
         for peer in subscriptions.subscribers(server, uri) {
-            let _ = peer
-                .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
-                .await;
+            let param = ResourceUpdatedNotificationParam::new(uri);
+            tokio::spawn(async move {
+                let _ =
+                    tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_resource_updated(param)).await;
+            });
         }
     }
 }

@@ -73,13 +73,25 @@ pub fn id_of(head: &[u8], tail: &[u8]) -> Option<Value> {
 
 /// `"id"` as a member of the top-level object, read forward from the message's start.
 fn id_in_head(head: &[u8]) -> Option<Value> {
+    top_level_value(head, b"\"id\"").and_then(id_value)
+}
+
+/// Whether the message is the upstream's own request or notification (it has a
+/// top-level `"method"`), not an answer: its id is the upstream's numbering, not ours.
+fn is_request(head: &[u8]) -> bool {
+    top_level_value(head, b"\"method\"").is_some()
+}
+
+/// The raw text of the top-level member `key` (quoted), if it is a string or a scalar
+/// and lies within `head`.
+fn top_level_value<'a>(head: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     let mut depth = 0usize;
     let mut i = 0;
     while i < head.len() {
         match head[i] {
             b'"' => {
                 let end = string_end(head, i)?;
-                if depth == 1 && &head[i..=end] == b"\"id\"" {
+                if depth == 1 && &head[i..=end] == key {
                     let mut j = end + 1;
                     while head.get(j).is_some_and(u8::is_ascii_whitespace) {
                         j += 1;
@@ -97,7 +109,7 @@ fn id_in_head(head: &[u8]) -> Option<Value> {
                                 })?
                             }
                         };
-                        return id_value(&head[j..value_end]);
+                        return Some(&head[j..value_end]);
                     }
                 }
                 i = end + 1;
@@ -184,7 +196,13 @@ impl Cut {
     pub fn end(&mut self, server: &str) -> Option<Vec<u8>> {
         let answer = self.discarding.then(|| {
             let tail: Vec<u8> = self.tail.iter().copied().collect();
-            match id_of(&self.head, &tail) {
+            // An oversize request of the upstream's is dropped: answering "its" id would
+            // fail our own request that happens to have the same number.
+            let id = match is_request(&self.head) {
+                true => None,
+                false => id_of(&self.head, &tail),
+            };
+            match id {
                 Some(id) => {
                     log::warn!(
                         "[{server}] an answer of {} bytes is over the limit of {}; discarded",
@@ -320,6 +338,19 @@ mod tests {
         let quoted = br#"{"result":{"text":"\"id\":5 xxx"#;
         assert_eq!(id_of(quoted, br#"xx"}}"#), None);
         assert_eq!(id_of(b"{\"id\":null,", b""), None);
+    }
+
+    #[test]
+    fn an_oversize_request_of_the_upstream_answers_nothing() {
+        let mut cut = Cut::new(transport_limit(10));
+        let filler = "0".repeat(ENVELOPE + 20);
+        let head = br#"{"jsonrpc":"2.0","id":4,"method":"sampling/createMessage","params":{"t":""#;
+        assert!(cut.take(head) || cut.take(filler.as_bytes()));
+        assert_eq!(cut.end("s"), None, "our own request 4 must not be failed");
+        // The same with the method after the id, and an answer still gets its error.
+        let answer = br#"{"jsonrpc":"2.0","id":4,"result":{"t":""#;
+        assert!(cut.take(answer) || cut.take(filler.as_bytes()));
+        assert!(cut.end("s").is_some());
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! Progress names its call by token. A request from the upstream names its call when it
 //! comes on that call's HTTP response stream (rmcp marks it); over stdio or the GET
 //! stream nothing names it, so it goes to the client of the calls in flight when they all
-//! come from one client (one `/mcp` session, or for sessionless 2026-07-28 requests one
-//! key: three parallel calls of one agent are still one client), and is refused when
-//! calls of several clients are in flight: sending one
+//! come from one client (one `/mcp` session: three parallel calls of one agent are still
+//! one client; each sessionless 2026-07-28 call is a client of its own, and one parked
+//! waiting for its client's input does not count), and is refused when calls of several
+//! clients are in flight: sending one
 //! client's prompt to another is worse than failing. Log messages never name a call; they
 //! follow the same rule, and otherwise go to our own log.
 //!
@@ -78,13 +79,29 @@ pub const INPUT_KEY_META: &str = "io.omni-bridge/inputKey";
 pub struct Relay {
     tx: mpsc::Sender<RelayItem>,
     client: u64,
+    /// Set while the call waits for its client's input (a parked 2026-07-28 call): it
+    /// takes no unnamed request then, so it makes no other call's ambiguous.
+    waiting: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Relay {
     /// `client` names the caller's client (an `/mcp` session): calls with the same
     /// number may take each other's unnamed requests.
     pub fn new(tx: mpsc::Sender<RelayItem>, client: u64) -> Self {
-        Self { tx, client }
+        Self {
+            tx,
+            client,
+            waiting: Arc::default(),
+        }
+    }
+
+    /// The flag that says the call waits for its client (see the field).
+    pub fn waiting(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.waiting.clone()
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Queues `item`, waiting for room; false if the caller has gone.
@@ -134,7 +151,10 @@ impl Table {
     /// A relay of the one client whose calls `pick` accepts, if they are all one
     /// client's (the latest call's, which is the likeliest to be waiting).
     fn single(&self, pick: impl Fn(&Entry) -> bool) -> Option<Relay> {
-        let mut found = self.entries.iter().filter(|(_, e)| pick(e));
+        let mut found = self
+            .entries
+            .iter()
+            .filter(|(_, e)| pick(e) && !e.relay.is_waiting());
         let (mut n, first) = found.next()?;
         let mut relay = &first.relay;
         for (m, other) in found {
@@ -406,6 +426,34 @@ mod tests {
         let _three = sent_by(&relays, 8, 3, 3, c);
         assert!(relays.for_request(None).await.is_none());
         assert!(relays.for_log().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_call_waiting_for_its_client_makes_no_other_call_ambiguous() {
+        let relays = Relays::default();
+        let (a, _ra) = mpsc::channel(1);
+        let (b, mut rb) = mpsc::channel(1);
+        let parked = Relay::new(a, 1);
+        let _one = relays.register(parked.clone());
+        let _two = sent_by(&relays, 2, 2, 2, b);
+        // Two clients' calls in flight: refused.
+        assert!(relays.for_request(None).await.is_none());
+        // The first waits for its client (parked): the second's request is its own.
+        parked
+            .waiting()
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let relay = relays
+            .for_request(None)
+            .await
+            .expect("the one call not waiting");
+        let log = serde_json::from_value(serde_json::json!({"level": "info", "data": "x"}));
+        assert!(relay.try_send(RelayItem::Log(log.unwrap())));
+        assert!(rb.try_recv().is_ok());
+        // Resumed, it counts again.
+        parked
+            .waiting()
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(relays.for_request(None).await.is_none());
     }
 
     #[tokio::test]
