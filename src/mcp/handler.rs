@@ -109,7 +109,11 @@ fn settle<'a>(
 impl Routes {
     /// Replaces the withheld entries of `kind`, logging only those not withheld before.
     fn shadow(&mut self, kind: &'static str, mut now: Vec<Shadowed>) {
-        for s in now.iter().filter(|s| !self.withheld.contains(s)) {
+        // `withheld` is kept sorted: a lookup is a binary search, not a scan.
+        for s in now
+            .iter()
+            .filter(|s| self.withheld.binary_search(s).is_err())
+        {
             log::warn!(
                 "[{}] {} '{}' is also offered by server '{}', which had it first; left out",
                 s.server,
@@ -992,16 +996,11 @@ impl McpHandler {
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 let parked = input::Parked::new(running, asks, caller, tool);
                 let requests = parked.requests();
-                let token = self.shared.parked.park(parked).ok_or_else(|| {
-                    ErrorData::internal_error(
-                        format!(
-                            "{} calls already wait for their clients' input, the most this \
-                             gateway holds",
-                            input::MAX_PARKED
-                        ),
-                        None,
-                    )
-                })?;
+                let token = self
+                    .shared
+                    .parked
+                    .park(parked)
+                    .map_err(|why| ErrorData::internal_error(why, None))?;
                 return Ok(Driven::Input(rmcp::model::InputRequiredResult::new(
                     Some(requests),
                     Some(token),

@@ -51,6 +51,9 @@ pub const TTL: Duration = Duration::from_secs(600);
 /// Parked calls one instance holds at most; past it a call needing input is refused.
 pub const MAX_PARKED: usize = 10_000;
 
+/// Parked calls of one key (or of the open gateway's anonymous callers) at most.
+pub const MAX_PARKED_PER_KEY: usize = 100;
+
 /// How a request that could wait for input ended.
 pub enum Finished {
     Call(Result<CallOutcome, ApiError>),
@@ -172,17 +175,28 @@ pub struct ParkedCalls {
 }
 
 impl ParkedCalls {
-    /// Parks `call`; answers its token, or None when too many are parked already.
-    pub fn park(&self, call: Parked) -> Option<String> {
+    /// Parks `call`; answers its token, or why it cannot wait: too many calls wait
+    /// already, or too many of its key's (one key may not take every place).
+    pub fn park(&self, call: Parked) -> Result<String, String> {
         let mut calls = self.calls.lock().expect("parked lock");
         let now = Instant::now();
         calls.retain(|_, parked| parked.expires > now);
         if calls.len() >= MAX_PARKED {
-            return None;
+            return Err(format!(
+                "{MAX_PARKED} calls already wait for their clients' input, the most this \
+                 gateway holds"
+            ));
+        }
+        let same_key = calls.values().filter(|p| p.caller == call.caller).count();
+        if same_key >= MAX_PARKED_PER_KEY {
+            return Err(format!(
+                "{MAX_PARKED_PER_KEY} calls of this key already wait for input, the most one \
+                 key may have"
+            ));
         }
         let token = format!("{:032x}", rand::random::<u128>());
         calls.insert(token.clone(), call);
-        Some(token)
+        Ok(token)
     }
 
     /// Takes the call parked under `token`, if it is `caller`'s call of `tool` and has
@@ -195,5 +209,38 @@ impl ParkedCalls {
         }
         let parked = calls.remove(token)?;
         (parked.expires > Instant::now()).then_some(parked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parked(key: &str) -> Parked {
+        let (_tx, relayed) = mpsc::channel(1);
+        let task = tokio::spawn(std::future::pending::<Finished>());
+        let running = Running {
+            outcome: AbortOnDropHandle::new(task),
+            relayed,
+            waiting: Default::default(),
+        };
+        let tool = "tools/call t".to_owned();
+        Parked::new(running, BTreeMap::new(), Some(key.to_owned()), tool)
+    }
+
+    #[tokio::test]
+    async fn one_key_cannot_take_every_place_and_a_token_is_good_once_for_its_owner() {
+        let calls = ParkedCalls::default();
+        for _ in 0..MAX_PARKED_PER_KEY {
+            assert!(calls.park(parked("a")).is_ok());
+        }
+        let refused = calls.park(parked("a")).unwrap_err();
+        assert!(refused.contains("this key"), "{refused}");
+        assert!(calls.park(parked("b")).is_ok());
+        let token = calls.park(parked("c")).unwrap();
+        assert!(calls.take(&token, Some("b"), "tools/call t").is_none());
+        assert!(calls.take(&token, Some("c"), "tools/call u").is_none());
+        assert!(calls.take(&token, Some("c"), "tools/call t").is_some());
+        assert!(calls.take(&token, Some("c"), "tools/call t").is_none());
     }
 }
