@@ -1,5 +1,5 @@
-//! omni-bridge: an MCP gateway on actix. See DESIGN.md in the shared folder for the picture
-//! of the actors, states, surfaces and tables; README.md for how to run it.
+//! omni-bridge: an MCP gateway on actix. README.md says how to run it and, under "Layout",
+//! which module holds what.
 
 pub mod audit;
 pub mod auth;

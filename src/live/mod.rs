@@ -1,5 +1,5 @@
 //! The live stream: one EventHub fans events out to one SessionActor per WebSocket
-//! connection. See DESIGN.md sections 1 and 3 for the message types.
+//! connection. The message types are in `hub` and `session`, beside their actors.
 
 pub mod filter;
 pub mod frames;

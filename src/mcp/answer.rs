@@ -90,15 +90,11 @@ fn next_data(buffered: &[u8], scan: &mut usize) -> Option<Option<Bytes>> {
     Some((!data.is_empty()).then(|| data.freeze()))
 }
 
-/// Whether `data` is a JSON-RPC response (a result or an error), not a notification or
-/// a request of the server's.
+/// Whether `data` (a message rmcp wrote) is a JSON-RPC response (a result or an error),
+/// not a notification or a request of the server's. Only its start is read: a call's
+/// result is not parsed a second time to learn it is one.
 fn is_response(data: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Shape {
-        method: Option<serde::de::IgnoredAny>,
-        id: Option<serde::de::IgnoredAny>,
-    }
-    serde_json::from_slice::<Shape>(data).is_ok_and(|s| s.method.is_none() && s.id.is_some())
+    !crate::upstream::oversize::is_request(data)
 }
 
 /// Reads `body` (an SSE stream answering one request) up to its first message.

@@ -1,5 +1,5 @@
-//! Lane: a connected upstream's client handle, handed out by its actor (DESIGN.md section 1:
-//! "the actor hands out a cloned client handle"). A tool call on a lane asks the breaker,
+//! Lane: a connected upstream's client handle, handed out by its actor (the actor keeps
+//! the session; callers hold cloned handles). A tool call on a lane asks the breaker,
 //! sends the request from the caller's own thread, and tells the actor only what may
 //! change the upstream's status. Going through the actor's mailbox instead cost two
 //! cross-thread hops per call, which the benchmark showed as most of what the gateway added

@@ -1,5 +1,5 @@
 //! Upstream MCP servers: one actor per server keeps its session, and our own supervisor
-//! restarts them. See DESIGN.md sections 1 and 2.
+//! restarts them (`supervisor`, with its policy in `restart`).
 
 pub mod actor;
 pub mod breaker;

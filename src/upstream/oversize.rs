@@ -76,9 +76,11 @@ fn id_in_head(head: &[u8]) -> Option<Value> {
     top_level_value(head, b"\"id\"").and_then(id_value)
 }
 
-/// Whether the message is the upstream's own request or notification (it has a
-/// top-level `"method"`), not an answer: its id is the upstream's numbering, not ours.
-fn is_request(head: &[u8]) -> bool {
+/// Whether the message whose first bytes are `head` is a request or notification (it has
+/// a top-level `"method"`), not an answer. Read from the head only: serializers put
+/// `"method"` before `"params"`, so a message of any size costs at most [`KEPT`] bytes.
+pub fn is_request(head: &[u8]) -> bool {
+    let head = &head[..head.len().min(KEPT)];
     top_level_value(head, b"\"method\"").is_some()
 }
 
@@ -305,8 +307,10 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Lines<R> {
                 Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(())) => {
                     let n = read.filled().len();
-                    let chunk = this.scratch[..n].to_vec();
-                    this.process(&chunk);
+                    // Processed where it was read: no copy per read.
+                    let scratch = std::mem::take(&mut this.scratch);
+                    this.process(&scratch[..n]);
+                    this.scratch = scratch;
                 }
             }
         }
