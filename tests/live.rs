@@ -504,23 +504,26 @@ fn never_reading_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
 /// answers its code.
 fn read_close_code(stream: &mut std::net::TcpStream) -> Result<u16, String> {
     stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut read = |n: usize| -> Result<Vec<u8>, String> {
+    // Frames read so far, so that a failure says how far the backlog went.
+    let mut frames = 0usize;
+    let mut read = |n: usize, frames: usize| -> Result<Vec<u8>, String> {
         let mut buf = vec![0u8; n];
         stream
             .read_exact(&mut buf)
-            .map_err(|e| format!("no close frame: {e}"))?;
+            .map_err(|e| format!("no close frame after {frames} frames: {e}"))?;
         Ok(buf)
     };
     loop {
-        let head = read(2)?;
+        let head = read(2, frames)?;
         let opcode = head[0] & 0x0f;
         assert_eq!(head[1] & 0x80, 0, "server frames are never masked");
         let len = match head[1] & 0x7f {
-            126 => u16::from_be_bytes(read(2)?.try_into().unwrap()) as usize,
-            127 => u64::from_be_bytes(read(8)?.try_into().unwrap()) as usize,
+            126 => u16::from_be_bytes(read(2, frames)?.try_into().unwrap()) as usize,
+            127 => u64::from_be_bytes(read(8, frames)?.try_into().unwrap()) as usize,
             n => n as usize,
         };
-        let payload = read(len)?;
+        let payload = read(len, frames)?;
+        frames += 1;
         if opcode == 0x8 {
             return payload
                 .get(..2)
@@ -544,6 +547,8 @@ async fn a_slow_client_is_dropped_while_a_normal_one_keeps_receiving() {
     // The slow client never answers a ping; only its backlog may end it here, however long
     // a loaded machine takes to fill its socket buffers.
     settings.live.ping_timeout = Duration::from_secs(600);
+    // Nor may its close frame's grace run out while a loaded machine gets round to reading.
+    settings.live.close_grace = Duration::from_secs(600);
     let server = TestServer::start(settings).await;
 
     let mut normal = connect(&server).await;

@@ -27,6 +27,11 @@ pub struct LiveSettings {
     pub max_strikes: u32,
     /// Messages per second a client may send before it counts as flooding.
     pub max_messages_per_second: u32,
+    /// How long a closing session waits for room to send its close frame. A slow consumer's
+    /// socket is full when it is dropped; this gives it a moment to read on and learn why
+    /// (1013) before the connection is simply cut. Only the close frame waits: the queue is
+    /// dropped at once.
+    pub close_grace: Duration,
 }
 
 impl Default for LiveSettings {
@@ -39,6 +44,7 @@ impl Default for LiveSettings {
             max_frame: 64 * 1024,
             max_strikes: 10,
             max_messages_per_second: 50,
+            close_grace: Duration::from_secs(10),
         }
     }
 }

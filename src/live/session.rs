@@ -65,11 +65,6 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// How long a client that sent no key in its request has to send it as its first message.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long the writer waits for room to send the close frame. A slow consumer's socket is
-/// full when it is dropped; this gives it a moment to read on and learn why (1013) before
-/// the connection is simply cut. Only the close frame waits: the queue is dropped at once.
-const CLOSE_GRACE: Duration = Duration::from_secs(10);
-
 /// Whether the session may receive events yet.
 pub enum Access {
     /// Authenticated (or the gateway runs open): who, and so the servers it may see.
@@ -107,7 +102,7 @@ impl SessionActor {
     ) -> Addr<Self> {
         let (queue, rx) = mpsc::channel(settings.queue);
         let (close_tx, close_rx) = oneshot::channel();
-        actix_rt::spawn(write_loop(session, rx, close_rx));
+        actix_rt::spawn(write_loop(session, rx, close_rx, settings.close_grace));
         let stream = stream.max_frame_size(settings.max_frame);
         SessionActor::create(move |ctx| {
             ctx.add_stream(stream);
@@ -319,6 +314,7 @@ async fn write_loop(
     mut session: actix_ws::Session,
     mut rx: mpsc::Receiver<Outgoing>,
     mut close: oneshot::Receiver<CloseReason>,
+    grace: Duration,
 ) {
     let reason = loop {
         tokio::select! {
@@ -330,7 +326,7 @@ async fn write_loop(
                     biased;
                     reason = &mut close => {
                         drop(rx);
-                        let _ = tokio::time::timeout(CLOSE_GRACE, session.close(reason.ok())).await;
+                        let _ = tokio::time::timeout(grace, session.close(reason.ok())).await;
                         return;
                     }
                     sent = async {
@@ -347,5 +343,5 @@ async fn write_loop(
         }
     };
     drop(rx);
-    let _ = tokio::time::timeout(CLOSE_GRACE, session.close(reason)).await;
+    let _ = tokio::time::timeout(grace, session.close(reason)).await;
 }
