@@ -29,6 +29,72 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Bring servers from MCP client config files (Claude Desktop, Claude Code, Cursor,
+    /// VS Code) behind the gateway: into its TOML file, or registered through its API.
+    Import(ImportArgs),
+    /// Point an MCP client (claude-code, claude-desktop, cursor, vscode) at this gateway's
+    /// /mcp: prints its config entry, or merges it into the client's file.
+    Connect(ConnectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Client config files: claude_desktop_config.json, .mcp.json, mcp.json,
+    /// .vscode/mcp.json.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Add the servers to this gateway TOML file as [[servers]] entries (created if
+    /// missing; its comments and other content are kept, the old one is kept as a backup).
+    #[arg(long, value_name = "FILE", conflicts_with = "url")]
+    pub config: Option<PathBuf>,
+    /// Register the servers through a running gateway's API instead, e.g.
+    /// http://127.0.0.1:8080 (stdio servers need allow_stdio_via_api there).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// The API key for --url (an operator or admin key).
+    #[arg(
+        long,
+        env = "OMNI_API_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub key: Option<String>,
+    /// Print what would be written or registered, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// claude-code, claude-desktop, cursor or vscode.
+    #[arg(value_name = "CLIENT")]
+    pub client: String,
+    /// The gateway's address as the client reaches it [default: from --bind / the config,
+    /// http://127.0.0.1:8080].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// The entry's name in the client's file.
+    #[arg(long, default_value = "omni-bridge")]
+    pub name: String,
+    /// Create an operator key with this name for the client (in the gateway's store).
+    #[arg(long, value_name = "NAME", conflicts_with = "api_key")]
+    pub key: Option<String>,
+    /// Use this existing key's secret.
+    #[arg(
+        long,
+        env = "OMNI_API_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// Merge the entry into the client's file (a backup of it is kept).
+    #[arg(long)]
+    pub write: bool,
+    /// The client's file [default: the client's usual one].
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,14 +9,22 @@ use crate::config;
 use crate::store::{Store, StoreError, migrate};
 
 pub fn run(args: &ServeArgs, action: KeysAction) -> ExitCode {
-    let settings = match config::resolve(args) {
-        Ok(settings) => settings,
+    match with_store(args, async |store: &Store| act(store, action).await) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("omni-bridge: {e}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
-    let outcome = actix_web::rt::System::new().block_on(async move {
+    }
+}
+
+/// Runs `work` against the store `args` name, migrated first, on a runtime of its own.
+pub fn with_store<T>(
+    args: &ServeArgs,
+    work: impl AsyncFnOnce(&Store) -> Result<T, String>,
+) -> Result<T, String> {
+    let settings = config::resolve(args).map_err(|e| e.to_string())?;
+    actix_web::rt::System::new().block_on(async move {
         if let crate::store::DatabaseUrl::Sqlite(path) = &settings.database {
             crate::store::files::prepare_sqlite(path)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -25,17 +33,22 @@ pub fn run(args: &ServeArgs, action: KeysAction) -> ExitCode {
             .await
             .map_err(|e| e.to_string())?;
         let store = Store::open(&settings.database, &settings.store).map_err(|e| e.to_string())?;
-        let result = act(&store, action).await;
+        let result = work(&store).await;
         store.close();
         result
-    });
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("omni-bridge: {e}");
-            ExitCode::from(2)
-        }
-    }
+    })
+}
+
+/// Creates a key and answers its secret (shown once; only its hash is stored).
+pub async fn create(store: &Store, input: &KeyInput) -> Result<String, String> {
+    let (row, secret) = manage::create(store, input)
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "created key '{}' ({}); its secret, shown only now:",
+        row.name, row.role
+    );
+    Ok(secret)
 }
 
 async fn act(store: &Store, action: KeysAction) -> Result<(), String> {
@@ -52,14 +65,7 @@ async fn act(store: &Store, action: KeysAction) -> Result<(), String> {
                 allow,
                 rate_limit,
             };
-            let (row, secret) = manage::create(store, &input)
-                .await
-                .map_err(|e| e.to_string())?;
-            eprintln!(
-                "created key '{}' ({}); its secret, shown only now:",
-                row.name, row.role
-            );
-            println!("{secret}");
+            println!("{}", create(store, &input).await?);
         }
         KeysAction::List => {
             for row in store

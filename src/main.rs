@@ -2,13 +2,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use omni_bridge::cli::{Cli, Command};
-use omni_bridge::{config, keys_cli, server};
+use omni_bridge::{config, connect_cli, import_cli, keys_cli, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         Some(Command::Keys { store, action }) => return keys_cli::run(&store, action),
+        Some(Command::Import(args)) => return import_cli::run(args),
+        Some(Command::Connect(args)) => return connect_cli::run(args),
         None => cli.serve,
     };
     let settings = match config::resolve(&args) {
