@@ -488,7 +488,23 @@ async fn scrape(server: &TestServer, key: &str) -> (StatusCode, String) {
         .send()
         .await
         .unwrap();
-    (resp.status(), resp.text().await.unwrap())
+    let status = resp.status();
+    if status.is_success() {
+        // OpenMetrics, said as such: Prometheus then keeps each family's type.
+        let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(
+            kind.starts_with("application/openmetrics-text; version=1.0.0"),
+            "{kind}"
+        );
+    }
+    let text = resp.text().await.unwrap();
+    if status.is_success() {
+        assert!(
+            text.ends_with("# EOF\n"),
+            "an OpenMetrics text ends with # EOF"
+        );
+    }
+    (status, text)
 }
 
 /// Replaces the first `from` in every query of the dashboard.

@@ -56,11 +56,14 @@ pub async fn websocket(
     Ok(response)
 }
 
-/// Prometheus text format.
+/// The OpenMetrics text format (what prometheus-client writes: counters' samples end in
+/// `_total`, and the text ends with `# EOF`). Said as such, so Prometheus parses it as
+/// OpenMetrics and keeps each family's type; as `text/plain; version=0.0.4` it read the
+/// counters as untyped.
 pub async fn prometheus(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = state.gateway.cache().send(GetStats).await.ok();
     let text = state.metrics.render(&state.board, stats.as_ref());
     Ok(HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text))
 }
