@@ -1,5 +1,6 @@
 //! omni-bridge: an MCP gateway on actix. README.md says how to run it and, under "Layout",
-//! which module holds what.
+//! which module holds what. docs/ARCHITECTURE.md maps the actors, who owns which state,
+//! and the files a tool call, a `/mcp` call, a status change and a restart pass through.
 
 pub mod audit;
 pub mod auth;
