@@ -241,18 +241,33 @@ pub fn collisions_with(
     found
 }
 
+/// How long upstream events gather before one rebuild answers them all. A rebuild reads
+/// every upstream's tools, and each upstream sends several events as it comes up: built
+/// per event, 1,000 upstreams of 20 tools took minutes to come up (the work grew with the
+/// square of their number); gathered, a burst costs one rebuild per window, and `/mcp`
+/// sees a change at most this much later.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// Keeps the catalogue current. Readers hold a `watch::Receiver` from [`Self::spawn`].
 pub struct CatalogueActor {
     board: StatusBoard,
     bus: EventBus,
     tx: watch::Sender<Arc<Catalogue>>,
+    /// A rebuild is scheduled and will see every event until it runs.
+    pending: bool,
 }
 
 impl CatalogueActor {
     pub fn spawn(board: StatusBoard, bus: EventBus) -> watch::Receiver<Arc<Catalogue>> {
         let first = Catalogue::build(&board.all(), &Catalogue::default());
         let (tx, rx) = watch::channel(Arc::new(first));
-        CatalogueActor { board, bus, tx }.start();
+        CatalogueActor {
+            board,
+            bus,
+            tx,
+            pending: false,
+        }
+        .start();
         rx
     }
 
@@ -292,11 +307,15 @@ impl Actor for CatalogueActor {
 }
 
 impl StreamHandler<Option<Arc<Event>>> for CatalogueActor {
-    fn handle(&mut self, event: Option<Arc<Event>>, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, event: Option<Arc<Event>>, ctx: &mut Context<Self>) {
         // Only upstream events can change the catalogue; metrics ticks and cache
         // invalidations cannot.
-        if event.as_ref().is_none_or(|e| e.server.is_some()) {
-            self.rebuild();
+        if event.as_ref().is_none_or(|e| e.server.is_some()) && !self.pending {
+            self.pending = true;
+            ctx.run_later(GATHER, |actor, _| {
+                actor.pending = false;
+                actor.rebuild();
+            });
         }
     }
 

@@ -513,7 +513,21 @@ pub fn redirect_policy(secrets: bool) -> reqwest::redirect::Policy {
     })
 }
 
+/// The HTTP client upstreams are reached with: one per redirect policy for the whole
+/// process, built once. A client's construction reads the system's trusted roots; built
+/// per upstream, 1,000 of them took seconds of start-up on their own. Sharing also shares
+/// the connection pool, which is keyed by host, and carries nothing of one upstream's:
+/// headers go with each request.
 fn http_client(secrets: bool) -> Result<reqwest::Client, ConnectError> {
+    static CLIENTS: std::sync::OnceLock<[Result<reqwest::Client, String>; 2]> =
+        std::sync::OnceLock::new();
+    let clients = CLIENTS.get_or_init(|| [build_http_client(false), build_http_client(true)]);
+    clients[usize::from(secrets)]
+        .clone()
+        .map_err(|e| ConnectError::Transport(format!("http client: {e}")))
+}
+
+fn build_http_client(secrets: bool) -> Result<reqwest::Client, String> {
     crate::tls::install_crypto_provider();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
@@ -523,7 +537,7 @@ fn http_client(secrets: bool) -> Result<reqwest::Client, ConnectError> {
         // a token).
         .referer(false)
         .build()
-        .map_err(|e| ConnectError::Transport(format!("http client: {e}")))
+        .map_err(|e| e.to_string())
 }
 
 /// Starts the child in a process group of its own, so that killing the group takes its

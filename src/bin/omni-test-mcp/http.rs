@@ -22,7 +22,22 @@ use crate::tools::{Shared, TestServer};
 type Body = BoxBody<Bytes, Infallible>;
 type Sessions = Arc<Mutex<HashMap<String, mpsc::Sender<ClientJsonRpcMessage>>>>;
 
-pub async fn serve(addr: &str, shared: Arc<Shared>, required_header: Option<(String, String)>) {
+type Mcp = StreamableHttpService<TestServer, LocalSessionManager>;
+
+fn mcp_service(shared: Arc<Shared>) -> Mcp {
+    StreamableHttpService::new(
+        move || Ok(TestServer::new(shared.clone())),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    )
+}
+
+pub async fn serve(
+    addr: &str,
+    shared: Arc<Shared>,
+    endpoints: Vec<Arc<Shared>>,
+    required_header: Option<(String, String)>,
+) {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .unwrap_or_else(|e| panic!("cannot bind {addr}: {e}"));
@@ -31,12 +46,9 @@ pub async fn serve(addr: &str, shared: Arc<Shared>, required_header: Option<(Str
     println!("LISTENING {local}");
     eprintln!("omni-test-mcp: serving http://{local}/mcp and http://{local}/sse");
 
-    let factory_shared = shared.clone();
-    let mcp = StreamableHttpService::new(
-        move || Ok(TestServer::new(factory_shared.clone())),
-        Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default(),
-    );
+    let mcp = mcp_service(shared.clone());
+    // /e/{n}/mcp: one service, and so one session table, per endpoint.
+    let endpoints: Arc<Vec<Mcp>> = Arc::new(endpoints.into_iter().map(mcp_service).collect());
     let sessions: Sessions = Arc::default();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -46,10 +58,11 @@ pub async fn serve(addr: &str, shared: Arc<Shared>, required_header: Option<(Str
         // client's delayed ACK (40 ms) under Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let (mcp, shared, sessions) = (mcp.clone(), shared.clone(), sessions.clone());
-        let required = required_header.clone();
+        let (required, endpoints) = (required_header.clone(), endpoints.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let (mcp, shared, sessions) = (mcp.clone(), shared.clone(), sessions.clone());
+                let endpoints = endpoints.clone();
                 let required = required.clone();
                 async move {
                     if let Some((name, value)) = &required {
@@ -64,6 +77,10 @@ pub async fn serve(addr: &str, shared: Arc<Shared>, required_header: Option<(Str
                     let path = req.uri().path().to_owned();
                     let response = match (req.method(), path.as_str()) {
                         (_, "/mcp") => mcp.handle(req).await,
+                        (_, p) if p.starts_with("/e/") => match endpoint_of(p, &endpoints) {
+                            Some(endpoint) => endpoint.handle(req).await,
+                            None => plain(StatusCode::NOT_FOUND, "no such endpoint"),
+                        },
                         (&Method::GET, "/sse") => open_sse(shared, sessions),
                         (&Method::POST, "/messages") => post_message(req, sessions).await,
                         _ => plain(StatusCode::NOT_FOUND, "not found"),
@@ -76,6 +93,12 @@ pub async fn serve(addr: &str, shared: Arc<Shared>, required_header: Option<(Str
                 .await;
         });
     }
+}
+
+/// The service of `/e/{n}/mcp`.
+fn endpoint_of<'a>(path: &str, endpoints: &'a [Mcp]) -> Option<&'a Mcp> {
+    let n = path.strip_prefix("/e/")?.strip_suffix("/mcp")?;
+    endpoints.get(n.parse::<usize>().ok()?)
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {

@@ -38,6 +38,9 @@ pub struct Shared {
     subscribed: Mutex<std::collections::HashSet<String>>,
     /// Serve the conformance suite's fixtures too (see `conformance.rs`).
     conformance: bool,
+    /// The tool list is padded to this many with read-only `pad_N` tools (echo-like), for
+    /// catalogues of a realistic size.
+    pub pad_to: usize,
 }
 
 impl Shared {
@@ -52,6 +55,7 @@ impl Shared {
             note: Mutex::new(String::new()),
             peers: Mutex::new(Vec::new()),
             subscribed: Mutex::default(),
+            pad_to: 0,
         }
     }
 }
@@ -177,6 +181,20 @@ fn catalogue(extra: bool) -> Vec<Tool> {
         ));
     }
     tools
+}
+
+/// A filler tool: read-only, answers its text like `echo`.
+fn pad_tool(n: usize) -> Tool {
+    Tool::new(
+        format!("pad_{n}"),
+        "A filler tool (--tools): returns its text",
+        schema(json!({
+            "type": "object",
+            "properties": {"text": {"type": "string"}},
+            "required": ["text"],
+        })),
+    )
+    .with_annotations(read_only())
 }
 
 fn text(t: impl Into<String>) -> CallToolResponse {
@@ -364,6 +382,9 @@ impl ServerHandler for TestServer {
         if self.shared.conformance {
             all.extend(conformance::tools());
         }
+        for n in all.len()..self.shared.pad_to {
+            all.push(pad_tool(n));
+        }
         let start = match request.and_then(|r| r.cursor) {
             Some(cursor) => cursor
                 .parse::<usize>()
@@ -392,6 +413,16 @@ impl ServerHandler for TestServer {
             return answer;
         }
         match request.name.as_ref() {
+            name if name.starts_with("pad_")
+                && name[4..]
+                    .parse::<usize>()
+                    .is_ok_and(|n| n < self.shared.pad_to) =>
+            {
+                let t = arg(args, "text")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad_args("text must be a string"))?;
+                Ok(text(t))
+            }
             "echo" => {
                 let t = arg(args, "text")
                     .and_then(Value::as_str)
