@@ -304,8 +304,17 @@ impl UpstreamActor {
                                 name: act.name().clone(),
                                 generation: act.generation,
                             });
+                            // The first probe comes at a random point of the second
+                            // half-interval to one and a half intervals, then every
+                            // interval: upstreams that came up together (a start, a
+                            // reload) probe spread over the interval, never all in the same
+                            // second, and on average one interval after connecting.
                             let interval = act.spec.probe_interval;
-                            ctx.run_interval(interval, |act, ctx| act.probe(ctx));
+                            let first = interval.mul_f64(0.5 + rand::random::<f64>());
+                            ctx.run_later(first, move |act, ctx| {
+                                act.probe(ctx);
+                                ctx.run_interval(interval, |act, ctx| act.probe(ctx));
+                            });
                         } else {
                             act.health_event("tools_changed", json!({"tool_count": count}));
                         }
