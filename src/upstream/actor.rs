@@ -338,6 +338,8 @@ impl UpstreamActor {
         self.probe_in_flight = true;
         let timeout = self.spec.probe_timeout();
         let started = Instant::now();
+        let target = super::errors::target(&self.spec);
+        let name = self.name().clone();
         let fut = async move {
             match tokio::time::timeout(
                 timeout,
@@ -346,7 +348,17 @@ impl UpstreamActor {
             .await
             {
                 Ok(Ok(_)) => Ok(started.elapsed()),
-                Ok(Err(e)) => Err((format!("ping failed: {e}"), connect::session_trouble(&e))),
+                Ok(Err(e)) => {
+                    log::debug!(
+                        "[{name}] ping failed: {}",
+                        super::errors::with_causes(&e.to_string(), &e)
+                    );
+                    let shown = super::errors::for_user(&e, &target);
+                    Err((
+                        format!("ping failed: {shown}"),
+                        connect::session_trouble(&e),
+                    ))
+                }
                 Err(_) => Err((
                     format!("ping not answered within {} ms", timeout.as_millis()),
                     None,

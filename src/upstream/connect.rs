@@ -32,7 +32,7 @@ use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::errors::with_causes;
+use super::errors::{self, with_causes};
 use super::relay::{INPUT_KEY_META, Relay, RelayItem, Relays};
 use super::sse::LegacySseTransport;
 use crate::registry::{ServerName, ServerSpec, Transport};
@@ -270,6 +270,7 @@ async fn connect_inner(
         server: spec.name.clone(),
     };
     let mut pid = None;
+    let target = errors::target(&spec);
     let running = match &spec.transport {
         Transport::Stdio {
             command,
@@ -279,7 +280,13 @@ async fn connect_inner(
         } => {
             let transport = spawn_child(&spec.name, command, args, env, cwd.as_deref(), limit)?;
             pid = transport.id();
-            handshake(transport, client(ProtocolVersion::V_2025_06_18), &cancel).await?
+            handshake(
+                transport,
+                client(ProtocolVersion::V_2025_06_18),
+                &cancel,
+                &target,
+            )
+            .await?
         }
         Transport::StreamableHttp { url, headers } => {
             let custom: HashMap<_, _> = header_pairs(headers)?.into_iter().collect();
@@ -300,7 +307,13 @@ async fn connect_inner(
                 super::limited_http::LimitedHttp(http),
                 config,
             );
-            handshake(transport, client(ProtocolVersion::V_2025_06_18), &cancel).await?
+            handshake(
+                transport,
+                client(ProtocolVersion::V_2025_06_18),
+                &cancel,
+                &target,
+            )
+            .await?
         }
         Transport::Sse { url, headers } => {
             let map: http::HeaderMap = header_pairs(headers)?.into_iter().collect();
@@ -311,7 +324,13 @@ async fn connect_inner(
                     .await
                     .map_err(|e| ConnectError::Transport(e.to_string()))?;
             // The legacy transport belongs to the 2024-11-05 protocol.
-            handshake(transport, client(ProtocolVersion::V_2024_11_05), &cancel).await?
+            handshake(
+                transport,
+                client(ProtocolVersion::V_2024_11_05),
+                &cancel,
+                &target,
+            )
+            .await?
         }
     };
     let peer = running.peer().clone();
@@ -326,32 +345,28 @@ async fn connect_inner(
     })
 }
 
-/// Runs the MCP `initialize` handshake over `transport` as `client`.
+/// Runs the MCP `initialize` handshake over `transport` as `client`. A failure reads as
+/// a short phrase and `target` (see `upstream::errors`); its whole chain goes to the log.
 async fn handshake<T, E, A>(
     transport: T,
     client: GatewayClient,
     cancel: &CancellationToken,
+    target: &str,
 ) -> Result<RunningService<RoleClient, GatewayClient>, ConnectError>
 where
     T: rmcp::transport::IntoTransport<RoleClient, E, A>,
     E: std::error::Error + Send + Sync + 'static,
 {
+    let server = client.server.clone();
     client
         .serve_with_ct(transport, cancel.clone())
         .await
         .map_err(|e| {
-            // The transport's error is a field, not a `source`: its causes (a refused
-            // redirect, say) would otherwise be lost.
-            let text = match &e {
-                rmcp::service::ClientInitializeError::TransportError { error, context } => {
-                    format!(
-                        "{}, when {context}",
-                        with_causes(&error.to_string(), error.error.as_ref())
-                    )
-                }
-                other => with_causes(&other.to_string(), other),
-            };
-            ConnectError::Handshake(text)
+            log::warn!(
+                "[{server}] handshake with {target} failed: {}",
+                with_causes(&e.to_string(), &e)
+            );
+            ConnectError::Handshake(errors::for_user(&e, target))
         })
 }
 
@@ -658,7 +673,10 @@ pub async fn list_tools(peer: &Peer<RoleClient>, timeout: Duration) -> Result<Ve
             tokio::time::timeout(timeout, peer.list_all_tools())
                 .await
                 .map_err(|_| format!("tools/list did not answer within {timeout:?}"))?
-                .map_err(|e| format!("tools/list failed: {e}"))
+                .map_err(|e| {
+                    log::debug!("tools/list failed: {}", with_causes(&e.to_string(), &e));
+                    format!("tools/list failed: {}", errors::phrase(&e))
+                })
         })
         .await
         .map_err(|e| e.to_string())?
