@@ -283,6 +283,7 @@ impl UpstreamActor {
         let Some(session) = &self.session else { return };
         let peer = session.peer.clone();
         let timeout = self.spec.timeout;
+        let started = Instant::now();
         let fut = async move { connect::list_tools(&peer, timeout).await };
         ctx.spawn(
             fut.into_actor(self)
@@ -296,8 +297,17 @@ impl UpstreamActor {
                         });
                         if first {
                             act.was_up = true;
-                            act.board
-                                .update(act.name(), |s| s.connected_since = Some(Utc::now()));
+                            // The catalogue read at connect is the first probe: the page
+                            // shows a latency and a last probe from the start, not one
+                            // interval (up to minutes) later. Not counted by the breaker,
+                            // like the connection itself.
+                            let rtt = started.elapsed().as_secs_f64() * 1000.0;
+                            act.board.update(act.name(), |s| {
+                                s.connected_since = Some(Utc::now());
+                                s.last_probe_at = Some(Utc::now());
+                                s.last_probe_ok = Some(true);
+                                s.latency_ms = Some(rtt);
+                            });
                             act.set_status(UpstreamStatus::Healthy, "connected");
                             act.health_event("connected", json!({"tool_count": count}));
                             let _ = act.up.try_send(ChildUp {
