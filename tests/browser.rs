@@ -107,6 +107,8 @@ async fn the_dashboard_shows_an_upstream_going_down_without_a_reload() {
     assert_ne!(changed, "healthy");
     let feed = script.expect("FEED").await;
     assert!(feed.contains("watched"), "{feed}");
+    // How it ended, in words: the SIGKILL above.
+    assert!(feed.contains("process killed by signal 9"), "{feed}");
     // The gateway goes away: the page says so and that it is reconnecting.
     server.stop().await;
     let banner = script.expect("BANNER").await;

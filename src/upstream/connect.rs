@@ -270,6 +270,7 @@ async fn connect_inner(
         server: spec.name.clone(),
     };
     let mut pid = None;
+    let mut exit = None;
     let target = errors::target(&spec);
     let running = match &spec.transport {
         Transport::Stdio {
@@ -280,13 +281,22 @@ async fn connect_inner(
         } => {
             let transport = spawn_child(&spec.name, command, args, env, cwd.as_deref(), limit)?;
             pid = transport.id();
+            let note = transport.exit.clone();
+            exit = Some(note.clone());
             handshake(
                 transport,
                 client(ProtocolVersion::V_2025_06_18),
                 &cancel,
                 &target,
             )
-            .await?
+            .await
+            .map_err(|e| {
+                // A process that ended during the handshake says how.
+                match note.lock().expect("exit note lock").take() {
+                    Some(how) => ConnectError::Handshake(format!("{how}: {target}")),
+                    None => e,
+                }
+            })?
         }
         Transport::StreamableHttp { url, headers } => {
             let custom: HashMap<_, _> = header_pairs(headers)?.into_iter().collect();
@@ -335,7 +345,7 @@ async fn connect_inner(
     };
     let peer = running.peer().clone();
     let info = peer.peer_info();
-    watch(running, notes, pid);
+    watch(running, notes, pid, exit);
     Ok(Session {
         peer,
         info,
@@ -376,11 +386,14 @@ fn watch(
     running: RunningService<RoleClient, GatewayClient>,
     notes: mpsc::UnboundedSender<SessionNote>,
     group: Option<u32>,
+    exit: Option<ExitNote>,
 ) {
     tokio::spawn(async move {
         let why = match running.waiting().await {
             Ok(QuitReason::Cancelled) => "session closed by the gateway".to_owned(),
-            Ok(QuitReason::Closed) => "connection closed by the upstream".to_owned(),
+            Ok(QuitReason::Closed) => exit
+                .and_then(|note| note.lock().expect("exit note lock").take())
+                .unwrap_or_else(|| "connection closed by the upstream".to_owned()),
             Ok(other) => format!("session ended: {other:?}"),
             Err(e) => format!("session task failed: {e}"),
         };
@@ -584,7 +597,10 @@ fn spawn_child(
         command: command.to_owned(),
         error,
     };
-    let mut child = wrap.spawn().map_err(|e| spawn_failed(e.to_string()))?;
+    let mut child = wrap.spawn().map_err(|e| {
+        log::warn!("[{server}] cannot start '{command}': {e}");
+        spawn_failed(errors::phrase(&e))
+    })?;
     let (Some(stdin), Some(stdout)) = (
         child.inner_mut().stdin().take(),
         child.inner_mut().stdout().take(),
@@ -598,7 +614,28 @@ fn spawn_child(
     // rmcp's own cap (16 MiB) would drop a longer line without a word; ours has already
     // replaced every line over `limit`.
     let transport = AsyncRwTransport::new_client(lines, stdin).with_max_line_length(limit + 2);
-    Ok(ChildTransport { child, transport })
+    Ok(ChildTransport {
+        child,
+        transport,
+        exit: ExitNote::default(),
+    })
+}
+
+/// How a stdio upstream's process ended, once its output has: `exited with code 3`,
+/// `killed by signal 9`. Filled by the transport, read by whoever reports the end.
+pub type ExitNote = Arc<std::sync::Mutex<Option<String>>>;
+
+/// How long the transport waits, once the child's output has ended, for the child to be
+/// reaped (it closes its output as it exits; the status follows within moments).
+const EXIT_STATUS_WAIT: Duration = Duration::from_millis(200);
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("process exited with code {code}"),
+        (None, Some(signal)) => format!("process killed by signal {signal}"),
+        (None, None) => "process ended".to_owned(),
+    }
 }
 
 /// A stdio upstream: its process, and the transport over its pipes, whose output has
@@ -607,6 +644,7 @@ fn spawn_child(
 struct ChildTransport {
     child: Box<dyn ChildWrapper>,
     transport: AsyncRwTransport<RoleClient, super::oversize::Lines<ChildStdout>, ChildStdin>,
+    exit: ExitNote,
 }
 
 impl ChildTransport {
@@ -625,10 +663,18 @@ impl rmcp::transport::Transport<RoleClient> for ChildTransport {
         self.transport.send(item)
     }
 
-    fn receive(
-        &mut self,
-    ) -> impl Future<Output = Option<rmcp::service::RxJsonRpcMessage<RoleClient>>> + Send {
-        self.transport.receive()
+    async fn receive(&mut self) -> Option<rmcp::service::RxJsonRpcMessage<RoleClient>> {
+        let message = self.transport.receive().await;
+        if message.is_none() {
+            // The output ended: say how the process did, for `last_error` and the events.
+            // Only the leader is waited for; `watch` kills the rest of the group.
+            let waited =
+                tokio::time::timeout(EXIT_STATUS_WAIT, self.child.inner_mut().wait()).await;
+            if let Ok(Ok(status)) = waited {
+                *self.exit.lock().expect("exit note lock") = Some(describe_exit(status));
+            }
+        }
+        message
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
