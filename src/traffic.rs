@@ -1,7 +1,7 @@
 //! The last 15 minutes of each upstream's calls, in memory, for the dashboard's charts:
 //! calls, errors, cache hits and misses, and a latency histogram per 10-second bucket.
 //!
-//! Bounded: a fixed ring of [`BUCKETS`] buckets per upstream (about 13.7 KiB each, see
+//! Bounded: a fixed ring of [`BUCKETS`] buckets per upstream (13,680 bytes each, see
 //! [`RING_BYTES`]), made on its first call and dropped when the upstream leaves the board
 //! (the live hub prunes on every tick). Only names on the board are recorded, so a caller
 //! cannot grow the map with names of its own. Nothing is persisted: a restart starts

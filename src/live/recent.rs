@@ -122,4 +122,19 @@ mod tests {
         assert_eq!(n(&shown[0]), KEPT as u64 + 10 - SHOWN as u64);
         assert_eq!(shown[0]["type"], "health_event");
     }
+
+    #[test]
+    fn a_restricted_key_sees_only_its_upstreams() {
+        let mut recent = RecentEvents::default();
+        for n in 0..10 {
+            recent.remember(&health(if n % 2 == 0 { "mine" } else { "theirs" }, n));
+        }
+        let allow = AllowList::parse(&["mine/*"]).unwrap();
+        let shown = recent.for_allow(&allow);
+        assert_eq!(shown.len(), 5);
+        assert!(
+            shown.iter().all(|e| e["data"]["server"] == "mine"),
+            "{shown:?}"
+        );
+    }
 }
