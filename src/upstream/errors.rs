@@ -57,6 +57,9 @@ fn by_type(error: &(dyn Error + 'static)) -> Option<String> {
     if let Some(io) = error.downcast_ref::<std::io::Error>() {
         return io_phrase(io.kind()).map(str::to_owned);
     }
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(format!("TLS failure ({tls})"));
+    }
     if let Some(http) = error.downcast_ref::<reqwest::Error>() {
         if http.is_timeout() {
             return Some("timed out".into());
@@ -148,8 +151,9 @@ pub fn with_causes(text: &str, error: &(dyn Error + 'static)) -> String {
     out
 }
 
-/// The cause of `error`: its `source`, or the error that rmcp holds without naming it
-/// as a source (the client error of Streamable HTTP, the transport error of a handshake).
+/// The cause of `error`: its `source`, or the error that rmcp or an `io::Error` holds
+/// without naming it as a source (the client error of Streamable HTTP, the transport
+/// error of a handshake, the error a custom I/O error wraps).
 fn cause_of<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a (dyn Error + 'static)> {
     match error.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
         Some(StreamableHttpError::Client(inner)) => return Some(inner),
@@ -160,6 +164,14 @@ fn cause_of<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a (dyn Error + 'st
         error.downcast_ref::<ClientInitializeError>()
     {
         return Some(error);
+    }
+    // An I/O error that wraps another names the wrapped one's source, skipping it (a TLS
+    // failure under hyper's connector is such a one).
+    if let Some(inner) = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+    {
+        return Some(inner);
     }
     error.source()
 }
@@ -218,6 +230,34 @@ mod tests {
             .error_for_status()
             .unwrap_err();
         assert_eq!(phrase(&error), "HTTP 503 Service Unavailable");
+    }
+
+    #[tokio::test]
+    async fn https_to_a_plain_http_port_is_a_tls_failure() {
+        crate::tls::install_crypto_provider();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}/mcp", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        });
+        let error = reqwest::get(&url).await.unwrap_err();
+        let shown = phrase(&error);
+        assert!(shown.starts_with("TLS failure ("), "{shown}: {error:?}");
+    }
+
+    #[test]
+    fn a_resolver_failure_is_told_by_its_words() {
+        // hyper's resolver error carries no type to match; these are its words.
+        let error = std::io::Error::other(
+            "dns error: failed to lookup address information: Name or service not known",
+        );
+        assert_eq!(phrase(&error), "DNS lookup failed");
     }
 
     #[test]
