@@ -1,5 +1,6 @@
 //! Criterion benchmarks for the pure pieces on the hot path: cache keys (canonical JSON and
-//! SHA-256), cache get and put at 1,000 and 100,000 entries, and breaker decisions.
+//! SHA-256), cache get and put at 1,000 and 100,000 entries, breaker decisions, and the
+//! dashboard's per-upstream call counting.
 //! Run: `cargo bench --bench hot_paths`.
 
 use std::hint::black_box;
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use omni_bridge::cache::store::{CacheLimits, Entry, ResultCache};
 use omni_bridge::cache::{CacheKey, key::canonical_json};
+use omni_bridge::registry::ServerName;
+use omni_bridge::traffic::{CacheUse, Traffic};
 use omni_bridge::upstream::breaker::{Breaker, BreakerConfig};
 use serde_json::{Value, json};
 
@@ -120,5 +123,20 @@ fn breaker(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, keys, cache_ops, breaker);
+/// What each call adds for the dashboard's charts (`traffic`), with 50 upstreams known.
+fn traffic(c: &mut Criterion) {
+    let traffic = Traffic::default();
+    let names: Vec<ServerName> = (0..50)
+        .map(|i| ServerName::parse(&format!("upstream-{i}")).unwrap())
+        .collect();
+    for name in &names {
+        traffic.record(name, Duration::from_millis(3), true, CacheUse::Miss);
+    }
+    let latency = Duration::from_micros(2500);
+    c.bench_function("traffic/record_call", |b| {
+        b.iter(|| traffic.record(black_box(&names[7]), latency, true, CacheUse::Miss))
+    });
+}
+
+criterion_group!(benches, keys, cache_ops, breaker, traffic);
 criterion_main!(benches);

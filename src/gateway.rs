@@ -19,6 +19,7 @@ use crate::cache::{CacheActor, CacheKey, Scope, SharedTier};
 use crate::error::ApiError;
 use crate::registry::{ServerName, ToolHints, ValidationError};
 use crate::store::invocations::NewInvocation;
+use crate::traffic::{CacheUse, Traffic};
 use crate::upstream::lane::Lane;
 use crate::upstream::relay::Relay;
 use crate::upstream::supervisor::GetUpstream;
@@ -63,6 +64,8 @@ pub struct CallOutcome {
     /// For a cached answer: when the upstream produced it.
     pub produced_at: Option<std::time::SystemTime>,
     pub duration: Duration,
+    /// Whether the cache was looked in (so an answer not `cached` was a miss).
+    pub looked_up: bool,
 }
 
 type Flight = Arc<OnceCell<Result<Arc<Value>, CallError>>>;
@@ -90,6 +93,8 @@ struct Inner {
     flights: Mutex<HashMap<CacheKey, Flight>>,
     /// Compiled argument schemas, by server and tool; the schema's `Arc` tells a stale one.
     validators: Mutex<HashMap<(ServerName, String), CompiledSchema>>,
+    /// The last 15 minutes of calls per upstream, for the dashboard.
+    traffic: Traffic,
 }
 
 #[derive(Clone)]
@@ -122,6 +127,7 @@ impl Gateway {
                 metrics,
                 flights: Mutex::default(),
                 validators: Mutex::default(),
+                traffic: Traffic::default(),
             }),
         }
     }
@@ -130,6 +136,14 @@ impl Gateway {
     pub fn with_cluster(mut self, cluster: crate::cluster::Cluster) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.cluster = Some(cluster);
+        }
+        self
+    }
+
+    /// Counts calls in `traffic` (the live hub reads it); call before cloning.
+    pub fn with_traffic(mut self, traffic: Traffic) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.traffic = traffic;
         }
         self
     }
@@ -210,6 +224,17 @@ impl Gateway {
             &label,
             started.elapsed().as_secs_f64(),
         );
+        // A name the gateway does not know gets no ring (see `traffic`).
+        if server_label.is_some() {
+            let cache = match &outcome {
+                Ok(o) if o.cached => CacheUse::Hit,
+                Ok(o) if o.looked_up => CacheUse::Miss,
+                _ => CacheUse::NotAsked,
+            };
+            self.inner
+                .traffic
+                .record(server, started.elapsed(), outcome.is_ok(), cache);
+        }
         in_flight.finish(row(cached, label, i64::from(status)));
         outcome.map(|mut o| {
             o.duration = started.elapsed();
@@ -262,6 +287,7 @@ impl Gateway {
             cached: produced_at.is_some(),
             produced_at,
             duration: Duration::ZERO,
+            looked_up: ttl.is_some() && mode == CacheMode::Use,
         };
         // Connected but between sessions (the actor just stopped or has not put its lane).
         let lane = lane.ok_or_else(|| {

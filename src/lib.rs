@@ -28,5 +28,6 @@ pub mod registry;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod traffic;
 pub mod upstream;
 pub mod warm;

@@ -293,6 +293,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let origin = format!("{}-{:08x}", settings.instance, rand::random::<u32>());
     let cluster = Cluster::new(store.clone(), origin.clone(), settings.instance.clone());
     let metrics = Arc::new(Metrics::new());
+    let traffic = crate::traffic::Traffic::default();
     let audit = AuditLog::start(
         store.clone(),
         settings.database.clone(),
@@ -308,7 +309,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.max_result_bytes,
     )
     .with_shared_tier(shared)
-    .with_cluster(cluster.clone());
+    .with_cluster(cluster.clone())
+    .with_traffic(traffic.clone());
     crate::warm::spawn(
         gateway.clone(),
         board.clone(),
@@ -324,6 +326,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.live.metrics_interval,
         keys.subscribe(),
     )
+    .with_traffic(traffic)
+    .with_store(store.clone())
     .start();
 
     let catalogue = CatalogueActor::spawn(board.clone(), bus.clone());

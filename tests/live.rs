@@ -85,10 +85,10 @@ async fn initial_status_then_the_events_of_a_killed_upstream_in_order() {
     assert_eq!(victim["status"], "healthy");
     assert_eq!(victim["circuit"], "closed");
     assert!(victim["tool_count"].as_u64().unwrap() > 0);
-    // No probe has run yet (its interval is an hour): the fields are there, empty.
-    for field in ["last_probe_at", "latency_ms"] {
-        assert!(victim.get(field).is_some(), "{field} missing: {victim}");
-    }
+    // No probe has run yet (its interval is an hour), but the catalogue read at connect
+    // counts as the first: the page has a latency and a last probe from the start.
+    assert!(victim["last_probe_at"].is_string(), "{victim}");
+    assert!(victim["latency_ms"].as_f64().is_some(), "{victim}");
     let metrics = &first["data"]["metrics"];
     assert_eq!(metrics["upstreams_total"], 1, "{metrics}");
     // The hub fetched the cache numbers when it started: a joining session has them.
@@ -735,5 +735,101 @@ async fn the_dashboard_page_is_served() {
     let page = resp.text().await.unwrap();
     assert!(page.contains("new WebSocket("));
     assert!(page.contains("/api/v1/cache"));
+    server.stop().await;
+}
+
+/// A page opened on a quiet gateway shows what happened before: the stored history (from
+/// before this gateway started), the cache numbers as they are at that moment (the API's),
+/// and each upstream's calls of the last minutes, with latency from calls.
+#[actix_rt::test]
+async fn initial_status_carries_the_history_the_cache_as_it_is_and_the_recent_calls() {
+    let db = TestDb::new();
+    let server = TestServer::start(db.stdio_settings()).await;
+    server.register(&common::cached("before")).await;
+    // Written in batches: wait until the store has the connection before stopping.
+    common::poll_until(async || {
+        let stored = server.get_json("/api/v1/servers/before/events").await;
+        let events = stored["events"].as_array().cloned().unwrap_or_default();
+        match events.iter().any(|e| e["event"] == "connected") {
+            true => Ok(()),
+            false => Err(format!("no `connected` stored: {stored}")),
+        }
+    })
+    .await;
+    server.stop().await;
+    let restarted_at = chrono::Utc::now();
+
+    let mut server = TestServer::start(db.stdio_settings()).await;
+    server.events.status("before", "healthy", WAIT).await;
+    // One miss and two hits of a cached tool, and a call of another.
+    for _ in 0..3 {
+        let (status, _) = server.call("before", "add", json!({"a": 1, "b": 2})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _) = server.call("before", "echo", json!({"text": "x"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let stats = server.get_json("/api/v1/cache/stats").await;
+    assert_eq!(stats["hits"], 2, "{stats}");
+
+    let mut ws = connect(&server).await;
+    let first = next(&mut ws, WAIT).await;
+    assert_eq!(first["type"], "initial_status", "{first}");
+    let data = &first["data"];
+
+    let events = data["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{first}"));
+    let earlier = events.iter().find(|e| {
+        e["data"]["event"] == "connected"
+            && e["timestamp"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t < restarted_at)
+    });
+    assert!(earlier.is_some(), "no event of the first run: {events:?}");
+    assert_eq!(earlier.unwrap()["type"], "health_event");
+    let times: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["timestamp"].as_str())
+        .collect();
+    let parsed: Vec<_> = times
+        .iter()
+        .map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap())
+        .collect();
+    assert!(parsed.is_sorted(), "not oldest first: {times:?}");
+
+    // The cache as the API says it now, in both places the page reads it.
+    for cache in [&data["cache"], &data["metrics"]["cache"]] {
+        assert_eq!(cache["hits"], stats["hits"], "{cache}");
+        assert_eq!(cache["misses"], stats["misses"], "{cache}");
+    }
+
+    let buckets = data["traffic"]["servers"]["before"].as_array().unwrap();
+    let sum = |field: &str| {
+        buckets
+            .iter()
+            .map(|b| b[field].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!((sum("calls"), sum("errors")), (4, 0));
+    assert_eq!(json!(sum("hits")), stats["hits"]);
+    assert_eq!(json!(sum("misses")), stats["misses"]);
+    assert!(
+        buckets.iter().any(|b| b["p50_ms"].as_f64().is_some()),
+        "{buckets:?}"
+    );
+    assert_eq!(data["traffic"]["bucket_seconds"], 10);
+    let before = data["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "before")
+        .unwrap();
+    assert!(before["call_latency_ms"].as_f64().is_some(), "{before}");
+
+    // The next system_metrics carries the latest buckets, for the page to go on with.
+    let metrics = until(&mut ws, "system_metrics", |m| m["type"] == "system_metrics").await;
+    let recent = &metrics.last().unwrap()["data"]["traffic"]["servers"]["before"];
+    assert!(recent.as_array().is_some_and(|b| !b.is_empty()), "{recent}");
     server.stop().await;
 }

@@ -261,6 +261,10 @@ async fn crashes_are_restarted_with_growing_delays_then_failed_and_reset() {
     for _ in 0..3 {
         let (status, _) = server.call("crashy", "crash", json!({})).await;
         assert!(status.is_server_error(), "{status}");
+        // The test server's `crash` exits with 3: the reason says so, in words.
+        let exited = server.events.health("crashy", "exited", WAIT).await;
+        let reason = exited["detail"]["reason"].as_str().unwrap();
+        assert_eq!(reason, "process exited with code 3", "{exited}");
         let event = server
             .events
             .health("crashy", "restart_scheduled", WAIT)

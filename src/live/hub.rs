@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::filter::Filter;
+use super::recent::{KEPT, RecentEvents};
 use super::session::{CloseWith, Outgoing, SessionActor};
 use crate::auth::AllowList;
 use crate::cache::CacheActor;
@@ -23,6 +24,8 @@ use crate::cache::actor::GetStats;
 use crate::cache::store::CacheStats;
 use crate::events::{Event, EventBus, EventType};
 use crate::metrics::{self, Metrics};
+use crate::store::Store;
+use crate::traffic::Traffic;
 use crate::upstream::{StatusBoard, UpstreamStatus};
 
 /// A new session: it gets `initial_status` first, then the events it subscribes to.
@@ -87,6 +90,12 @@ pub struct EventHub {
     keys: tokio::sync::watch::Receiver<crate::auth::keyring::KeyState>,
     last_tick: (Instant, u64),
     latest_metrics: Value,
+    /// Each upstream's last 15 minutes of calls (the gateway records them).
+    traffic: Traffic,
+    /// The newest upstream events, for `initial_status`.
+    recent: RecentEvents,
+    /// Where `recent` is seeded from when the hub starts.
+    store: Option<Store>,
 }
 
 impl EventHub {
@@ -109,7 +118,22 @@ impl EventHub {
             keys,
             last_tick: (Instant::now(), 0),
             latest_metrics: json!({}),
+            traffic: Traffic::default(),
+            recent: RecentEvents::default(),
+            store: None,
         }
+    }
+
+    /// Reads the calls the gateway records in `traffic`.
+    pub fn with_traffic(mut self, traffic: Traffic) -> Self {
+        self.traffic = traffic;
+        self
+    }
+
+    /// Seeds the events shown on open from `store`'s health history.
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
     }
 
     fn message(kind: &str, data: Value) -> Arc<str> {
@@ -127,6 +151,7 @@ impl EventHub {
             .filter(|(name, _)| allow.allows_server(name.as_str()))
             .map(|(name, snapshot)| {
                 let mut view = snapshot.to_json();
+                view["call_latency_ms"] = json!(self.traffic.recent_p50_ms(&name));
                 view["name"] = json!(name);
                 if let Some(spec) = &snapshot.spec {
                     view["transport"] = json!(spec.transport.kind());
@@ -138,7 +163,9 @@ impl EventHub {
         Self::message(
             "initial_status",
             json!({"servers": servers, "cache": self.cache_stats,
-                   "metrics": self.current_metrics(allow)}),
+                   "metrics": self.current_metrics(allow),
+                   "events": self.recent.for_allow(allow),
+                   "traffic": self.traffic.to_json(false, |name| allow.allows_server(name.as_str()))}),
         )
     }
 
@@ -155,7 +182,8 @@ impl EventHub {
         }
     }
 
-    fn fan_out(&mut self, event: &Event) {
+    fn fan_out(&mut self, event: &Arc<Event>) {
+        self.recent.remember(event);
         let mut texts = Texts::new(event);
         self.members.retain(|_, member| {
             let visible = event
@@ -180,6 +208,13 @@ impl EventHub {
         // The joining session counts.
         current["live_sessions"] = json!(self.members.len() + 1);
         current["memory_bytes"] = json!(metrics::resident_bytes());
+        // The cache as it is now (the joining session had them fetched), not as of the
+        // last tick: the page shows these over the older ones.
+        if let Some(stats) = &self.cache_stats {
+            current["cache"] = json!(stats);
+            current["cache_hit_rate"] = json!(stats.hit_rate);
+            current["cache_entries"] = json!(stats.entries);
+        }
         current
     }
 
@@ -227,7 +262,12 @@ impl EventHub {
         // probe publishes nothing). `fan_out` cuts this map down to each session's
         // allow-list, so `latest_metrics` (shared by every joining session) leaves it out.
         let mut data = self.latest_metrics.clone();
+        // A removed upstream's calls go with it.
+        let board = &self.board;
+        self.traffic
+            .retain(|name| board.read(name, |_| ()).is_some());
         data["servers"] = self.server_summaries();
+        data["traffic"] = self.traffic.to_json(true, |_| true);
         self.bus
             .publish(Event::new(EventType::SystemMetrics, None, data));
     }
@@ -248,6 +288,7 @@ impl EventHub {
                         t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                     }),
                     "restart_count": s.restart_count,
+                    "call_latency_ms": self.traffic.recent_p50_ms(&name),
                 });
                 (name.to_string(), summary)
             })
@@ -310,6 +351,10 @@ impl<'a> Texts<'a> {
 
 /// Cuts `system_metrics` data down to the upstreams `allow` covers.
 fn restrict_to(data: &mut Value, allow: &AllowList) {
+    if let Some(Value::Object(traffic)) = data.get_mut("traffic").and_then(|t| t.get_mut("servers"))
+    {
+        traffic.retain(|name, _| allow.allows_server(name));
+    }
     let Some(Value::Object(servers)) = data.get_mut("servers") else {
         return;
     };
@@ -340,6 +385,22 @@ impl Actor for EventHub {
             }
         });
         ctx.add_stream(events);
+        // Before any session joins: the history a page shows on open. A store that does
+        // not answer within a second leaves it to the events from now on.
+        if let Some(store) = self.store.clone() {
+            let rows = async move {
+                tokio::time::timeout(
+                    Duration::from_secs(1),
+                    store.recent_health_events(KEPT as i64),
+                )
+                .await
+            };
+            ctx.wait(rows.into_actor(self).map(|rows, act, _| match rows {
+                Ok(Ok(rows)) => act.recent.seed(rows),
+                Ok(Err(e)) => log::warn!("live hub: no health history to show: {e}"),
+                Err(_) => log::warn!("live hub: the health history took over 1 s; not shown"),
+            }));
+        }
         // Nothing else (no Join) is handled before the first cache numbers are in, so
         // every `initial_status` carries them.
         ctx.wait(
@@ -364,7 +425,7 @@ impl StreamHandler<BusNote> for EventHub {
 impl Handler<Join> for EventHub {
     type Result = ();
 
-    fn handle(&mut self, msg: Join, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
         if !self.keys.borrow().admits(msg.key.as_deref()) {
             msg.session.do_send(CloseWith::revoked());
             return;
@@ -376,10 +437,14 @@ impl Handler<Join> for EventHub {
             filter: Filter::default(),
             allow: msg.allow,
         };
-        // In the same handler as the registration, so no event slips in between.
-        if Self::offer(&member, &self.initial_status(&member.allow)) {
-            self.members.insert(msg.id, member);
-        }
+        // The cache's numbers as they are now, not as of the last tick. `wait` holds every
+        // other message (events included) until the session is registered, so no event
+        // slips in between its `initial_status` and the stream.
+        ctx.wait(self.fetch_cache_stats().map(move |_, act, _| {
+            if Self::offer(&member, &act.initial_status(&member.allow)) {
+                act.members.insert(msg.id, member);
+            }
+        }));
     }
 }
 

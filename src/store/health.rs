@@ -58,4 +58,20 @@ impl Store {
         });
         Ok(rows)
     }
+
+    /// The newest `limit` events of every server, newest first.
+    pub async fn recent_health_events(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<HealthEventRow>, StoreError> {
+        let rows = with_conn!(self, |conn| {
+            health_events::table
+                .order(health_events::id.desc())
+                .limit(limit)
+                .select(HealthEventRow::as_select())
+                .load(conn)
+                .await?
+        });
+        Ok(rows)
+    }
 }

@@ -283,6 +283,7 @@ impl UpstreamActor {
         let Some(session) = &self.session else { return };
         let peer = session.peer.clone();
         let timeout = self.spec.timeout;
+        let started = Instant::now();
         let fut = async move { connect::list_tools(&peer, timeout).await };
         ctx.spawn(
             fut.into_actor(self)
@@ -296,8 +297,17 @@ impl UpstreamActor {
                         });
                         if first {
                             act.was_up = true;
-                            act.board
-                                .update(act.name(), |s| s.connected_since = Some(Utc::now()));
+                            // The catalogue read at connect is the first probe: the page
+                            // shows a latency and a last probe from the start, not one
+                            // interval (up to minutes) later. Not counted by the breaker,
+                            // like the connection itself.
+                            let rtt = started.elapsed().as_secs_f64() * 1000.0;
+                            act.board.update(act.name(), |s| {
+                                s.connected_since = Some(Utc::now());
+                                s.last_probe_at = Some(Utc::now());
+                                s.last_probe_ok = Some(true);
+                                s.latency_ms = Some(rtt);
+                            });
                             act.set_status(UpstreamStatus::Healthy, "connected");
                             act.health_event("connected", json!({"tool_count": count}));
                             let _ = act.up.try_send(ChildUp {
@@ -347,6 +357,8 @@ impl UpstreamActor {
         self.probe_in_flight = true;
         let timeout = self.spec.probe_timeout();
         let started = Instant::now();
+        let target = super::errors::target(&self.spec);
+        let name = self.name().clone();
         let fut = async move {
             match tokio::time::timeout(
                 timeout,
@@ -355,7 +367,17 @@ impl UpstreamActor {
             .await
             {
                 Ok(Ok(_)) => Ok(started.elapsed()),
-                Ok(Err(e)) => Err((format!("ping failed: {e}"), connect::session_trouble(&e))),
+                Ok(Err(e)) => {
+                    log::debug!(
+                        "[{name}] ping failed: {}",
+                        super::errors::with_causes(&e.to_string(), &e)
+                    );
+                    let shown = super::errors::for_user(&e, &target);
+                    Err((
+                        format!("ping failed: {shown}"),
+                        connect::session_trouble(&e),
+                    ))
+                }
                 Err(_) => Err((
                     format!("ping not answered within {} ms", timeout.as_millis()),
                     None,

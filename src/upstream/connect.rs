@@ -32,7 +32,7 @@ use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::errors::with_causes;
+use super::errors::{self, with_causes};
 use super::relay::{INPUT_KEY_META, Relay, RelayItem, Relays};
 use super::sse::LegacySseTransport;
 use crate::registry::{ServerName, ServerSpec, Transport};
@@ -270,6 +270,8 @@ async fn connect_inner(
         server: spec.name.clone(),
     };
     let mut pid = None;
+    let mut exit = None;
+    let target = errors::target(&spec);
     let running = match &spec.transport {
         Transport::Stdio {
             command,
@@ -279,7 +281,22 @@ async fn connect_inner(
         } => {
             let transport = spawn_child(&spec.name, command, args, env, cwd.as_deref(), limit)?;
             pid = transport.id();
-            handshake(transport, client(ProtocolVersion::V_2025_06_18), &cancel).await?
+            let note = transport.exit.clone();
+            exit = Some(note.clone());
+            handshake(
+                transport,
+                client(ProtocolVersion::V_2025_06_18),
+                &cancel,
+                &target,
+            )
+            .await
+            .map_err(|e| {
+                // A process that ended during the handshake says how.
+                match note.lock().expect("exit note lock").take() {
+                    Some(how) => ConnectError::Handshake(format!("{how}: {target}")),
+                    None => e,
+                }
+            })?
         }
         Transport::StreamableHttp { url, headers } => {
             let custom: HashMap<_, _> = header_pairs(headers)?.into_iter().collect();
@@ -300,7 +317,13 @@ async fn connect_inner(
                 super::limited_http::LimitedHttp(http),
                 config,
             );
-            handshake(transport, client(ProtocolVersion::V_2025_06_18), &cancel).await?
+            handshake(
+                transport,
+                client(ProtocolVersion::V_2025_06_18),
+                &cancel,
+                &target,
+            )
+            .await?
         }
         Transport::Sse { url, headers } => {
             let map: http::HeaderMap = header_pairs(headers)?.into_iter().collect();
@@ -311,12 +334,18 @@ async fn connect_inner(
                     .await
                     .map_err(|e| ConnectError::Transport(e.to_string()))?;
             // The legacy transport belongs to the 2024-11-05 protocol.
-            handshake(transport, client(ProtocolVersion::V_2024_11_05), &cancel).await?
+            handshake(
+                transport,
+                client(ProtocolVersion::V_2024_11_05),
+                &cancel,
+                &target,
+            )
+            .await?
         }
     };
     let peer = running.peer().clone();
     let info = peer.peer_info();
-    watch(running, notes, pid);
+    watch(running, notes, pid, exit);
     Ok(Session {
         peer,
         info,
@@ -326,32 +355,28 @@ async fn connect_inner(
     })
 }
 
-/// Runs the MCP `initialize` handshake over `transport` as `client`.
+/// Runs the MCP `initialize` handshake over `transport` as `client`. A failure reads as
+/// a short phrase and `target` (see `upstream::errors`); its whole chain goes to the log.
 async fn handshake<T, E, A>(
     transport: T,
     client: GatewayClient,
     cancel: &CancellationToken,
+    target: &str,
 ) -> Result<RunningService<RoleClient, GatewayClient>, ConnectError>
 where
     T: rmcp::transport::IntoTransport<RoleClient, E, A>,
     E: std::error::Error + Send + Sync + 'static,
 {
+    let server = client.server.clone();
     client
         .serve_with_ct(transport, cancel.clone())
         .await
         .map_err(|e| {
-            // The transport's error is a field, not a `source`: its causes (a refused
-            // redirect, say) would otherwise be lost.
-            let text = match &e {
-                rmcp::service::ClientInitializeError::TransportError { error, context } => {
-                    format!(
-                        "{}, when {context}",
-                        with_causes(&error.to_string(), error.error.as_ref())
-                    )
-                }
-                other => with_causes(&other.to_string(), other),
-            };
-            ConnectError::Handshake(text)
+            log::warn!(
+                "[{server}] handshake with {target} failed: {}",
+                with_causes(&e.to_string(), &e)
+            );
+            ConnectError::Handshake(errors::for_user(&e, target))
         })
 }
 
@@ -361,11 +386,14 @@ fn watch(
     running: RunningService<RoleClient, GatewayClient>,
     notes: mpsc::UnboundedSender<SessionNote>,
     group: Option<u32>,
+    exit: Option<ExitNote>,
 ) {
     tokio::spawn(async move {
         let why = match running.waiting().await {
             Ok(QuitReason::Cancelled) => "session closed by the gateway".to_owned(),
-            Ok(QuitReason::Closed) => "connection closed by the upstream".to_owned(),
+            Ok(QuitReason::Closed) => exit
+                .and_then(|note| note.lock().expect("exit note lock").take())
+                .unwrap_or_else(|| "connection closed by the upstream".to_owned()),
             Ok(other) => format!("session ended: {other:?}"),
             Err(e) => format!("session task failed: {e}"),
         };
@@ -583,7 +611,10 @@ fn spawn_child(
         command: command.to_owned(),
         error,
     };
-    let mut child = wrap.spawn().map_err(|e| spawn_failed(e.to_string()))?;
+    let mut child = wrap.spawn().map_err(|e| {
+        log::warn!("[{server}] cannot start '{command}': {e}");
+        spawn_failed(errors::phrase(&e))
+    })?;
     let (Some(stdin), Some(stdout)) = (
         child.inner_mut().stdin().take(),
         child.inner_mut().stdout().take(),
@@ -597,7 +628,28 @@ fn spawn_child(
     // rmcp's own cap (16 MiB) would drop a longer line without a word; ours has already
     // replaced every line over `limit`.
     let transport = AsyncRwTransport::new_client(lines, stdin).with_max_line_length(limit + 2);
-    Ok(ChildTransport { child, transport })
+    Ok(ChildTransport {
+        child,
+        transport,
+        exit: ExitNote::default(),
+    })
+}
+
+/// How a stdio upstream's process ended, once its output has: `exited with code 3`,
+/// `killed by signal 9`. Filled by the transport, read by whoever reports the end.
+pub type ExitNote = Arc<std::sync::Mutex<Option<String>>>;
+
+/// How long the transport waits, once the child's output has ended, for the child to be
+/// reaped (it closes its output as it exits; the status follows within moments).
+const EXIT_STATUS_WAIT: Duration = Duration::from_millis(200);
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("process exited with code {code}"),
+        (None, Some(signal)) => format!("process killed by signal {signal}"),
+        (None, None) => "process ended".to_owned(),
+    }
 }
 
 /// A stdio upstream: its process, and the transport over its pipes, whose output has
@@ -606,6 +658,7 @@ fn spawn_child(
 struct ChildTransport {
     child: Box<dyn ChildWrapper>,
     transport: AsyncRwTransport<RoleClient, super::oversize::Lines<ChildStdout>, ChildStdin>,
+    exit: ExitNote,
 }
 
 impl ChildTransport {
@@ -624,10 +677,18 @@ impl rmcp::transport::Transport<RoleClient> for ChildTransport {
         self.transport.send(item)
     }
 
-    fn receive(
-        &mut self,
-    ) -> impl Future<Output = Option<rmcp::service::RxJsonRpcMessage<RoleClient>>> + Send {
-        self.transport.receive()
+    async fn receive(&mut self) -> Option<rmcp::service::RxJsonRpcMessage<RoleClient>> {
+        let message = self.transport.receive().await;
+        if message.is_none() {
+            // The output ended: say how the process did, for `last_error` and the events.
+            // Only the leader is waited for; `watch` kills the rest of the group.
+            let waited =
+                tokio::time::timeout(EXIT_STATUS_WAIT, self.child.inner_mut().wait()).await;
+            if let Ok(Ok(status)) = waited {
+                *self.exit.lock().expect("exit note lock") = Some(describe_exit(status));
+            }
+        }
+        message
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
@@ -672,7 +733,10 @@ pub async fn list_tools(peer: &Peer<RoleClient>, timeout: Duration) -> Result<Ve
             tokio::time::timeout(timeout, peer.list_all_tools())
                 .await
                 .map_err(|_| format!("tools/list did not answer within {timeout:?}"))?
-                .map_err(|e| format!("tools/list failed: {e}"))
+                .map_err(|e| {
+                    log::debug!("tools/list failed: {}", with_causes(&e.to_string(), &e));
+                    format!("tools/list failed: {}", errors::phrase(&e))
+                })
         })
         .await
         .map_err(|e| e.to_string())?

@@ -129,10 +129,17 @@ pub fn judge<T>(
             message: e.message.to_string(),
         }),
         Ok(Err(ServiceError::TransportClosed)) => Err(CallError::Gone { server: server() }),
-        Ok(Err(e)) => Err(CallError::Transport {
-            server: server(),
-            detail: e.to_string(),
-        }),
+        Ok(Err(e)) => {
+            log::debug!(
+                "[{}] call failed: {}",
+                server(),
+                super::errors::with_causes(&e.to_string(), &e)
+            );
+            Err(CallError::Transport {
+                server: server(),
+                detail: super::errors::phrase(&e),
+            })
+        }
     };
     let healthy = match &result {
         // The upstream answered; the answer was too large for the gateway.

@@ -11,11 +11,11 @@ use sse_stream::SseStream;
 use tokio::sync::mpsc;
 use url::Url;
 
-use super::errors::with_causes;
+use super::errors::{phrase, with_causes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SseError {
-    #[error("GET {0} failed: {1}")]
+    #[error("{1}: {0}")]
     Connect(String, String),
     #[error("the server sent no endpoint event")]
     NoEndpoint,
@@ -53,9 +53,15 @@ impl LegacySseTransport {
             .header(ACCEPT, "text/event-stream")
             .send()
             .await
-            .map_err(|e| fail(with_causes(&e.to_string(), &e)))?;
+            .map_err(|e| {
+                log::warn!(
+                    "sse: GET {shown} failed: {}",
+                    with_causes(&e.to_string(), &e)
+                );
+                fail(phrase(&e))
+            })?;
         if !response.status().is_success() {
-            return Err(fail(response.status().to_string()));
+            return Err(fail(format!("HTTP {}", response.status())));
         }
         let mut events =
             SseStream::from_bytes_stream(cut_events(response.bytes_stream(), server, limit));
@@ -119,12 +125,12 @@ impl rmcp::transport::Transport<rmcp::RoleClient> for LegacySseTransport {
             .headers(self.headers.clone())
             .json(&item);
         async move {
-            let response = request
-                .send()
-                .await
-                .map_err(|e| SseError::Post(with_causes(&e.to_string(), &e)))?;
+            let response = request.send().await.map_err(|e| {
+                log::debug!("sse: POST failed: {}", with_causes(&e.to_string(), &e));
+                SseError::Post(phrase(&e))
+            })?;
             if !response.status().is_success() {
-                return Err(SseError::Post(response.status().to_string()));
+                return Err(SseError::Post(format!("HTTP {}", response.status())));
             }
             Ok(())
         }
