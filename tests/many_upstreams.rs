@@ -100,7 +100,7 @@ async fn two_hundred_http_upstreams_come_up_and_every_tool_lists_through_mcp_pag
             .binary_search(&format!("u{}__pad_{}", UPSTREAMS - 1, TOOLS - 1))
             .is_ok()
     );
-    assert_eq!(pages, (total + 99) / 100, "pages of the default size 100");
+    assert_eq!(pages, total.div_ceil(100), "pages of the default size 100");
     // And a call reaches the right one of them.
     let result = client
         .call_tool(
