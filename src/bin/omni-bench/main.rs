@@ -11,9 +11,11 @@
 //! - WebSocket fan-out to 1,000 and 10,000 sessions.
 //!
 //! Usage: `cargo run --release --bin omni-bench -- [--seconds 5] [--out BENCHMARKS.md]
-//! [--mcp-response auto|json|sse]`
+//! [--mcp-response auto|json|sse]`, or `-- --growth [1,10,100,1000]` for how costs grow
+//! with the number of upstreams (growth.rs).
 
 mod fanout;
+mod growth;
 mod raw;
 
 use std::future::Future;
@@ -103,8 +105,13 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn start_test_mcp(bin: &Path) -> (Killed, String) {
+    start_test_mcp_with(bin, &[])
+}
+
+fn start_test_mcp_with(bin: &Path, extra: &[&str]) -> (Killed, String) {
     let mut child = Command::new(bin)
         .args(["--http", "127.0.0.1:0", "--name", "bench"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -294,6 +301,26 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // `--growth [N,N,...]`: only the growth scenario (see growth.rs).
+    let growth: Option<Vec<usize>> = args.iter().position(|a| a == "--growth").map(|i| {
+        args.get(i + 1)
+            .filter(|s| !s.starts_with("--"))
+            .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_else(|| vec![1, 10, 100, 1000])
+    });
+    if let Some(sizes) = growth {
+        let bin_dir = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_owned();
+        let work = std::env::temp_dir().join(format!("omni-bench-growth-{}", std::process::id()));
+        std::fs::create_dir_all(&work).unwrap();
+        let report = runtime.block_on(growth::run(&bin_dir, &work, &sizes));
+        println!("{report}");
+        let _ = std::fs::remove_dir_all(&work);
+        return;
+    }
     let report = runtime.block_on(run(Duration::from_secs(seconds), &mcp_response));
     println!("{report}");
     if let Some(path) = out {
