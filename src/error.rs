@@ -5,11 +5,30 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::registry::ValidationError;
 use crate::store::StoreError;
 use crate::upstream::CallError;
+
+/// The body of every error answer: `{"error": {"code", "message", "field"?}}`. The
+/// OpenAPI document describes errors with this type, and [`ApiError`] answers with it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, kebab-case; clients may match on it.
+    #[schema(example = "server-not-found")]
+    pub code: String,
+    /// For people; may change.
+    pub message: String,
+    /// The offending field, on validation errors only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -206,12 +225,19 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        if let Self::InvalidField(v) | Self::InvalidArguments(v) | Self::SecretNeedsReentry(v) =
-            self
-        {
-            body["error"]["field"] = json!(v.field);
-        }
+        let field = match self {
+            Self::InvalidField(v) | Self::InvalidArguments(v) | Self::SecretNeedsReentry(v) => {
+                Some(v.field.clone())
+            }
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+                field,
+            },
+        };
         let mut response = HttpResponse::build(self.status_code());
         match self {
             Self::StoreBusy

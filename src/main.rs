@@ -9,6 +9,10 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         Some(Command::Keys { store, action }) => return keys_cli::run(&store, action),
+        Some(Command::Openapi) => {
+            print!("{}", omni_bridge::http::openapi::document_json());
+            return ExitCode::SUCCESS;
+        }
         None => cli.serve,
     };
     let settings = match config::resolve(&args) {

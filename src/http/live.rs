@@ -57,6 +57,9 @@ pub async fn websocket(
 }
 
 /// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "meta",
+    responses((status = 200, description = "Every series, in the Prometheus text format",
+        content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)))]
 pub async fn prometheus(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = state.gateway.cache().send(GetStats).await.ok();
     let text = state.metrics.render(&state.board, stats.as_ref());

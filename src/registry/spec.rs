@@ -626,7 +626,7 @@ impl ValidationError {
 }
 
 /// A tool's overrides as a person writes them.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolOverrideInput {
     pub cache: Option<String>,
@@ -641,26 +641,39 @@ pub struct ToolOverrideInput {
 
 /// An upstream as a person writes it: every field optional, strings where the validated
 /// form has types, so that mistakes are reported by field with our own words.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "demo", "transport": "streamable_http", "url": "http://127.0.0.1:3001/mcp"}))]
 pub struct ServerInput {
+    /// Lower-case letters, digits and `-`. Required on create; on update it must match the
+    /// path if given.
     pub name: Option<String>,
+    /// `stdio`, `streamable_http` or `sse`.
     pub transport: Option<String>,
+    /// stdio: the program to run.
     pub command: Option<String>,
     pub args: Option<Vec<String>>,
+    /// stdio: variables added to the child's environment (shown as `<redacted>`).
     pub env: Option<BTreeMap<String, String>>,
     pub cwd: Option<String>,
+    /// streamable_http and sse: the upstream's endpoint.
     pub url: Option<String>,
+    /// streamable_http and sse: headers sent upstream (shown as `<redacted>`).
     pub headers: Option<BTreeMap<String, String>>,
     pub enabled: Option<bool>,
+    /// A duration such as `30s`.
     pub probe_interval: Option<String>,
     pub probe_timeout: Option<String>,
     pub timeout: Option<String>,
+    /// `never`, `read-only` or `always`.
     pub cache: Option<String>,
     pub cache_ttl: Option<String>,
     /// Default true: a write drops the server's cached results.
     pub invalidate_on_write: Option<bool>,
+    /// Per-tool overrides, by the upstream's tool name.
     pub tools: Option<BTreeMap<String, ToolOverrideInput>>,
+    /// How the tools are named at `/mcp`: absent `{server}__{tool}`, `""` the upstream's
+    /// names, else `{prefix}__{tool}`.
     pub tool_prefix: Option<String>,
 }
 
