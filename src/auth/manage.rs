@@ -16,7 +16,8 @@ use crate::store::{Store, StoreError, now};
 pub struct KeyInput {
     /// 1 to 256 bytes; names stay taken after revocation.
     pub name: Option<String>,
-    /// `viewer`, `operator` or `admin`.
+    /// Required.
+    #[schema(value_type = Option<super::Role>)]
     pub role: Option<String>,
     /// `server/tool` globs the key may use; none means every tool.
     #[serde(default)]
@@ -34,7 +35,7 @@ pub struct KeyView {
     pub name: String,
     pub rate_limit: Option<String>,
     pub revoked_at: Option<DateTime<Utc>>,
-    /// `viewer`, `operator` or `admin`.
+    #[schema(value_type = super::Role)]
     pub role: String,
 }
 

@@ -11,7 +11,8 @@ use std::sync::OnceLock;
 use actix_web::HttpResponse;
 use actix_web::http::Method;
 use utoipa::OpenApi;
-use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 
@@ -30,6 +31,10 @@ pub const OUT_OF_SCOPE: [&str; 4] = ["/", "/ws", "/mcp", "/mcp/"];
 
 /// The name of the security scheme: `Authorization: Bearer obk_...` (see `auth::guard`).
 const SCHEME: &str = "api_key";
+
+/// What `ServerName::parse` accepts, for the document's path parameters.
+const SERVER_NAME_PATTERN: &str = "^[a-z0-9-]+$";
+const SERVER_NAME_MAX: usize = 64;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -157,7 +162,38 @@ impl utoipa::Modify for FromRouteTable {
     }
 }
 
+/// The bounds the handlers put on names in paths: server names as `ServerName::parse`
+/// has them, tool and key names as `text::name` (its bound is in bytes, the document's in
+/// characters: a longer name of wide characters is a documented 400).
+fn bound_path_names(op: &mut Operation, path: &str) {
+    for param in op.parameters.iter_mut().flatten() {
+        let RefOr::T(param) = param else { continue };
+        if !matches!(param.parameter_in, ParameterIn::Path) {
+            continue;
+        }
+        let server = param.name == "name" && !path.starts_with("/api/v1/keys/");
+        let mut schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1));
+        schema = if server {
+            schema
+                .max_length(Some(SERVER_NAME_MAX))
+                .pattern(Some(SERVER_NAME_PATTERN))
+                .examples(["demo"])
+        } else {
+            let schema = schema.max_length(Some(super::text::MAX_NAME));
+            if param.name == "tool" {
+                schema.examples(["echo"])
+            } else {
+                schema
+            }
+        };
+        param.schema = Some(RefOr::T(schema.build().into()));
+    }
+}
+
 fn describe(op: &mut Operation, route: &Route) {
+    bound_path_names(op, route.path);
     let mut add = |status: &str, description: &str| {
         op.responses
             .responses
@@ -252,6 +288,38 @@ mod tests {
             "docs/openapi.json differs from the document the code builds; regenerate it with \
              `cargo run -- openapi > docs/openapi.json` and commit it"
         );
+    }
+
+    /// The document's bound on server names in paths is the parser's.
+    #[test]
+    fn server_name_bounds_are_the_parsers() {
+        let doc: serde_json::Value = serde_json::from_str(document_json()).unwrap();
+        let param = doc["paths"]["/api/v1/servers/{name}"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "name")
+            .unwrap();
+        let validator = jsonschema::validator_for(&param["schema"]).unwrap();
+        let long = "a".repeat(SERVER_NAME_MAX + 1);
+        for sample in [
+            "demo",
+            "a-1",
+            "0",
+            "",
+            "Demo",
+            "a_b",
+            "a b",
+            "é",
+            &long[1..],
+            &long,
+        ] {
+            assert_eq!(
+                validator.is_valid(&serde_json::json!(sample)),
+                crate::registry::ServerName::parse(sample).is_ok(),
+                "{sample:?}"
+            );
+        }
     }
 
     /// Each operation behind a role says so; the probes need nothing.

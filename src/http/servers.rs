@@ -12,7 +12,10 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::tools::caller_of;
 use crate::error::{ApiError, ErrorBody};
-use crate::registry::{ServerInput, ServerName, ServerSpec, Source, Transport, ValidationError};
+use crate::registry::{
+    CachePolicy, ServerInput, ServerName, ServerSpec, Source, Transport, TransportKind,
+    ValidationError,
+};
 use crate::store::StoreError;
 use crate::store::servers::StoredServer;
 
@@ -35,13 +38,13 @@ pub struct ServerList {
 #[allow(dead_code)] // Never built: it describes the JSON that `view` builds.
 pub struct ServerView {
     name: String,
-    /// `stdio`, `streamable_http` or `sse`.
+    #[schema(value_type = TransportKind)]
     transport: String,
     enabled: bool,
     probe_interval: String,
     probe_timeout: Option<String>,
     timeout: String,
-    /// `never`, `read-only` or `always`.
+    #[schema(value_type = CachePolicy)]
     cache: String,
     cache_ttl: Option<String>,
     invalidate_on_write: bool,
@@ -59,9 +62,9 @@ pub struct ServerView {
     url: Option<String>,
     /// streamable_http and sse only; every value `<redacted>`.
     headers: Option<BTreeMap<String, String>>,
-    /// `starting`, `healthy`, `degraded`, `unhealthy`, `restarting`, `failed`, `disabled`.
+    #[schema(value_type = crate::upstream::UpstreamStatus)]
     status: String,
-    /// `closed`, `open` or `half_open`.
+    #[schema(value_type = crate::upstream::breaker::CircuitState)]
     circuit: String,
     tool_count: u64,
     last_probe_at: Option<DateTime<Utc>>,
@@ -77,7 +80,7 @@ pub struct ServerView {
     instance: String,
     /// Each other instance's view of the server.
     peers: Vec<Value>,
-    /// `api` or `config`.
+    #[schema(value_type = Source)]
     source: String,
     /// Grows by one with each change; the `ETag`.
     revision: i64,
@@ -88,6 +91,7 @@ pub struct ServerView {
 #[derive(ToSchema)]
 #[allow(dead_code)] // Describes `ServerSpec::to_public_json`'s `tools` values.
 pub struct ToolOverrideView {
+    #[schema(value_type = Option<CachePolicy>)]
     cache: Option<String>,
     cache_ttl: Option<String>,
     invalidates: Option<Vec<String>>,

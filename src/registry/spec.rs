@@ -62,7 +62,7 @@ impl fmt::Display for ServerName {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransportKind {
     Stdio,
@@ -95,7 +95,8 @@ impl TransportKind {
 /// makes about a tool: no MCP annotation says a tool's answer never changes
 /// (`readOnlyHint` says only that the tool changes nothing), so nothing is cached unless
 /// asked for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `auto`, the old name of `read-only`, is still accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum CachePolicy {
     /// Nothing: every call reaches the upstream.
     #[default]
@@ -175,7 +176,7 @@ impl CacheReason {
 
 /// Where a registry entry came from. Entries from the config file are the file's to
 /// change: the API refuses to edit them, since the next start would undo the edit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Config,
@@ -629,6 +630,7 @@ impl ValidationError {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolOverrideInput {
+    #[schema(value_type = Option<CachePolicy>)]
     pub cache: Option<String>,
     pub cache_ttl: Option<String>,
     /// Globs over the server's tool names that a call of this tool invalidates.
@@ -647,8 +649,10 @@ pub struct ToolOverrideInput {
 pub struct ServerInput {
     /// Lower-case letters, digits and `-`. Required on create; on update it must match the
     /// path if given.
+    #[schema(pattern = "^[a-z0-9-]+$", min_length = 1, max_length = 64)]
     pub name: Option<String>,
-    /// `stdio`, `streamable_http` or `sse`.
+    /// Required.
+    #[schema(value_type = Option<TransportKind>)]
     pub transport: Option<String>,
     /// stdio: the program to run.
     pub command: Option<String>,
@@ -665,7 +669,7 @@ pub struct ServerInput {
     pub probe_interval: Option<String>,
     pub probe_timeout: Option<String>,
     pub timeout: Option<String>,
-    /// `never`, `read-only` or `always`.
+    #[schema(value_type = Option<CachePolicy>)]
     pub cache: Option<String>,
     pub cache_ttl: Option<String>,
     /// Default true: a write drops the server's cached results.
