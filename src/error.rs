@@ -46,6 +46,10 @@ pub enum ApiError {
     /// The body did not arrive within its deadline.
     #[error("{0}")]
     BodyTimeout(String),
+    /// `/ws` reached without a valid WebSocket upgrade (actix answered these with a bare
+    /// 400 and no body).
+    #[error("a WebSocket upgrade is expected here: {0}")]
+    WebSocketHandshake(String),
     #[error("the request target is {0} bytes, over the limit of {1}")]
     UriTooLong(usize, usize),
     #[error("no server named '{0}'")]
@@ -110,6 +114,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::BodyTimeout(_) => "body-timeout",
             Self::UriTooLong(..) => "uri-too-long",
+            Self::WebSocketHandshake(_) => "websocket-handshake",
             Self::ServerNotFound(_) => "server-not-found",
             Self::RouteNotFound(_) => "not-found",
             Self::ServerExists(_) => "server-exists",
@@ -189,7 +194,8 @@ impl ResponseError for ApiError {
             Self::InvalidField(_)
             | Self::InvalidBody(_)
             | Self::InvalidArguments(_)
-            | Self::SecretNeedsReentry(_) => StatusCode::BAD_REQUEST,
+            | Self::SecretNeedsReentry(_)
+            | Self::WebSocketHandshake(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UriTooLong(..) => StatusCode::URI_TOO_LONG,

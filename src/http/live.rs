@@ -43,7 +43,8 @@ pub async fn websocket(
         Box::pin(FrameGuard::new(body, budget.clone()));
     let mut payload = actix_web::dev::Payload::from(guarded);
     let body = web::Payload::from_request(&req, &mut payload).into_inner()?;
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (response, session, stream) =
+        actix_ws::handle(&req, body).map_err(|e| ApiError::WebSocketHandshake(e.to_string()))?;
     SessionActor::start(
         session,
         stream,
