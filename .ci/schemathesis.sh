@@ -9,7 +9,8 @@
 #
 # Run alone after a build: `bash .ci/schemathesis.sh`. Needs openapi-spec-validator and
 # schemathesis (.ci/run installs them). OMNI_BIN and OMNI_TEST_MCP choose the binaries
-# (default: the debug builds); SCHEMATHESIS_MAX_TIME bounds the run (default 180 s);
+# (default: the debug builds); SCHEMATHESIS_MAX_TIME bounds the run (default 120 s, all of
+# which schemathesis spends fuzzing);
 # SCHEMATHESIS_EXTRA_ARGS is added to schemathesis's (e.g. `--report har` to see every
 # exchange, or `--phases examples` for a quick look).
 set -euo pipefail
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 BIN="${OMNI_BIN:-target/debug/omni-bridge}"
 TEST_MCP="${OMNI_TEST_MCP:-target/debug/omni-test-mcp}"
-MAX_TIME="${SCHEMATHESIS_MAX_TIME:-180}"
+MAX_TIME="${SCHEMATHESIS_MAX_TIME:-120}"
 for program in "$BIN" "$TEST_MCP"; do
   [ -x "$program" ] || { echo "$program is not built (cargo build --bins)" >&2; exit 1; }
 done
