@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (the default).
     Serve(ServeArgs),
+    /// Print the OpenAPI 3.1 document of the HTTP API (what `docs/openapi.json` holds).
+    Openapi,
     /// Manage API keys (works before the first start; uses the same store).
     Keys {
         #[command(flatten)]

@@ -5,11 +5,30 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::registry::ValidationError;
 use crate::store::StoreError;
 use crate::upstream::CallError;
+
+/// The body of every error answer: `{"error": {"code", "message", "field"?}}`. The
+/// OpenAPI document describes errors with this type, and [`ApiError`] answers with it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, kebab-case; clients may match on it.
+    #[schema(example = "server-not-found")]
+    pub code: String,
+    /// For people; may change.
+    pub message: String,
+    /// The offending field, on validation errors only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -27,6 +46,10 @@ pub enum ApiError {
     /// The body did not arrive within its deadline.
     #[error("{0}")]
     BodyTimeout(String),
+    /// `/ws` reached without a valid WebSocket upgrade (actix answered these with a bare
+    /// 400 and no body).
+    #[error("a WebSocket upgrade is expected here: {0}")]
+    WebSocketHandshake(String),
     #[error("the request target is {0} bytes, over the limit of {1}")]
     UriTooLong(usize, usize),
     #[error("no server named '{0}'")]
@@ -91,6 +114,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::BodyTimeout(_) => "body-timeout",
             Self::UriTooLong(..) => "uri-too-long",
+            Self::WebSocketHandshake(_) => "websocket-handshake",
             Self::ServerNotFound(_) => "server-not-found",
             Self::RouteNotFound(_) => "not-found",
             Self::ServerExists(_) => "server-exists",
@@ -170,7 +194,8 @@ impl ResponseError for ApiError {
             Self::InvalidField(_)
             | Self::InvalidBody(_)
             | Self::InvalidArguments(_)
-            | Self::SecretNeedsReentry(_) => StatusCode::BAD_REQUEST,
+            | Self::SecretNeedsReentry(_)
+            | Self::WebSocketHandshake(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UriTooLong(..) => StatusCode::URI_TOO_LONG,
@@ -206,12 +231,19 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        if let Self::InvalidField(v) | Self::InvalidArguments(v) | Self::SecretNeedsReentry(v) =
-            self
-        {
-            body["error"]["field"] = json!(v.field);
-        }
+        let field = match self {
+            Self::InvalidField(v) | Self::InvalidArguments(v) | Self::SecretNeedsReentry(v) => {
+                Some(v.field.clone())
+            }
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+                field,
+            },
+        };
         let mut response = HttpResponse::build(self.status_code());
         match self {
             Self::StoreBusy

@@ -73,7 +73,9 @@ async fn act(store: &Store, action: KeysAction) -> Result<(), String> {
                 .await
                 .map_err(|e: StoreError| e.to_string())?
             {
-                println!("{}", manage::public(&row));
+                let shown =
+                    serde_json::to_string(&manage::public(&row)).map_err(|e| e.to_string())?;
+                println!("{shown}");
             }
         }
         KeysAction::Revoke { name } => {

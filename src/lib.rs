@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bare_errors;
 pub mod batch;
 pub mod cache;
 pub mod cli;

@@ -11,6 +11,10 @@ fn main() -> ExitCode {
         Some(Command::Keys { store, action }) => return keys_cli::run(&store, action),
         Some(Command::Import(args)) => return import_cli::run(args),
         Some(Command::Connect(args)) => return connect_cli::run(args),
+        Some(Command::Openapi) => {
+            print!("{}", omni_bridge::http::openapi::document_json());
+            return ExitCode::SUCCESS;
+        }
         None => cli.serve,
     };
     let settings = match config::resolve(&args) {

@@ -211,7 +211,8 @@ where
                 let _ = io.set_nodelay(true);
                 let peer = io.peer_addr().ok();
                 Ok::<_, actix_http::error::DispatchError>((
-                    crate::linger::Lingering::new(io),
+                    // actix's own refusals (400, 408, 431) get the JSON error body.
+                    crate::bare_errors::JsonErrors::new(crate::linger::Lingering::new(io)),
                     actix_http::Protocol::Http1,
                     peer,
                 ))

@@ -245,6 +245,61 @@ async fn malformed_requests_get_their_codes_in_json() {
     server.stop().await;
 }
 
+/// What actix-http refuses before any route runs (a control byte in a header, a bad
+/// `Content-Length` or request line, a head over its buffer) is answered in the JSON
+/// error shape too; actix alone sends these with no body.
+#[actix_web::test]
+async fn the_http_layers_own_refusals_are_json_too() {
+    let db = TestDb::new();
+    let server = TestServer::start(db.stdio_settings()).await;
+    let host = server.addr;
+    let big = format!("X-Filler: {}\r\n", "a".repeat(200 * 1024));
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (
+            format!("GET /api/v1/tools HTTP/1.1\r\nHost: {host}\r\nX-A: a\0b\r\nConnection: close\r\n\r\n")
+                .into_bytes(),
+            400,
+            "malformed-request",
+        ),
+        (
+            format!("POST /api/v1/keys HTTP/1.1\r\nHost: {host}\r\nContent-Length: x\r\nConnection: close\r\n\r\n")
+                .into_bytes(),
+            400,
+            "malformed-request",
+        ),
+        (
+            format!("GET /api/v1/to ols HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .into_bytes(),
+            400,
+            "malformed-request",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n{big}Connection: close\r\n\r\n")
+                .into_bytes(),
+            431,
+            "headers-too-large",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let answer = exchange(server.addr, &request).await;
+        assert_eq!(
+            (answer.status, answer.code.as_deref()),
+            (status, Some(code)),
+            "{answer:?}"
+        );
+        let body: Value = serde_json::from_str(&answer.body).unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    // And the gateway goes on serving.
+    let (status, _) = raw(&server, &get(&server, "/healthz")).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
 

@@ -720,6 +720,24 @@ async fn prometheus_metrics_describe_the_gateway() {
     server.stop().await;
 }
 
+/// `/ws` without a WebSocket upgrade is refused in the JSON error shape, not with actix's
+/// bare 400 (found while fuzzing the API's error bodies).
+#[actix_rt::test]
+async fn a_plain_request_to_the_live_stream_gets_a_json_error() {
+    let db = TestDb::new();
+    let server = TestServer::start(db.stdio_settings()).await;
+    let resp = server.http.get(server.url("/ws")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "websocket-handshake", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    server.stop().await;
+}
+
 #[actix_rt::test]
 async fn the_dashboard_page_is_served() {
     let db = TestDb::new();

@@ -738,6 +738,33 @@ async fn configured_headers_reach_http_and_sse_upstreams() {
     server.stop().await;
 }
 
+/// A Streamable HTTP upstream that dies while it answers a call: the call fails within a
+/// few seconds, not at its deadline. rmcp used to try to resume the broken stream for
+/// ever, so the call waited out its whole timeout (found by schemathesis calling
+/// `crash`). Probes are off here, so nothing else ends the session early.
+#[tokio::test]
+async fn a_call_whose_streamable_http_upstream_dies_fails_at_once() {
+    let mcp = TestMcp::start_http("127.0.0.1:0", "fragile");
+    let db = TestDb::new();
+    let mut server = TestServer::start(fast(&db)).await;
+    let body = json!({"name": "fragile", "transport": "streamable_http", "url": mcp.mcp_url(),
+                      "probe_interval": "1h", "timeout": "60s"});
+    server.register(&body).await;
+    server.events.status("fragile", "healthy", WAIT).await;
+    let started = std::time::Instant::now();
+    let (status, body) = server.call("fragile", "crash", json!({})).await;
+    let took = started.elapsed();
+    assert!(
+        [StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE].contains(&status),
+        "{status} {body}"
+    );
+    let code = body["error"]["code"].as_str().unwrap_or_default();
+    assert!(code.starts_with("upstream-"), "{body}");
+    assert!(took < Duration::from_secs(10), "took {took:?}: {body}");
+    drop(mcp);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_streamable_http_upstream_that_dies_is_restarted_and_comes_back() {
     let port = free_port();

@@ -1,7 +1,7 @@
 //! Creating, listing and revoking keys: one validation for the command line and the API.
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::rate::Rate;
 use super::{AllowList, Role, secret};
@@ -10,14 +10,33 @@ use crate::store::keys::{KeyRow, NewKey};
 use crate::store::{Store, StoreError, now};
 
 /// A key as asked for.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "ci", "role": "operator", "allow": ["demo/*"], "rate_limit": "10/s"}))]
 pub struct KeyInput {
+    /// 1 to 256 bytes; names stay taken after revocation.
     pub name: Option<String>,
+    /// Required.
+    #[schema(value_type = Option<super::Role>)]
     pub role: Option<String>,
+    /// `server/tool` globs the key may use; none means every tool.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// e.g. `10/s`, `100/m`; else the role's.
     pub rate_limit: Option<String>,
+}
+
+/// A key as shown: never its secret. Fields in name order, as the command line has always
+/// printed them.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyView {
+    pub allow: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub name: String,
+    pub rate_limit: Option<String>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    #[schema(value_type = super::Role)]
+    pub role: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,13 +106,14 @@ pub async fn create(store: &Store, input: &KeyInput) -> Result<(KeyRow, String),
 }
 
 /// A key as the API and the command line show it: never its secret or digest.
-pub fn public(row: &KeyRow) -> Value {
-    json!({
-        "name": row.name,
-        "role": row.role,
-        "allow": serde_json::from_str::<Value>(&row.allow).unwrap_or(Value::Null),
-        "rate_limit": row.rate_limit,
-        "created_at": row.created_at.and_utc(),
-        "revoked_at": row.revoked_at.map(|t| t.and_utc()),
-    })
+pub fn public(row: &KeyRow) -> KeyView {
+    KeyView {
+        name: row.name.clone(),
+        role: row.role.clone(),
+        // Written by `create` from a list of strings.
+        allow: serde_json::from_str(&row.allow).unwrap_or_default(),
+        rate_limit: row.rate_limit.clone(),
+        created_at: row.created_at.and_utc(),
+        revoked_at: row.revoked_at.map(|t| t.and_utc()),
+    }
 }

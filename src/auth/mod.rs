@@ -23,7 +23,8 @@ pub use allow::AllowList;
 pub use keyring::KeyRing;
 
 /// What a key may do; each role may do everything the roles before it may.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum Role {
     /// Status, catalogue, events, metrics and the live stream.
     Viewer,

@@ -40,7 +40,7 @@ pub struct Entry {
     pub produced_at: std::time::SystemTime,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CacheCounters {
     pub hits: u64,
     pub misses: u64,
@@ -51,7 +51,7 @@ pub struct CacheCounters {
     pub too_large: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CacheStats {
     pub entries: usize,
     pub bytes: usize,
@@ -68,7 +68,7 @@ pub struct CacheStats {
 }
 
 /// What became of the fills this instance offered the shared Redis tier.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SharedCounts {
     /// Stored in Redis for every instance.
     pub stored: u64,
@@ -77,7 +77,7 @@ pub struct SharedCounts {
 }
 
 /// Which entries an invalidation drops.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(tag = "scope", rename_all = "snake_case")]
 pub enum Scope {
     All,

@@ -1,14 +1,27 @@
 //! Cache statistics and invalidation: `/api/v1/cache`.
 
 use actix_web::{HttpResponse, web};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::servers::parse_name;
-use crate::cache::Scope;
 use crate::cache::actor::{GetStats, Invalidate};
+use crate::cache::{CacheStats, Scope};
+
 use crate::error::ApiError;
 
+/// What an invalidation dropped: its scope, and how many entries.
+#[derive(Serialize, ToSchema)]
+pub struct Invalidated {
+    #[serde(flatten)]
+    pub scope: Scope,
+    /// Entries dropped here.
+    pub invalidated: usize,
+}
+
+#[utoipa::path(get, path = "/api/v1/cache/stats", operation_id = "cache_stats", tag = "cache",
+    responses((status = 200, description = "This instance's cache", body = CacheStats)))]
 pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = state
         .gateway
@@ -35,15 +48,21 @@ async fn invalidate(state: &AppState, scope: Scope) -> Result<HttpResponse, ApiE
             scope: scope.clone(),
         })
         .await;
-    let mut body = serde_json::to_value(&scope).unwrap_or_default();
-    body["invalidated"] = json!(entries);
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(Invalidated {
+        scope,
+        invalidated: entries,
+    }))
 }
 
+#[utoipa::path(delete, path = "/api/v1/cache", operation_id = "clear_cache", tag = "cache",
+    responses((status = 200, description = "Every entry dropped", body = Invalidated)))]
 pub async fn clear(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     invalidate(&state, Scope::All).await
 }
 
+#[utoipa::path(delete, path = "/api/v1/cache/servers/{name}", operation_id = "clear_server_cache", tag = "cache",
+    params(("name" = String, Path, description = "The server's name")),
+    responses((status = 200, description = "The server's entries dropped", body = Invalidated)))]
 pub async fn clear_server(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -58,6 +77,12 @@ pub async fn clear_server(
     .await
 }
 
+#[utoipa::path(delete, path = "/api/v1/cache/servers/{name}/tools/{tool}", operation_id = "clear_tool_cache", tag = "cache",
+    params(
+        ("name" = String, Path, description = "The server's name"),
+        ("tool" = String, Path, description = "The upstream's tool name"),
+    ),
+    responses((status = 200, description = "The tool's entries dropped", body = Invalidated)))]
 pub async fn clear_tool(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,

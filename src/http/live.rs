@@ -43,7 +43,8 @@ pub async fn websocket(
         Box::pin(FrameGuard::new(body, budget.clone()));
     let mut payload = actix_web::dev::Payload::from(guarded);
     let body = web::Payload::from_request(&req, &mut payload).into_inner()?;
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (response, session, stream) =
+        actix_ws::handle(&req, body).map_err(|e| ApiError::WebSocketHandshake(e.to_string()))?;
     SessionActor::start(
         session,
         stream,
@@ -60,6 +61,9 @@ pub async fn websocket(
 /// `_total`, and the text ends with `# EOF`). Said as such, so Prometheus parses it as
 /// OpenMetrics and keeps each family's type; as `text/plain; version=0.0.4` it read the
 /// counters as untyped.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "meta",
+    responses((status = 200, description = "Every series, in the OpenMetrics text format",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn prometheus(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = state.gateway.cache().send(GetStats).await.ok();
     let text = state.metrics.render(&state.board, stats.as_ref());

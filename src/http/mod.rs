@@ -7,6 +7,7 @@ pub mod invocations;
 pub mod keys;
 pub mod live;
 pub mod mcp;
+pub mod openapi;
 pub mod routes;
 pub mod servers;
 pub mod text;

@@ -7,7 +7,7 @@
 use actix_web::http::Method;
 use actix_web::{FromRequest, Handler, Responder};
 
-use super::{cache, health, invocations, keys, live, mcp, servers, tools, upstreams};
+use super::{cache, health, invocations, keys, live, mcp, openapi, servers, tools, upstreams};
 use crate::auth::{Access, Role};
 
 /// One route: who may reach it, its method (`None`: every method) and path pattern.
@@ -116,6 +116,10 @@ pub fn declare(d: &mut impl Declare) {
         invocations::list,
     );
     d.route(r(viewer, get.clone(), "/api/v1/mcp"), mcp::status);
+    d.route(
+        r(viewer, get.clone(), "/api/v1/openapi.json"),
+        openapi::document,
+    );
     d.route(r(admin, get, "/api/v1/keys"), keys::list);
     d.route(r(admin, post, "/api/v1/keys"), keys::create);
     d.route(r(admin, delete, "/api/v1/keys/{name}"), keys::revoke);

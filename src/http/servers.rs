@@ -1,13 +1,21 @@
 //! The registry API: `/api/v1/servers`.
 
 use actix_web::http::header;
+use std::collections::BTreeMap;
+
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::tools::caller_of;
-use crate::error::ApiError;
-use crate::registry::{ServerInput, ServerName, ServerSpec, Source, Transport, ValidationError};
+use crate::error::{ApiError, ErrorBody};
+use crate::registry::{
+    CachePolicy, ServerInput, ServerName, ServerSpec, Source, Transport, TransportKind,
+    ValidationError,
+};
 use crate::store::StoreError;
 use crate::store::servers::StoredServer;
 
@@ -15,19 +23,116 @@ pub fn parse_name(text: &str) -> Result<ServerName, ApiError> {
     ServerName::parse(text).map_err(|m| ApiError::InvalidField(ValidationError::new("name", m)))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct ServerList {
+    /// By name.
+    #[schema(value_type = Vec<ServerView>)]
+    pub servers: Vec<Value>,
+}
+
+/// A server as the API shows it. [`view`] builds it as JSON from three parts (the
+/// declaration with secrets redacted, the live snapshot, and [`ServerMeta`]); this type
+/// describes that JSON for the OpenAPI document, and the test
+/// `server_view_describes_what_view_writes` holds the two to the same field names.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Never built: it describes the JSON that `view` builds.
+pub struct ServerView {
+    name: String,
+    #[schema(value_type = TransportKind)]
+    transport: String,
+    enabled: bool,
+    probe_interval: String,
+    probe_timeout: Option<String>,
+    timeout: String,
+    #[schema(value_type = CachePolicy)]
+    cache: String,
+    cache_ttl: Option<String>,
+    invalidate_on_write: bool,
+    tool_prefix: Option<String>,
+    tools: BTreeMap<String, ToolOverrideView>,
+    /// stdio only.
+    command: Option<String>,
+    /// stdio only.
+    args: Option<Vec<String>>,
+    /// stdio only; every value `<redacted>`.
+    env: Option<BTreeMap<String, String>>,
+    /// stdio only.
+    cwd: Option<String>,
+    /// streamable_http and sse only; a password in it is `<redacted>`.
+    url: Option<String>,
+    /// streamable_http and sse only; every value `<redacted>`.
+    headers: Option<BTreeMap<String, String>>,
+    #[schema(value_type = crate::upstream::UpstreamStatus)]
+    status: String,
+    #[schema(value_type = crate::upstream::breaker::CircuitState)]
+    circuit: String,
+    tool_count: u64,
+    last_probe_at: Option<DateTime<Utc>>,
+    last_probe_ok: Option<bool>,
+    latency_ms: Option<f64>,
+    restart_count: u64,
+    last_error: Option<String>,
+    pid: Option<u32>,
+    connected_since: Option<DateTime<Utc>>,
+    server_info: Option<Value>,
+    next_restart_at: Option<DateTime<Utc>>,
+    /// This instance's name.
+    instance: String,
+    /// Each other instance's view of the server.
+    peers: Vec<Value>,
+    #[schema(value_type = Source)]
+    source: String,
+    /// Grows by one with each change; the `ETag`.
+    revision: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes `ServerSpec::to_public_json`'s `tools` values.
+pub struct ToolOverrideView {
+    #[schema(value_type = Option<CachePolicy>)]
+    cache: Option<String>,
+    cache_ttl: Option<String>,
+    invalidates: Option<Vec<String>>,
+    warm: Option<Vec<Value>>,
+}
+
+/// Where a server came from, and how the other instances see it.
+#[derive(Serialize)]
+pub struct ServerMeta {
+    pub instance: String,
+    pub peers: Vec<Value>,
+    pub source: Source,
+    pub revision: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// The registry entry with its live state from the status board.
 pub fn view(state: &AppState, stored: &StoredServer) -> Value {
     let mut out = stored.spec.to_public_json();
     let snapshot = state.board.get(&stored.spec.name).unwrap_or_default();
-    if let (Some(fields), Value::Object(live)) = (out.as_object_mut(), snapshot.to_json()) {
+    let peers = match state.peers.of(stored.spec.name.as_str()) {
+        Value::Array(peers) => peers,
+        _ => Vec::new(),
+    };
+    let meta = ServerMeta {
+        instance: state.settings.instance.clone(),
+        peers,
+        source: stored.source,
+        revision: stored.revision,
+        created_at: stored.created_at.and_utc(),
+        updated_at: stored.updated_at.and_utc(),
+    };
+    if let (Some(fields), Value::Object(live), Ok(Value::Object(meta))) = (
+        out.as_object_mut(),
+        snapshot.to_json(),
+        serde_json::to_value(meta),
+    ) {
         fields.extend(live);
+        fields.extend(meta);
     }
-    out["instance"] = json!(state.settings.instance);
-    out["peers"] = state.peers.of(stored.spec.name.as_str());
-    out["source"] = json!(stored.source);
-    out["revision"] = json!(stored.revision);
-    out["created_at"] = json!(stored.created_at.and_utc());
-    out["updated_at"] = json!(stored.updated_at.and_utc());
     out
 }
 
@@ -82,6 +187,8 @@ fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
         })
 }
 
+#[utoipa::path(get, path = "/api/v1/servers", operation_id = "list_servers", tag = "servers",
+    responses((status = 200, description = "Every server the caller may see", body = ServerList)))]
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let caller = caller_of(&req)?;
     let servers = state.store.list_servers().await?;
@@ -90,9 +197,16 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         .filter(|s| caller.may_see_server(s.spec.name.as_str()))
         .map(|s| view(&state, s))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"servers": items})))
+    Ok(HttpResponse::Ok().json(ServerList { servers: items }))
 }
 
+#[utoipa::path(get, path = "/api/v1/servers/{name}", operation_id = "get_server", tag = "servers",
+    params(("name" = String, Path, description = "The server's name")),
+    responses(
+        (status = 200, description = "The server", body = ServerView,
+            headers(("ETag" = String, description = "The revision, quoted"))),
+        (status = 404, description = "`server-not-found`", body = ErrorBody),
+    ))]
 pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -111,6 +225,15 @@ pub async fn get(
         .json(view(&state, &stored)))
 }
 
+#[utoipa::path(post, path = "/api/v1/servers", operation_id = "create_server", tag = "servers",
+    request_body = ServerInput,
+    responses(
+        (status = 201, description = "Registered", body = ServerView, headers(
+            ("Location" = String, description = "The server's URL"),
+            ("ETag" = String, description = "The revision, quoted"))),
+        (status = 403, description = "`stdio-not-allowed`", body = ErrorBody),
+        (status = 409, description = "`server-exists`, `tool-name-collision`", body = ErrorBody),
+    ))]
 pub async fn create(
     state: web::Data<AppState>,
     body: web::Json<ServerInput>,
@@ -133,6 +256,20 @@ pub async fn create(
         .json(view(&state, &stored)))
 }
 
+#[utoipa::path(put, path = "/api/v1/servers/{name}", operation_id = "update_server", tag = "servers",
+    params(
+        ("name" = String, Path, description = "The server's name"),
+        ("If-Match" = Option<String>, Header, description = "Replace only this revision, as given in `ETag`"),
+    ),
+    request_body = ServerInput,
+    responses(
+        (status = 200, description = "Replaced", body = ServerView,
+            headers(("ETag" = String, description = "The new revision, quoted"))),
+        (status = 403, description = "`stdio-not-allowed`", body = ErrorBody),
+        (status = 404, description = "`server-not-found`", body = ErrorBody),
+        (status = 409, description = "`managed-by-config`, `tool-name-collision`", body = ErrorBody),
+        (status = 412, description = "`revision-mismatch`", body = ErrorBody),
+    ))]
 pub async fn update(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -183,6 +320,13 @@ pub async fn update(
         .json(view(&state, &stored)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/servers/{name}", operation_id = "delete_server", tag = "servers",
+    params(("name" = String, Path, description = "The server's name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "`server-not-found`", body = ErrorBody),
+        (status = 409, description = "`managed-by-config`", body = ErrorBody),
+    ))]
 pub async fn delete(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -199,4 +343,58 @@ pub async fn delete(
     log::info!("server '{name}' deleted");
     state.reconcile().await;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::registry::ServerInput;
+    use crate::upstream::status::Snapshot;
+
+    fn keys(value: &Value) -> BTreeSet<String> {
+        value.as_object().unwrap().keys().cloned().collect()
+    }
+
+    /// `ServerView` is written by hand beside `view`, which builds JSON: the two name the
+    /// same fields, for every transport.
+    #[test]
+    fn server_view_describes_what_view_writes() {
+        let schema = serde_json::to_value(<ServerView as utoipa::PartialSchema>::schema()).unwrap();
+        let described = keys(&schema["properties"]);
+        let meta = serde_json::to_value(ServerMeta {
+            instance: "here".into(),
+            peers: Vec::new(),
+            source: Source::Api,
+            revision: 1,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        })
+        .unwrap();
+        let mut written = keys(&Snapshot::default().to_json());
+        written.extend(keys(&meta));
+        for input in [
+            json!({"name": "a", "transport": "stdio", "command": "true"}),
+            json!({"name": "b", "transport": "streamable_http", "url": "http://127.0.0.1:1/mcp"}),
+            json!({"name": "c", "transport": "sse", "url": "http://127.0.0.1:1/sse"}),
+        ] {
+            let input: ServerInput = serde_json::from_value(input).unwrap();
+            let spec = input.validate().unwrap();
+            written.extend(keys(&spec.to_public_json()));
+        }
+        assert_eq!(written, described);
+        let tools =
+            serde_json::to_value(<ToolOverrideView as utoipa::PartialSchema>::schema()).unwrap();
+        let tools = keys(&tools["properties"]);
+        let spec: ServerInput = serde_json::from_value(json!({
+            "name": "d", "transport": "stdio", "command": "true",
+            "tools": {"t": {"cache": "always"}},
+        }))
+        .unwrap();
+        let public = spec.validate().unwrap().to_public_json();
+        assert_eq!(keys(&public["tools"]["t"]), tools);
+    }
 }

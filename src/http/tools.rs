@@ -3,13 +3,14 @@
 use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use rmcp::model::JsonObject;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::servers::parse_name;
 use crate::auth::{Caller, Identity};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::gateway::CacheMode;
 use crate::registry::ValidationError;
 
@@ -19,7 +20,54 @@ pub fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
         .ok_or_else(|| ApiError::Unauthorized("send an API key".into()))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct Catalogue {
+    pub tools: Vec<CatalogueTool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CatalogueTool {
+    pub server: String,
+    pub tool: String,
+    pub description: Option<String>,
+    /// The tool's JSON Schema for its arguments, as the upstream gave it.
+    #[serde(rename = "inputSchema")]
+    #[schema(value_type = Object)]
+    pub input_schema: std::sync::Arc<JsonObject>,
+    /// The upstream's MCP tool annotations (`readOnlyHint`, ...).
+    #[schema(value_type = Option<Object>)]
+    pub annotations: Option<rmcp::model::ToolAnnotations>,
+    pub cache: ToolCache,
+    pub mcp: McpName,
+}
+
+/// Whether and how long the tool's results are cached, and what its calls drop.
+#[derive(Serialize, ToSchema)]
+pub struct ToolCache {
+    pub cached: bool,
+    /// `server policy`, `tool override` or `annotations`; null for a server not running.
+    pub why: Option<&'static str>,
+    /// The TTL its entries get; null when not cached.
+    pub ttl: Option<String>,
+    /// What a call of it drops, as globs over the server's tool names; `["*"]`: every
+    /// entry of the server.
+    pub invalidates: Vec<String>,
+    /// The server's tools whose calls drop this tool's entries.
+    pub invalidated_by: Vec<String>,
+}
+
+/// The tool at `/mcp`.
+#[derive(Serialize, ToSchema)]
+pub struct McpName {
+    /// The name `/mcp` offers it under, when offered.
+    pub name: Option<String>,
+    /// Why `/mcp` withholds it, when it does.
+    pub withheld: Option<String>,
+}
+
 /// Every connected upstream's tools that the caller may use.
+#[utoipa::path(get, path = "/api/v1/tools", operation_id = "list_tools", tag = "tools",
+    responses((status = 200, description = "The tools the caller may use", body = Catalogue)))]
 pub async fn catalogue(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -48,57 +96,77 @@ pub async fn catalogue(
                 Some(spec) => {
                     let (ttl, why) = spec.cache_decision(&tool.name, hints, default_ttl);
                     let invalidates = match spec.invalidated_by(&tool.name, hints) {
-                        None => json!([]),
-                        Some(None) => json!(["*"]),
-                        Some(Some(globs)) => json!(globs),
+                        None => Vec::new(),
+                        Some(None) => vec!["*".to_owned()],
+                        Some(Some(globs)) => globs,
                     };
                     // Which of the server's tools, when called, drop this one's entries.
-                    let writers: Vec<&str> = snapshot
+                    let writers: Vec<String> = snapshot
                         .tools
                         .iter()
                         .filter(|w| {
                             spec.write_drops(&w.name, crate::registry::ToolHints::of(w), &tool.name)
                         })
-                        .map(|w| &*w.name)
+                        .map(|w| w.name.to_string())
                         .collect();
-                    (ttl, Some(why.as_str()), invalidates, json!(writers))
+                    (ttl, Some(why.as_str()), invalidates, writers)
                 }
-                None => (None, None, json!([]), json!([])),
+                None => (None, None, Vec::new(), Vec::new()),
             };
-            tools.push(json!({
-                "server": server,
-                "tool": tool.name,
-                "description": tool.description,
-                "inputSchema": tool.input_schema,
-                "annotations": tool.annotations,
-                "cache": {
-                    "cached": ttl.is_some(),
-                    "why": why,
-                    "ttl": ttl.map(crate::duration::format),
-                    // What a call of this tool drops from the cache, as globs.
-                    "invalidates": invalidates,
-                    "invalidated_by": invalidated_by,
+            tools.push(CatalogueTool {
+                server: server.to_string(),
+                tool: tool.name.to_string(),
+                description: tool.description.as_deref().map(str::to_owned),
+                input_schema: tool.input_schema.clone(),
+                annotations: tool.annotations.clone(),
+                cache: ToolCache {
+                    cached: ttl.is_some(),
+                    why,
+                    ttl: ttl.map(crate::duration::format),
+                    invalidates,
+                    invalidated_by,
                 },
-                "mcp": {
-                    "name": exposed.get(&(&server, &*tool.name)),
-                    "withheld": withheld.get(&(&server, &*tool.name)),
+                mcp: McpName {
+                    name: exposed.get(&(&server, &*tool.name)).map(|n| n.to_string()),
+                    withheld: withheld.get(&(&server, &*tool.name)).map(|w| w.to_string()),
                 },
-            }));
+            });
         }
     }
-    Ok(HttpResponse::Ok().json(json!({"tools": tools})))
+    Ok(HttpResponse::Ok().json(Catalogue { tools }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"arguments": {"text": "hello"}}))]
 pub struct CallBody {
+    /// The tool's arguments; checked against its `inputSchema` before any upstream call.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     arguments: Option<JsonObject>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CallQuery {
+    /// `use` (default), `refresh` (skip the lookup, store the fresh result) or `bypass`
+    /// (skip the cache both ways).
     cache: Option<String>,
+}
+
+/// A call's answer. A tool's own `isError: true` is a result here, not an HTTP error.
+#[derive(Serialize, ToSchema)]
+pub struct CallAnswer {
+    pub server: String,
+    pub tool: String,
+    pub cached: bool,
+    pub duration_ms: f64,
+    /// The MCP `CallToolResult`.
+    #[schema(value_type = Object)]
+    pub result: std::sync::Arc<Value>,
+    /// When the upstream produced a cached result; only on hits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// `?cache=refresh` or `?cache=bypass`, else `Cache-Control: no-cache` (or `no-store`)
@@ -128,6 +196,26 @@ fn cache_mode(req: &HttpRequest, query: &CallQuery) -> Result<CacheMode, ApiErro
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/servers/{name}/tools/{tool}/call", operation_id = "call_tool", tag = "tools",
+    params(
+        ("name" = String, Path, description = "The server's name"),
+        ("tool" = String, Path, description = "The upstream's tool name"),
+        CallQuery,
+        ("Cache-Control" = Option<String>, Header, description = "`no-cache` or `no-store` bypasses the cache"),
+    ),
+    request_body = CallBody,
+    responses(
+        (status = 200, description = "The tool's result", body = CallAnswer, headers(
+            ("X-Cache" = String, description = "`hit` or `miss`"),
+            ("Age" = Option<String>, description = "On hits: seconds since the upstream produced it"))),
+        (status = 400, description = "`invalid-arguments` (with `field`), `invalid-body`, `invalid-field`", body = ErrorBody),
+        (status = 403, description = "`not-allowed`: outside the key's allow-list", body = ErrorBody),
+        (status = 404, description = "`server-not-found`, `tool-not-found`", body = ErrorBody),
+        (status = 409, description = "`server-disabled`", body = ErrorBody),
+        (status = 502, description = "`upstream-error`, `upstream-unreachable`, `upstream-result-too-large`", body = ErrorBody),
+        (status = 503, description = "`upstream-unavailable`, `circuit-open`, `upstream-gone` (with `Retry-After`)", body = ErrorBody),
+        (status = 504, description = "`upstream-timeout`", body = ErrorBody),
+    ))]
 pub async fn call(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -165,20 +253,21 @@ pub async fn call(
         .await?;
     let mut answer = HttpResponse::Ok();
     answer.insert_header(("x-cache", if outcome.cached { "hit" } else { "miss" }));
-    let mut body = json!({
-        "server": name,
-        "tool": tool,
-        "cached": outcome.cached,
-        "duration_ms": outcome.duration.as_secs_f64() * 1000.0,
-        "result": &*outcome.result,
-    });
+    let mut body = CallAnswer {
+        server: name.to_string(),
+        tool,
+        cached: outcome.cached,
+        duration_ms: outcome.duration.as_secs_f64() * 1000.0,
+        result: outcome.result.clone(),
+        cached_at: None,
+    };
     // How old a cached answer is: `Age` in whole seconds (RFC 9111), and when.
     if let Some(produced) = outcome.produced_at {
         let age = std::time::SystemTime::now()
             .duration_since(produced)
             .unwrap_or_default();
         answer.insert_header((header::AGE, age.as_secs().to_string()));
-        body["cached_at"] = json!(chrono::DateTime::<chrono::Utc>::from(produced));
+        body.cached_at = Some(chrono::DateTime::<chrono::Utc>::from(produced));
     }
     Ok(answer.json(body))
 }

@@ -62,7 +62,7 @@ impl fmt::Display for ServerName {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransportKind {
     Stdio,
@@ -95,7 +95,8 @@ impl TransportKind {
 /// makes about a tool: no MCP annotation says a tool's answer never changes
 /// (`readOnlyHint` says only that the tool changes nothing), so nothing is cached unless
 /// asked for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `auto`, the old name of `read-only`, is still accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum CachePolicy {
     /// Nothing: every call reaches the upstream.
     #[default]
@@ -175,7 +176,7 @@ impl CacheReason {
 
 /// Where a registry entry came from. Entries from the config file are the file's to
 /// change: the API refuses to edit them, since the next start would undo the edit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Config,
@@ -626,9 +627,10 @@ impl ValidationError {
 }
 
 /// A tool's overrides as a person writes them.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolOverrideInput {
+    #[schema(value_type = Option<CachePolicy>)]
     pub cache: Option<String>,
     pub cache_ttl: Option<String>,
     /// Globs over the server's tool names that a call of this tool invalidates.
@@ -641,26 +643,41 @@ pub struct ToolOverrideInput {
 
 /// An upstream as a person writes it: every field optional, strings where the validated
 /// form has types, so that mistakes are reported by field with our own words.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "demo", "transport": "streamable_http", "url": "http://127.0.0.1:3001/mcp"}))]
 pub struct ServerInput {
+    /// Lower-case letters, digits and `-`. Required on create; on update it must match the
+    /// path if given.
+    #[schema(pattern = "^[a-z0-9-]+$", min_length = 1, max_length = 64)]
     pub name: Option<String>,
+    /// Required.
+    #[schema(value_type = Option<TransportKind>)]
     pub transport: Option<String>,
+    /// stdio: the program to run.
     pub command: Option<String>,
     pub args: Option<Vec<String>>,
+    /// stdio: variables added to the child's environment (shown as `<redacted>`).
     pub env: Option<BTreeMap<String, String>>,
     pub cwd: Option<String>,
+    /// streamable_http and sse: the upstream's endpoint.
     pub url: Option<String>,
+    /// streamable_http and sse: headers sent upstream (shown as `<redacted>`).
     pub headers: Option<BTreeMap<String, String>>,
     pub enabled: Option<bool>,
+    /// A duration such as `30s`.
     pub probe_interval: Option<String>,
     pub probe_timeout: Option<String>,
     pub timeout: Option<String>,
+    #[schema(value_type = Option<CachePolicy>)]
     pub cache: Option<String>,
     pub cache_ttl: Option<String>,
     /// Default true: a write drops the server's cached results.
     pub invalidate_on_write: Option<bool>,
+    /// Per-tool overrides, by the upstream's tool name.
     pub tools: Option<BTreeMap<String, ToolOverrideInput>>,
+    /// How the tools are named at `/mcp`: absent `{server}__{tool}`, `""` the upstream's
+    /// names, else `{prefix}__{tool}`.
     pub tool_prefix: Option<String>,
 }
 

@@ -312,6 +312,7 @@ async fn connect_inner(
             // restart count that may no longer hold. The actor ends the session instead,
             // and the supervisor reconnects in the open.
             config = config.reinit_on_expired_session(false);
+            config.retry_config = Arc::new(BriefResume);
             let http = http_client(carries_secrets(url, headers))?;
             let transport = StreamableHttpClientTransport::with_client(
                 super::limited_http::LimitedHttp(http),
@@ -539,6 +540,26 @@ pub fn redirect_policy(secrets: bool) -> reqwest::redirect::Policy {
             _ => attempt.follow(),
         }
     })
+}
+
+/// How rmcp resumes a Streamable HTTP stream that broke: a few quick tries, then the
+/// stream fails. rmcp's default tries forever (1 s, doubling), so a call whose upstream
+/// died mid-answer waited out its whole timeout (30 s by default) before the gateway
+/// said anything; found by schemathesis calling the test server's `crash` tool. An
+/// upstream that is only slow to answer is unaffected: this counts reconnections, not
+/// waiting.
+#[derive(Debug)]
+struct BriefResume;
+
+impl BriefResume {
+    const TRIES: usize = 3;
+    const FIRST: Duration = Duration::from_millis(250);
+}
+
+impl rmcp::transport::common::client_side_sse::SseRetryPolicy for BriefResume {
+    fn retry(&self, tries: usize) -> Option<Duration> {
+        (tries < Self::TRIES).then(|| Self::FIRST * 2u32.pow(tries as u32))
+    }
 }
 
 /// The HTTP client upstreams are reached with: one per redirect policy for the whole

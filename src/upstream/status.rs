@@ -13,7 +13,7 @@ use super::breaker::CircuitState;
 use super::lane::Lane;
 use crate::registry::{ServerName, ServerSpec};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamStatus {
     Starting,
