@@ -29,6 +29,63 @@ fn connect(args: ConnectArgs) -> Result<(), String> {
         ));
     }
     let mcp_url = mcp_url(&args)?;
+    let file = match &args.file {
+        Some(file) => file.clone(),
+        None => {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .ok_or("HOME is not set: say where the client's file is with --file")?;
+            let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+            client.default_file(&home, &cwd)
+        }
+    };
+    let shown = file.display();
+    let existing = match (args.write, std::fs::metadata(&file)) {
+        (false, _) => String::new(),
+        (true, Ok(meta)) if meta.len() > read::MAX_FILE_BYTES => {
+            return Err(format!(
+                "{shown}: {} bytes; too big for a client config",
+                meta.len()
+            ));
+        }
+        (true, Ok(_)) => std::fs::read_to_string(&file).map_err(|e| format!("{shown}: {e}"))?,
+        (true, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        (true, Err(e)) => return Err(format!("{shown}: {e}")),
+    };
+    // The merge is tried, and read back with the same rules an import uses, before a key
+    // is made for it: a file that cannot take the entry leaves no key behind.
+    let merged_with = |secret: Option<&str>| -> Result<String, String> {
+        let target = Target {
+            mcp_url: &mcp_url,
+            secret,
+        };
+        let entry = connect::entry(client, &target);
+        let merged = connect::merge(&existing, client, &args.name, entry)
+            .map_err(|e| format!("{shown}: {e}"))?;
+        let back = read::parse(
+            &merged,
+            &shown.to_string(),
+            &read::workspace_of(&file),
+            &read::Environment::of_process(),
+        )?;
+        let points_here = |e: &read::Entry| {
+            e.input.url.as_deref() == Some(mcp_url.as_str())
+                || e.input.args.iter().flatten().any(|a| a == mcp_url.as_str())
+        };
+        if !back
+            .entries
+            .iter()
+            .any(|e| e.original == args.name && points_here(e))
+        {
+            return Err(format!(
+                "{shown}: the merged file does not read back with the entry; left unchanged"
+            ));
+        }
+        Ok(merged)
+    };
+    if args.write {
+        merged_with(Some("checking"))?;
+    }
     let secret = match (&args.key, &args.api_key) {
         (Some(name), _) => Some(crate::keys_cli::with_store(&args.store, async |store| {
             let input = KeyInput {
@@ -53,65 +110,17 @@ fn connect(args: ConnectArgs) -> Result<(), String> {
     {
         return Err("the key must be one word of visible characters".into());
     }
-    let target = Target {
-        mcp_url: &mcp_url,
-        secret: secret.as_deref(),
-    };
-    let entry = connect::entry(client, &target);
-    let file = match &args.file {
-        Some(file) => file.clone(),
-        None => {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .ok_or("HOME is not set: say where the client's file is with --file")?;
-            let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
-            client.default_file(&home, &cwd)
-        }
-    };
     if !args.write {
-        let text = connect::merge("", client, &args.name, entry)?;
+        let target = Target {
+            mcp_url: &mcp_url,
+            secret: secret.as_deref(),
+        };
+        let text = connect::merge("", client, &args.name, connect::entry(client, &target))?;
         print!("{text}");
-        eprintln!(
-            "add this to {} (or run again with --write to merge it there)",
-            file.display()
-        );
+        eprintln!("add this to {shown} (or run again with --write to merge it there)");
         return Ok(());
     }
-    let shown = file.display();
-    let existing = match std::fs::metadata(&file) {
-        Ok(meta) if meta.len() > read::MAX_FILE_BYTES => {
-            return Err(format!(
-                "{shown}: {} bytes; too big for a client config",
-                meta.len()
-            ));
-        }
-        Ok(_) => std::fs::read_to_string(&file).map_err(|e| format!("{shown}: {e}"))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(format!("{shown}: {e}")),
-    };
-    let merged = connect::merge(&existing, client, &args.name, entry)
-        .map_err(|e| format!("{shown}: {e}"))?;
-    // What is written must read back as the entry meant, with the same rules an import
-    // uses; otherwise nothing is written.
-    let back = read::parse(
-        &merged,
-        &shown.to_string(),
-        &read::workspace_of(&file),
-        &read::Environment::of_process(),
-    )?;
-    let points_here = |e: &read::Entry| {
-        e.input.url.as_deref() == Some(mcp_url.as_str())
-            || e.input.args.iter().flatten().any(|a| a == mcp_url.as_str())
-    };
-    if !back
-        .entries
-        .iter()
-        .any(|e| e.original == args.name && points_here(e))
-    {
-        return Err(format!(
-            "{shown}: the merged file does not read back with the entry; left unchanged"
-        ));
-    }
+    let merged = merged_with(secret.as_deref())?;
     let backup = files::replace(&file, &merged)?;
     match backup {
         Some(backup) => eprintln!(
@@ -150,9 +159,11 @@ fn mcp_url(args: &ConnectArgs) -> Result<url::Url, String> {
             "--url {base:?}: no credentials in the URL; the key goes in a header"
         ));
     }
-    if !url.path().ends_with("/mcp") {
-        let path = format!("{}/mcp", url.path().trim_end_matches('/'));
+    let path = url.path().trim_end_matches('/').to_owned();
+    if path.ends_with("/mcp") {
         url.set_path(&path);
+    } else {
+        url.set_path(&format!("{path}/mcp"));
     }
     url.set_query(None);
     url.set_fragment(None);

@@ -163,7 +163,7 @@ fn import(args: ImportArgs) -> Result<(), Stop> {
 /// An entry identical to a server already there is left out.
 fn plan(entries: Vec<(PathBuf, Entry)>, existing: &[(String, Shape)]) -> Vec<Planned> {
     let mut taken: BTreeSet<String> = existing.iter().map(|(n, _)| n.clone()).collect();
-    let mut planned = Vec::new();
+    let mut planned: Vec<Planned> = Vec::new();
     for (source, mut entry) in entries {
         let base = entry
             .input
@@ -171,6 +171,26 @@ fn plan(entries: Vec<(PathBuf, Entry)>, existing: &[(String, Shape)]) -> Vec<Pla
             .clone()
             .expect("read gives every entry a name");
         let shape = Shape::of(&entry.input);
+        // The entry `omni-bridge connect` wrote points at a gateway: imported, a gateway
+        // would list (and call) its own tools.
+        if is_a_gateway(&entry) {
+            eprintln!(
+                "{:?}: skipped: it points a client at an omni-bridge gateway (written by \
+                 omni-bridge connect)",
+                entry.original
+            );
+            continue;
+        }
+        // The same server in two of the files read.
+        if let Some(p) = planned.iter().find(|p| Shape::of(&p.entry.input) == shape) {
+            eprintln!(
+                "{:?}: the same server as {:?} of {}; imported once",
+                entry.original,
+                p.entry.original,
+                p.source.display()
+            );
+            continue;
+        }
         // Already imported: the same server under this name, or under the name an
         // earlier import gave it (`base-2`...).
         if let Some((there, _)) = existing
@@ -205,6 +225,22 @@ fn plan(entries: Vec<(PathBuf, Entry)>, existing: &[(String, Shape)]) -> Vec<Pla
         });
     }
     planned
+}
+
+/// Whether an entry is one `omni-bridge connect` writes: the `mcp-remote` bridge with the
+/// gateway's key variable, or a URL entry under connect's default name ending in `/mcp`.
+fn is_a_gateway(entry: &Entry) -> bool {
+    let input = &entry.input;
+    let bridged = input
+        .env
+        .as_ref()
+        .is_some_and(|env| env.contains_key(crate::clients::connect::AUTH_VARIABLE));
+    let named = entry.original == "omni-bridge"
+        && input
+            .url
+            .as_deref()
+            .is_some_and(|u| u.trim_end_matches('/').ends_with("/mcp"));
+    bridged || named
 }
 
 /// Whether `name` is `base`, or `base-N` as [`read::unique_name`] makes it.

@@ -107,6 +107,14 @@ async fn imported_servers_run_behind_the_gateway_and_a_second_import_changes_not
     ];
     let file_arg = client_file.to_str().unwrap();
     let config_arg = config.to_str().unwrap();
+    // A second client's file listing one of the same servers: imported once.
+    let cursor_file = dir.path().join("cursor-mcp.json");
+    write(
+        &cursor_file,
+        &json!({"mcpServers": {"echo": {"command": TestMcp::BIN, "args": ["--name", "echo"]}}})
+            .to_string(),
+    );
+    let cursor_arg = cursor_file.to_str().unwrap();
 
     // A dry run says what it would add and changes nothing; secrets are not printed.
     let dry = omni(
@@ -119,9 +127,16 @@ async fn imported_servers_run_behind_the_gateway_and_a_second_import_changes_not
     assert!(!printed.contains("s3cret-token"), "{printed}");
     assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
 
-    let first = omni(&["import", "--config", config_arg, file_arg], &env);
+    let first = omni(
+        &["import", "--config", config_arg, file_arg, cursor_arg],
+        &env,
+    );
     assert!(first.status.success());
     let said = stderr(&first);
+    assert!(
+        said.contains("\"echo\": the same server as \"Echo Tools\""),
+        "{said}"
+    );
     assert!(
         said.contains("\"Echo Tools\": renamed to echo-tools-2 (that name is taken)"),
         "{said}"
@@ -363,20 +378,23 @@ async fn connect_writes_an_entry_each_client_reads_and_its_new_key_opens_mcp() {
         assert!(value[key]["omni-bridge"].is_object(), "{value}");
     }
 
-    // A client's file that is not JSON is refused and left as it was.
+    // A client's file that is not JSON is refused and left as it was, and the key that
+    // was asked for is not made.
     let broken = dir.path().join("broken/.mcp.json");
     write(&broken, "{ this is not json");
     let out = omni(
         &[
             "connect",
             "claude-code",
-            "--api-key",
-            "k",
+            "--key",
+            "orphan",
             "--write",
             "--file",
             broken.to_str().unwrap(),
             "--url",
             url,
+            "--database-url",
+            &database,
         ],
         &[],
     );
@@ -386,6 +404,45 @@ async fn connect_writes_an_entry_each_client_reads_and_its_new_key_opens_mcp() {
         std::fs::read_to_string(&broken).unwrap(),
         "{ this is not json"
     );
+    let keys = omni(&["keys", "--database-url", &database, "list"], &[]);
+    let listed = String::from_utf8_lossy(&keys.stdout);
+    assert!(
+        listed.contains("laptop-claude") && !listed.contains("orphan"),
+        "{listed}"
+    );
+
+    // A URL given with its path and a trailing slash is the same /mcp.
+    let slash = dir.path().join("slash/.mcp.json");
+    let out = omni(
+        &[
+            "connect",
+            "claude-code",
+            "--api-key",
+            "k",
+            "--write",
+            "--file",
+            slash.to_str().unwrap(),
+            "--url",
+            "http://127.0.0.1:18080/mcp/",
+        ],
+        &[],
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        written_entry(&slash).input.url.as_deref(),
+        Some("http://127.0.0.1:18080/mcp")
+    );
+
+    // Importing a client's file after connect leaves the gateway's own entry out.
+    let desktop = dir.path().join("d/claude_desktop_config.json");
+    let out = omni(&["import", "--dry-run", desktop.to_str().unwrap()], &[]);
+    assert!(out.status.success());
+    let said = stderr(&out);
+    assert!(
+        said.contains("\"omni-bridge\": skipped: it points a client at an omni-bridge gateway"),
+        "{said}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("[[servers]]"));
 }
 
 #[actix_rt::test]

@@ -169,7 +169,12 @@ pub fn merge(
         Format::McpServers => "mcpServers",
         Format::VsCode => "servers",
     };
-    let Some(servers) = top.object_value_or_create(key) else {
+    // VS Code's settings.json keeps its servers under "mcp"; its mcp.json at the top.
+    let holder = match (client.format(), top.get(key), top.object_value("mcp")) {
+        (Format::VsCode, None, Some(mcp)) => mcp,
+        _ => top,
+    };
+    let Some(servers) = holder.object_value_or_create(key) else {
         return Err(format!("\"{key}\" is not an object"));
     };
     match servers.get(name) {
@@ -228,6 +233,21 @@ mod tests {
         .unwrap();
         assert_eq!(again.matches("\"omni-bridge\"").count(), 1, "{again}");
         assert!(again.contains("Bearer k2") && !again.contains("Bearer k1"));
+    }
+
+    #[test]
+    fn vscode_settings_get_the_entry_under_mcp() {
+        let url = target("http://127.0.0.1:8080/mcp");
+        let t = Target {
+            mcp_url: &url,
+            secret: None,
+        };
+        let settings = "{\"editor.fontSize\": 14, \"mcp\": {\"servers\": {}}}";
+        let merged = merge(settings, Client::VsCode, "g", entry(Client::VsCode, &t)).unwrap();
+        let value: serde_json::Value =
+            jsonc_parser::parse_to_serde_value(&merged, &Default::default()).unwrap();
+        assert_eq!(value["mcp"]["servers"]["g"]["url"], url.as_str());
+        assert!(value.get("servers").is_none(), "{merged}");
     }
 
     #[test]

@@ -5,8 +5,11 @@
 //! Understood: `${env:NAME}` (VS Code, Cursor), `${NAME}` and `${NAME:-default}` (Claude
 //! Code), `${userHome}`, `${workspaceFolder}`, `${workspaceFolderBasename}` and
 //! `${pathSeparator}`. `${input:ID}` is a VS Code prompt: only VS Code can answer it.
-//! A name the entry's own `env` defines is left as written: the server's process (for
-//! instance `mcp-remote`, which expands its header arguments itself) sees that variable.
+//! A bare `${NAME}` in an argument or header whose NAME the entry's own `env` defines is
+//! left as written: the server's process (for instance `mcp-remote`, which expands its
+//! header arguments itself) sees that variable. The `env` values themselves are always
+//! expanded from the environment: `"GITHUB_TOKEN": "${GITHUB_TOKEN}"` passes the
+//! importer's token on.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -51,8 +54,9 @@ pub fn expand(text: &str, cx: &Context<'_>) -> Result<String, String> {
 /// The value of one placeholder (`inner` is what stands between `${` and `}`); `None` to
 /// leave it as written.
 fn resolve(inner: &str, cx: &Context<'_>) -> Result<Option<String>, String> {
-    let from_env = |name: &str, default: Option<&str>| {
-        if cx.own_env.contains_key(name) {
+    // `keep_own`: a bare `${NAME}` the entry's env defines, left for the server process.
+    let from_env = |name: &str, default: Option<&str>, keep_own: bool| {
+        if keep_own && cx.own_env.contains_key(name) {
             return Ok(None);
         }
         match (cx.env)(name) {
@@ -69,7 +73,7 @@ fn resolve(inner: &str, cx: &Context<'_>) -> Result<Option<String>, String> {
         ));
     }
     if let Some(name) = inner.strip_prefix("env:") {
-        return from_env(name, None);
+        return from_env(name, None, false);
     }
     match inner {
         "userHome" => cx
@@ -90,7 +94,7 @@ fn resolve(inner: &str, cx: &Context<'_>) -> Result<Option<String>, String> {
                 None => (inner, None),
             };
             if is_env_name(name) {
-                from_env(name, default)
+                from_env(name, default, default.is_none())
             } else {
                 Err(format!(
                     "${{{inner}}} is not a placeholder omni-bridge knows"
@@ -178,7 +182,12 @@ mod tests {
             .unwrap(),
             "Authorization:${AUTH}"
         );
-        assert_eq!(with(&[], &["AUTH"], "${env:AUTH}").unwrap(), "${env:AUTH}");
+        // Only the bare form: ${env:NAME} is the client's to expand, so it is expanded now.
+        assert!(with(&[], &["AUTH"], "${env:AUTH}").is_err());
+        assert_eq!(
+            with(&[("AUTH", "a")], &["AUTH"], "${env:AUTH}").unwrap(),
+            "a"
+        );
     }
 
     #[test]

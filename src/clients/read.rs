@@ -271,9 +271,27 @@ fn entry(
             .map(|(k, v)| Ok((k.clone(), expand(&format!("{field}.{k}"), &v)?)))
             .collect::<Result<BTreeMap<_, _>, String>>()
     };
+    // The env values come from the importer's environment, never left as written:
+    // `"GITHUB_TOKEN": "${GITHUB_TOKEN}"` means the importer's token.
+    let no_own = BTreeMap::new();
+    let env_cx = Context {
+        env: cx.env,
+        home: cx.home,
+        workspace: cx.workspace,
+        own_env: &no_own,
+    };
     let env = match own_env.is_empty() {
         true => None,
-        false => Some(expand_map("env", own_env.clone())?),
+        false => Some(
+            own_env
+                .iter()
+                .map(|(k, v)| {
+                    placeholders::expand(v, &env_cx)
+                        .map(|v| (k.clone(), v))
+                        .map_err(|e| format!("env.{k}: {e}"))
+                })
+                .collect::<Result<BTreeMap<_, _>, String>>()?,
+        ),
     };
     let headers = strings("headers")?
         .map(|h| expand_map("headers", h))
@@ -445,6 +463,25 @@ mod tests {
         );
         assert_eq!(by("legacy").input.transport.as_deref(), Some("sse"));
         assert_eq!(by("off").input.enabled, Some(false));
+    }
+
+    #[test]
+    fn an_env_value_naming_its_own_variable_takes_the_importers_value() {
+        let r = read(
+            r#"{"mcpServers": {"gh": {"command": "x", "env": {"GITHUB_TOKEN": "${GITHUB_TOKEN}"}}}}"#,
+            &[("GITHUB_TOKEN", "ghp_1")],
+        )
+        .unwrap();
+        assert_eq!(
+            r.entries[0].input.env.as_ref().unwrap()["GITHUB_TOKEN"],
+            "ghp_1"
+        );
+        let r = read(
+            r#"{"mcpServers": {"gh": {"command": "x", "env": {"GITHUB_TOKEN": "${GITHUB_TOKEN}"}}}}"#,
+            &[],
+        )
+        .unwrap();
+        assert!(r.problems[0].contains("GITHUB_TOKEN"), "{:?}", r.problems);
     }
 
     #[test]
