@@ -28,7 +28,7 @@ use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::gateway::Gateway;
 use crate::store::Store;
-use crate::upstream::supervisor::Reconcile;
+use crate::upstream::supervisor::ReconcileOne;
 use crate::upstream::{StatusBoard, UpstreamSupervisor};
 
 /// What every handler can reach (it lives in `web::Data`).
@@ -52,8 +52,10 @@ pub struct AppState {
 impl AppState {
     /// Makes the running upstreams match the registry after a change. The change is already
     /// stored; if this fails, the next reconcile (or restart) applies it.
-    pub async fn reconcile(&self) {
-        match self.supervisor.send(Reconcile).await {
+    /// After an API change of the server `name`: its child follows its registry entry,
+    /// and the other instances are told.
+    pub async fn reconcile(&self, name: &crate::registry::ServerName) {
+        match self.supervisor.send(ReconcileOne(name.clone())).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => log::warn!("reconcile after a registry change failed: {e}"),
             Err(e) => log::error!("supervisor unreachable: {e}"),

@@ -143,17 +143,20 @@ fn etag(stored: &StoredServer) -> (header::HeaderName, String) {
 /// Refuses a spec whose `/mcp` names would collide with another server's: the same
 /// prefix, or (for a server whose tools are known) the same exposed tool name.
 fn check_names(state: &AppState, spec: &ServerSpec) -> Result<(), ApiError> {
-    let board = state.board.all();
-    let tools = board
-        .get(&spec.name)
-        .map(|s| s.tools.clone())
-        .unwrap_or_default();
-    let found = crate::mcp::catalogue::collisions_with(
-        &board,
-        &spec.name,
-        spec.tool_prefix.as_deref(),
-        &tools,
-    );
+    // Read in place: a copy of every upstream's entry per registration cost as much as
+    // the check itself at 1,000 upstreams.
+    let found = state.board.with_all(|board| {
+        let tools = board
+            .get(&spec.name)
+            .map(|s| s.tools.clone())
+            .unwrap_or_default();
+        crate::mcp::catalogue::collisions_with(
+            board,
+            &spec.name,
+            spec.tool_prefix.as_deref(),
+            &tools,
+        )
+    });
     if found.is_empty() {
         Ok(())
     } else {
@@ -249,7 +252,7 @@ pub async fn create(
         other => other?,
     };
     log::info!("server '{}' registered", spec.name);
-    state.reconcile().await;
+    state.reconcile(&spec.name).await;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/servers/{}", spec.name)))
         .insert_header(etag(&stored))
@@ -314,7 +317,7 @@ pub async fn update(
         other => other?,
     };
     log::info!("server '{name}' updated to revision {}", stored.revision);
-    state.reconcile().await;
+    state.reconcile(&name).await;
     Ok(HttpResponse::Ok()
         .insert_header(etag(&stored))
         .json(view(&state, &stored)))
@@ -341,7 +344,7 @@ pub async fn delete(
         return Err(ApiError::ServerNotFound(name.to_string()));
     }
     log::info!("server '{name}' deleted");
-    state.reconcile().await;
+    state.reconcile(&name).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -139,6 +139,12 @@ impl StatusBoard {
         self.inner.read().expect("board lock").get(name).map(f)
     }
 
+    /// Reads every entry in place, under the read lock: for short reads only, since
+    /// writers wait meanwhile.
+    pub fn with_all<R>(&self, f: impl FnOnce(&BTreeMap<ServerName, Snapshot>) -> R) -> R {
+        f(&self.inner.read().expect("board lock"))
+    }
+
     pub fn all(&self) -> BTreeMap<ServerName, Snapshot> {
         self.inner.read().expect("board lock").clone()
     }

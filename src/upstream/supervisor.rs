@@ -31,6 +31,14 @@ use crate::store::{Store, StoreError};
 #[rtype(result = "Result<(), StoreError>")]
 pub struct Reconcile;
 
+/// Re-read one server's registry entry and make its child match it: what an API change of
+/// that one server needs. A whole [`Reconcile`] per registration read and compared every
+/// entry, so registering 1,000 servers one after another did work growing with the square
+/// of their number.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct ReconcileOne(pub ServerName);
+
 /// A child completed its handshake and listed its tools.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -185,39 +193,8 @@ impl UpstreamSupervisor {
     fn apply(&mut self, specs: Vec<ServerSpec>, ctx: &mut Context<Self>) {
         let mut seen = HashSet::new();
         for spec in specs {
-            let name = spec.name.clone();
-            seen.insert(name.clone());
-            match self.slots.get(&name) {
-                Some(slot) if slot.spec == spec => continue,
-                Some(_) => {
-                    self.stop_child(&name, "its registry entry changed", ctx);
-                    let slot = self.slots.get_mut(&name).expect("present");
-                    slot.spec = spec;
-                    slot.restart.reset();
-                    publish_health(&self.bus, &name, "reconfigured", json!({}));
-                }
-                None => {
-                    self.slots.insert(
-                        name.clone(),
-                        Slot {
-                            spec,
-                            restart: RestartState::default(),
-                            restart_count: 0,
-                            child: Child::Disabled,
-                        },
-                    );
-                    self.board.update(&name, |_| ());
-                    publish_health(&self.bus, &name, "registered", json!({}));
-                }
-            }
-            let spec = Arc::new(self.slots[&name].spec.clone());
-            self.board.update(&name, |s| s.spec = Some(spec));
-            if self.slots[&name].spec.enabled {
-                self.set_status(&name, UpstreamStatus::Starting, "starting");
-                self.start_child(&name, ctx);
-            } else {
-                self.set_status(&name, UpstreamStatus::Disabled, "disabled in the registry");
-            }
+            seen.insert(spec.name.clone());
+            self.apply_one(spec, ctx);
         }
         let gone: Vec<ServerName> = self
             .slots
@@ -226,11 +203,55 @@ impl UpstreamSupervisor {
             .cloned()
             .collect();
         for name in gone {
-            self.stop_child(&name, "removed from the registry", ctx);
-            self.slots.remove(&name);
-            self.board.remove(&name);
-            publish_health(&self.bus, &name, "removed", json!({}));
+            self.forget(&name, ctx);
         }
+    }
+
+    /// Makes one server's child match its registry entry.
+    fn apply_one(&mut self, spec: ServerSpec, ctx: &mut Context<Self>) {
+        let name = spec.name.clone();
+        match self.slots.get(&name) {
+            Some(slot) if slot.spec == spec => return,
+            Some(_) => {
+                self.stop_child(&name, "its registry entry changed", ctx);
+                let slot = self.slots.get_mut(&name).expect("present");
+                slot.spec = spec;
+                slot.restart.reset();
+                publish_health(&self.bus, &name, "reconfigured", json!({}));
+            }
+            None => {
+                self.slots.insert(
+                    name.clone(),
+                    Slot {
+                        spec,
+                        restart: RestartState::default(),
+                        restart_count: 0,
+                        child: Child::Disabled,
+                    },
+                );
+                self.board.update(&name, |_| ());
+                publish_health(&self.bus, &name, "registered", json!({}));
+            }
+        }
+        let spec = Arc::new(self.slots[&name].spec.clone());
+        self.board.update(&name, |s| s.spec = Some(spec));
+        if self.slots[&name].spec.enabled {
+            self.set_status(&name, UpstreamStatus::Starting, "starting");
+            self.start_child(&name, ctx);
+        } else {
+            self.set_status(&name, UpstreamStatus::Disabled, "disabled in the registry");
+        }
+    }
+
+    /// Stops and forgets a server that left the registry.
+    fn forget(&mut self, name: &ServerName, ctx: &mut Context<Self>) {
+        if !self.slots.contains_key(name) {
+            return;
+        }
+        self.stop_child(name, "removed from the registry", ctx);
+        self.slots.remove(name);
+        self.board.remove(name);
+        publish_health(&self.bus, name, "removed", json!({}));
     }
 
     fn restart_now(&mut self, name: &ServerName, generation: u64, ctx: &mut Context<Self>) {
@@ -270,6 +291,31 @@ impl Handler<Reconcile> for UpstreamSupervisor {
                 .map(|listed, act, ctx| {
                     let servers = listed?;
                     act.apply(servers.into_iter().map(|s| s.spec).collect(), ctx);
+                    Ok(())
+                }),
+        ))
+    }
+}
+
+impl Handler<ReconcileOne> for UpstreamSupervisor {
+    type Result = AtomicResponse<Self, Result<(), StoreError>>;
+
+    /// Atomic like [`Reconcile`], so a whole reconcile and this one never interleave.
+    fn handle(
+        &mut self,
+        ReconcileOne(name): ReconcileOne,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let store = self.store.clone();
+        let read = name.clone();
+        AtomicResponse::new(Box::pin(
+            async move { store.get_server(&read).await }
+                .into_actor(self)
+                .map(move |found, act, ctx| {
+                    match found? {
+                        Some(stored) => act.apply_one(stored.spec, ctx),
+                        None => act.forget(&name, ctx),
+                    }
                     Ok(())
                 }),
         ))
