@@ -142,10 +142,6 @@ impl AuditLog {
         }
     }
 
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
     /// Waits for the calls in flight to leave their rows, writes what waits (all within
     /// [`SHUTDOWN_GRACE`]) and stops the writer; rows recorded after this are counted as
     /// dropped.

@@ -157,10 +157,6 @@ impl Cluster {
         }
     }
 
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-
     /// Tells the other instances. A failure is logged: the change itself is stored, and a
     /// peer picks it up at its next reconnect or restart.
     pub async fn announce(&self, what: Announcement) {

@@ -133,8 +133,4 @@ impl EventBus {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.live.subscribe()
     }
-
-    pub fn history_dropped(&self) -> u64 {
-        self.history_dropped.load(Ordering::Relaxed)
-    }
 }

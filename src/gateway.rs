@@ -160,14 +160,6 @@ impl Gateway {
         &self.inner.cache
     }
 
-    pub fn audit(&self) -> &AuditLog {
-        &self.inner.audit
-    }
-
-    pub fn board(&self) -> &StatusBoard {
-        &self.inner.board
-    }
-
     /// Calls `tool` of `server`, through the cache where its policy allows.
     pub async fn call(
         &self,

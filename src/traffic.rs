@@ -226,7 +226,8 @@ impl Traffic {
             .cloned()?;
         let ring = ring.lock().expect("traffic ring lock");
         let mut merged = [0u32; LATENCY_BINS];
-        for bucket in ring.between(now.saturating_sub(60 / BUCKET_SECS), now) {
+        // The bucket under way and the full ones before it, a minute in all.
+        for bucket in ring.between(now.saturating_sub(60 / BUCKET_SECS - 1), now) {
             for (sum, n) in merged.iter_mut().zip(bucket.latency) {
                 *sum += n;
             }
@@ -342,6 +343,12 @@ mod tests {
         let p50 = traffic.recent_p50_at(200, &a).unwrap();
         assert!(p50 < 3.0, "{p50}");
         assert_eq!(traffic.recent_p50_at(300, &a), None);
+        // A minute is this bucket and the five before it, no more.
+        let b = name("b");
+        traffic.record_at(194, &b, Duration::from_millis(2), true, CacheUse::Miss);
+        assert_eq!(traffic.recent_p50_at(200, &b), None);
+        traffic.record_at(195, &b, Duration::from_millis(2), true, CacheUse::Miss);
+        assert!(traffic.recent_p50_at(200, &b).is_some());
     }
 
     #[test]

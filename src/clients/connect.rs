@@ -265,34 +265,28 @@ mod tests {
         }
     }
 
+    /// Claude Desktop's entry for the gateway at `url`, without a key, as text.
+    fn desktop_entry(url: &str) -> String {
+        let url = target(url);
+        let t = Target {
+            mcp_url: &url,
+            secret: None,
+        };
+        merge(
+            "",
+            Client::ClaudeDesktop,
+            "g",
+            entry(Client::ClaudeDesktop, &t),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn mcp_remote_is_told_about_plain_http_off_loopback() {
-        let remote = target("http://gateway.internal:8080/mcp");
-        let t = Target {
-            mcp_url: &remote,
-            secret: None,
-        };
-        let text = merge(
-            "",
-            Client::ClaudeDesktop,
-            "g",
-            entry(Client::ClaudeDesktop, &t),
-        )
-        .unwrap();
+        let text = desktop_entry("http://gateway.internal:8080/mcp");
         assert!(text.contains("--allow-http"), "{text}");
         assert!(!text.contains("--header"), "{text}");
-        let local = target("http://127.0.0.1:8080/mcp");
-        let t = Target {
-            mcp_url: &local,
-            secret: None,
-        };
-        let text = merge(
-            "",
-            Client::ClaudeDesktop,
-            "g",
-            entry(Client::ClaudeDesktop, &t),
-        )
-        .unwrap();
+        let text = desktop_entry("http://127.0.0.1:8080/mcp");
         assert!(!text.contains("--allow-http"), "{text}");
     }
 }

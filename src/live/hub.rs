@@ -65,11 +65,6 @@ pub struct CloseAll;
 #[rtype(result = "()")]
 pub struct RetainKeys(pub crate::auth::keyring::KeyState);
 
-/// How many sessions are registered (for tests and metrics).
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct CountSessions;
-
 struct Member {
     queue: mpsc::Sender<Outgoing>,
     session: Addr<SessionActor>,
@@ -524,13 +519,5 @@ impl Handler<RetainKeys> for EventHub {
             }
             keep
         });
-    }
-}
-
-impl Handler<CountSessions> for EventHub {
-    type Result = usize;
-
-    fn handle(&mut self, _: CountSessions, _ctx: &mut Context<Self>) -> usize {
-        self.members.len()
     }
 }

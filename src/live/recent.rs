@@ -26,6 +26,19 @@ pub const SHOWN: usize = 50;
 #[derive(Default)]
 pub struct RecentEvents {
     events: VecDeque<Arc<Event>>,
+    /// What the stored rows held, so that an event both stored and still on its way to
+    /// the hub when the rows were read is not kept twice (at most [`KEPT`] entries).
+    seeded: std::collections::HashSet<(Option<ServerName>, i64, String)>,
+}
+
+/// What tells one event from another across the store: its upstream, its time to the
+/// millisecond (what every store keeps), and what it says.
+fn identity(event: &Event) -> (Option<ServerName>, i64, String) {
+    (
+        event.server.clone(),
+        event.timestamp.timestamp_millis(),
+        event.data.to_string(),
+    )
 }
 
 impl RecentEvents {
@@ -35,6 +48,9 @@ impl RecentEvents {
             event.kind,
             EventType::McpStatusChange | EventType::HealthEvent
         ) {
+            return;
+        }
+        if !self.seeded.is_empty() && self.seeded.remove(&identity(event)) {
             return;
         }
         if self.events.len() == KEPT {
@@ -50,6 +66,7 @@ impl RecentEvents {
                 break;
             }
             if let Some(event) = from_row(row) {
+                self.seeded.insert(identity(&event));
                 self.events.push_front(Arc::new(event));
             }
         }
@@ -121,6 +138,26 @@ mod tests {
         assert_eq!(n(&shown[SHOWN - 1]), KEPT as u64 + 9);
         assert_eq!(n(&shown[0]), KEPT as u64 + 10 - SHOWN as u64);
         assert_eq!(shown[0]["type"], "health_event");
+    }
+
+    #[test]
+    fn an_event_both_stored_and_on_its_way_is_kept_once() {
+        let event = health("a", 1);
+        let row = HealthEventRow {
+            id: 1,
+            server: "a".into(),
+            instance: "i".into(),
+            event: "health_event".into(),
+            status: None,
+            detail: event.data.to_string(),
+            created_at: event.timestamp.naive_utc(),
+        };
+        let mut recent = RecentEvents::default();
+        recent.seed(vec![row]);
+        recent.remember(&event);
+        assert_eq!(recent.events.len(), 1);
+        recent.remember(&health("a", 2));
+        assert_eq!(recent.events.len(), 2);
     }
 
     #[test]

@@ -930,8 +930,6 @@ impl McpHandler {
         running
             .waiting
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        // An upstream request the client can answer becomes an input request; anything
-        // else is relayed as for any call (and a request it cannot answer is refused).
         // An upstream request the client can answer becomes an input request, under the
         // key the upstream named (`_meta` "io.omni-bridge/inputKey") or one of ours; one
         // the request already brought the answer to is answered at once. Anything else is
@@ -1053,8 +1051,9 @@ struct Recipient {
     /// `_meta` logLevel; a session takes them unless it set a level that filters them.
     logs: bool,
     log_level: Option<LoggingLevel>,
-    /// A 2026-07-28 request: the server may not send it requests (that revision asks
-    /// for input through `input_required` results, which we do not relay yet).
+    /// A 2026-07-28 request: the server may not send it requests. That revision asks for
+    /// input through `input_required` results (`mcp::input`, when the request declared the
+    /// capability); anything else the upstream asks of it is refused with `not_relayed`.
     stateless: bool,
     /// The client capability the upstream needed and the request lacked, if any.
     needed: Arc<Mutex<Option<&'static str>>>,

@@ -159,7 +159,7 @@ impl UpstreamActor {
     fn set_status(&mut self, new: UpstreamStatus, reason: &str) {
         let old = self.status;
         let circuit = self.breaker.lock().state();
-        self.board.update(self.name(), |s| {
+        self.board.update_if_present(self.name(), |s| {
             s.status = new;
             s.circuit = circuit;
         });
@@ -189,7 +189,7 @@ impl UpstreamActor {
             let breaker = self.breaker.lock();
             (breaker.state(), breaker.consecutive_failures())
         };
-        self.board.update(self.name(), |s| s.circuit = circuit);
+        self.board.update_if_present(self.name(), |s| s.circuit = circuit);
         match transition {
             Transition::Opened { cooldown } => {
                 self.health_event(
@@ -269,7 +269,7 @@ impl UpstreamActor {
             ctx.address(),
         );
         self.session = Some(Arc::new(session));
-        self.board.update(self.name(), |s| {
+        self.board.update_if_present(self.name(), |s| {
             s.lane = Some(lane);
             s.pid = pid;
             s.server_info = info;
@@ -291,7 +291,7 @@ impl UpstreamActor {
                     Ok(tools) => {
                         let count = tools.len();
                         let tools = Arc::new(tools);
-                        act.board.update(act.name(), |s| {
+                        act.board.update_if_present(act.name(), |s| {
                             s.tools = tools;
                             s.last_error = None;
                         });
@@ -302,7 +302,7 @@ impl UpstreamActor {
                             // interval (up to minutes) later. Not counted by the breaker,
                             // like the connection itself.
                             let rtt = started.elapsed().as_secs_f64() * 1000.0;
-                            act.board.update(act.name(), |s| {
+                            act.board.update_if_present(act.name(), |s| {
                                 s.connected_since = Some(Utc::now());
                                 s.last_probe_at = Some(Utc::now());
                                 s.last_probe_ok = Some(true);
@@ -387,7 +387,7 @@ impl UpstreamActor {
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.probe_in_flight = false;
             act.probe_failing = result.is_err();
-            act.board.update(act.name(), |s| {
+            act.board.update_if_present(act.name(), |s| {
                 s.last_probe_at = Some(Utc::now());
                 s.last_probe_ok = Some(result.is_ok());
                 if let Ok(rtt) = &result {

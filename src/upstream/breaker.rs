@@ -92,6 +92,7 @@ impl Breaker {
     }
 
     /// When an open circuit may next let a trial through.
+    #[cfg(test)]
     pub fn open_until(&self) -> Option<Instant> {
         self.open_until
     }
@@ -187,7 +188,8 @@ impl Breaker {
         }
     }
 
-    /// Closes the circuit and forgets its history (an operator's reset).
+    /// Closes the circuit and forgets its history.
+    #[cfg(test)]
     pub fn reset(&mut self) {
         *self = Self::new(self.config.clone());
     }

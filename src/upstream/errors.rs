@@ -125,6 +125,11 @@ fn io_phrase(kind: ErrorKind) -> Option<&'static str> {
 
 /// Kinds told only by their words (hyper's resolver and rustls carry no type to match).
 fn by_words(error: &(dyn Error + 'static), deepest: &(dyn Error + 'static)) -> Option<String> {
+    // An upstream's own JSON-RPC error says what it likes ("certificate store missing"):
+    // its words are not ours to read as a transport failure.
+    if let Some(ServiceError::McpError(_)) = error.downcast_ref::<ServiceError>() {
+        return None;
+    }
     let text = error.to_string().to_ascii_lowercase();
     if text.contains("dns error") || text.contains("failed to lookup address") {
         return Some("DNS lookup failed".into());
@@ -249,6 +254,15 @@ mod tests {
         let error = reqwest::get(&url).await.unwrap_err();
         let shown = phrase(&error);
         assert!(shown.starts_with("TLS failure ("), "{shown}: {error:?}");
+    }
+
+    #[test]
+    fn an_upstreams_own_error_is_not_read_as_tls() {
+        let error = ServiceError::McpError(rmcp::model::ErrorData::internal_error(
+            "certificate store missing",
+            None,
+        ));
+        assert!(by_words(&error, &error).is_none());
     }
 
     #[test]

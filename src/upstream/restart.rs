@@ -71,7 +71,8 @@ impl RestartState {
         self.up_since = Some(now);
     }
 
-    /// The upstream stopped. `was_up` says whether it had completed its handshake.
+    /// The upstream stopped. Whether it had completed its handshake is what [`Self::mark_up`]
+    /// recorded: only an exit after coming up counts towards giving up.
     pub fn on_exit(&mut self, config: &RestartConfig, now: Instant, unit: f64) -> Decision {
         let up_since = self.up_since.take();
         if up_since.is_some_and(|since| now.duration_since(since) >= config.stable_after) {

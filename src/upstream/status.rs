@@ -134,7 +134,7 @@ impl StatusBoard {
         self.inner.read().expect("board lock").get(name).cloned()
     }
 
-    /// Reads one entry in place, without cloning it (the call path needs three fields).
+    /// Reads one entry in place, without cloning it (the call path needs a few fields).
     pub fn read<R>(&self, name: &ServerName, f: impl FnOnce(&Snapshot) -> R) -> Option<R> {
         self.inner.read().expect("board lock").get(name).map(f)
     }
