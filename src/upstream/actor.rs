@@ -189,7 +189,8 @@ impl UpstreamActor {
             let breaker = self.breaker.lock();
             (breaker.state(), breaker.consecutive_failures())
         };
-        self.board.update_if_present(self.name(), |s| s.circuit = circuit);
+        self.board
+            .update_if_present(self.name(), |s| s.circuit = circuit);
         match transition {
             Transition::Opened { cooldown } => {
                 self.health_event(
