@@ -121,6 +121,25 @@ pub enum KeysAction {
     Revoke { name: String },
 }
 
+impl ServeArgs {
+    /// These arguments, with what they leave unset taken from `outer`: the flags given
+    /// before the subcommand (`omni-bridge --data-dir D keys create ...`). Without this,
+    /// those flags were silently dropped, and a key meant for `D` went to `./data`, so the
+    /// gateway on `D` ran open.
+    pub fn under(self, outer: &ServeArgs) -> ServeArgs {
+        let outer = outer.clone();
+        ServeArgs {
+            config: self.config.or(outer.config),
+            bind: self.bind.or(outer.bind),
+            database_url: self.database_url.or(outer.database_url),
+            data_dir: self.data_dir.or(outer.data_dir),
+            log: self.log.or(outer.log),
+            redis_url: self.redis_url.or(outer.redis_url),
+            insecure_no_auth: self.insecure_no_auth || outer.insecure_no_auth,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Args)]
 pub struct ServeArgs {
     /// TOML configuration file.

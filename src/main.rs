@@ -7,10 +7,15 @@ use omni_bridge::{config, connect_cli, import_cli, keys_cli, server};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Serve(args)) => args,
-        Some(Command::Keys { store, action }) => return keys_cli::run(&store, action),
+        Some(Command::Serve(args)) => args.under(&cli.serve),
+        Some(Command::Keys { store, action }) => {
+            return keys_cli::run(&store.under(&cli.serve), action);
+        }
         Some(Command::Import(args)) => return import_cli::run(args),
-        Some(Command::Connect(args)) => return connect_cli::run(args),
+        Some(Command::Connect(mut args)) => {
+            args.store = args.store.under(&cli.serve);
+            return connect_cli::run(args);
+        }
         Some(Command::Openapi) => {
             print!("{}", omni_bridge::http::openapi::document_json());
             return ExitCode::SUCCESS;

@@ -142,6 +142,46 @@ fn a_bad_config_file_is_one_line_and_exit_code_2() {
 }
 
 #[test]
+fn flags_before_a_subcommand_apply_to_it() {
+    // `--data-dir` before `keys` names the store the key goes to, as it does after it.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("gateway-data");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("OMNI_DATA_DIR")
+            .env_remove("OMNI_DATABASE_URL")
+            .env_remove("OMNI_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let data_arg = data.to_str().unwrap();
+    let created = run(&[
+        "--data-dir",
+        data_arg,
+        "keys",
+        "create",
+        "--name",
+        "ops",
+        "--role",
+        "admin",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let listed = run(&["keys", "--data-dir", data_arg, "list"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("\"ops\""),
+        "{}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+    assert!(!dir.path().join("data").exists(), "the key went to ./data");
+}
+
+#[test]
 fn a_bad_environment_value_names_its_key() {
     let out = Command::new(BIN)
         .env("OMNI_BIND", "everywhere")
