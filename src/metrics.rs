@@ -388,3 +388,53 @@ pub fn resident_bytes() -> u64 {
         })
         .map_or(0, |kib| kib * 1024)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts the exposition's lines of one family's samples.
+    fn samples(text: &str, family: &str) -> usize {
+        text.lines().filter(|l| l.starts_with(family)).count()
+    }
+
+    /// Past the cap, a new series is counted under `(other)` and the capped counter, and
+    /// the exposition stops growing; series that already exist keep their own labels.
+    #[test]
+    fn call_series_stop_at_the_cap() {
+        let metrics = Metrics::new();
+        let board = StatusBoard::default();
+        for n in 0..MAX_CALL_SERIES {
+            metrics.record_call(Some("demo"), Some(&format!("tool-{n}")), "ok", 0.001);
+        }
+        let full = metrics.render(&board, None);
+        let at_cap = samples(&full, "omni_tool_calls_total{");
+        assert_eq!(at_cap, MAX_CALL_SERIES);
+        assert!(!full.contains(r#"omni_tool_calls_total{server="(other)""#));
+
+        for n in 0..1_000 {
+            metrics.record_call(Some("demo"), Some(&format!("new-{n}")), "ok", 0.001);
+        }
+        // A series that existed before the cap keeps counting under its own name.
+        metrics.record_call(Some("demo"), Some("tool-0"), "ok", 0.001);
+        let past = metrics.render(&board, None);
+        assert_eq!(
+            samples(&past, "omni_tool_calls_total{"),
+            MAX_CALL_SERIES + 1
+        );
+        assert!(
+            past.contains(
+                r#"omni_tool_calls_total{server="(other)",tool="(other)",outcome="ok"} 1000"#
+            ),
+            "{}",
+            past.lines()
+                .filter(|l| l.contains("(other)"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        assert!(
+            past.contains(r#"omni_tool_calls_total{server="demo",tool="tool-0",outcome="ok"} 2"#)
+        );
+        assert!(past.contains("omni_metric_series_capped_total 1000"));
+    }
+}

@@ -238,6 +238,12 @@ async fn malformed_requests_get_their_codes_in_json() {
             .unwrap();
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.starts_with("HTTP/1.1 408"), "{target}: {text}");
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let answer: Value = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
+        match target {
+            "/mcp" => assert_eq!(answer["error"]["code"], -32600, "{text}"),
+            _ => assert_eq!(answer["error"]["code"], "body-timeout", "{text}"),
+        }
     }
     // Still serving.
     let (status, _) = server.call("demo", "echo", json!({"text": "still"})).await;
@@ -313,7 +319,7 @@ proptest! {
     ) {
         let rt = runtime();
         let outcome = rt.block_on(async {
-            let db = TestDb::sqlite();
+            let db = TestDb::new();
             let server = TestServer::start(db.stdio_settings()).await;
             // Bytes as a client would percent-encode them.
             let encode = |bytes: &[u8]| -> String {
@@ -420,7 +426,8 @@ fn a_gateway_hit_by_every_class_in_turn_keeps_serving_and_auditing() {
     std::fs::write(
         &config,
         format!(
-            "[[servers]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"{}\"\n\
+            "body_timeout = \"1s\"\nmcp_max_sessions = 2\n\
+             [[servers]]\nname = \"demo\"\ntransport = \"stdio\"\ncommand = \"{}\"\n\
              args = [\"--name\", \"demo\"]\nprobe_interval = \"1h\"\n",
             common::TestMcp::BIN
         ),
@@ -450,6 +457,8 @@ fn a_gateway_hit_by_every_class_in_turn_keeps_serving_and_auditing() {
     );
     let rt = runtime();
     let base = gateway.base();
+    // Valid calls answered 200, each of which the audit log must hold.
+    let valid = std::cell::Cell::new(0);
     let call = |text: &str| {
         let request = client()
             .post(format!("{base}/api/v1/servers/demo/tools/echo/call"))
@@ -460,6 +469,9 @@ fn a_gateway_hit_by_every_class_in_turn_keeps_serving_and_auditing() {
             loop {
                 let resp = request.try_clone().unwrap().send().await.unwrap();
                 // The upstream may still be starting for the first call.
+                if resp.status() == 200 {
+                    valid.set(valid.get() + 1);
+                }
                 if resp.status() == 200 || Instant::now() > deadline {
                     return resp.status().as_u16();
                 }
@@ -560,10 +572,116 @@ fn a_gateway_hit_by_every_class_in_turn_keeps_serving_and_auditing() {
             .status()
     });
     assert_eq!(status, 400);
+    assert_eq!(call("after mcp"), 200);
+
+    // 5. Raw requests of every other class, each with the key, each its documented answer.
+    let head = |method: &str, target: &str, extra: &str| {
+        format!(
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\n\
+             Connection: close\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\n{extra}",
+            gateway.addr
+        )
+    };
+    let with_body = |target: &str, body: &[u8]| {
+        let mut bytes = head(
+            "POST",
+            target,
+            &format!("Content-Length: {}\r\n\r\n", body.len()),
+        )
+        .into_bytes();
+        bytes.extend_from_slice(body);
+        bytes
+    };
+    let echo = "/api/v1/servers/demo/tools/echo/call";
+    let deep = format!("{{\"arguments\":{}{}}}", "[".repeat(300), "]".repeat(300));
+    let mut big_head = head("GET", "/healthz", "").into_bytes();
+    while big_head.len() < 1 << 20 {
+        big_head.extend_from_slice(format!("X-Filler: {}\r\n", "a".repeat(8 * 1024)).as_bytes());
+    }
+    big_head.extend_from_slice(b"\r\n");
+    let classes: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("a 1 MiB head", big_head, 431, "headers-too-large"),
+        (
+            "a body that never ends",
+            head("POST", echo, "Content-Length: 100\r\n\r\n{").into_bytes(),
+            408,
+            "body-timeout",
+        ),
+        (
+            "a target over 8 KiB",
+            head(
+                "GET",
+                &format!("/api/v1/servers?{}", "q=1&".repeat(2100)),
+                "\r\n",
+            )
+            .into_bytes(),
+            414,
+            "uri-too-long",
+        ),
+        (
+            "a query string that does not parse",
+            head("GET", "/api/v1/invocations?limit=many", "\r\n").into_bytes(),
+            400,
+            "invalid-field",
+        ),
+        (
+            "a call body that is an array",
+            with_body(echo, b"[]"),
+            400,
+            "invalid-body",
+        ),
+        (
+            "JSON nested 300 deep",
+            with_body(echo, deep.as_bytes()),
+            400,
+            "invalid-body",
+        ),
+        (
+            "a 2 MiB body",
+            with_body(echo, &vec![b' '; 2 << 20]),
+            413,
+            "payload-too-large",
+        ),
+    ];
+    for (class, request, status, code) in classes {
+        let answer = rt.block_on(exchange(gateway.addr, &request));
+        assert_eq!(
+            (answer.status, answer.code.as_deref()),
+            (status, Some(code)),
+            "{class}: {}",
+            answer.body
+        );
+        assert_eq!(call(class), 200, "after {class}");
+    }
+
+    // 6. MCP sessions past `mcp_max_sessions` (2): 503 with Retry-After.
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "abuse", "version": "0"}}});
+    let opened: Vec<(u16, bool)> = rt.block_on(async {
+        let mut opened = vec![];
+        for _ in 0..3 {
+            let resp = client()
+                .post(format!("{base}/mcp"))
+                .bearer_auth(&key)
+                .header("accept", "application/json, text/event-stream")
+                .json(&initialize)
+                .send()
+                .await
+                .unwrap();
+            opened.push((
+                resp.status().as_u16(),
+                resp.headers().contains_key("retry-after"),
+            ));
+        }
+        opened
+    });
+    assert_eq!(opened, [(200, false), (200, false), (503, true)]);
     assert_eq!(call("last"), 200);
 
     // Every valid call is in the audit log, and memory stayed bounded throughout.
-    let texts = ["before", "after frames", "after names", "after nul", "last"];
+    let valid = valid.get();
     rt.block_on(poll_until(async || {
         let rows: Value = client()
             .get(format!("{base}/api/v1/invocations?tool=echo&limit=50"))
@@ -578,15 +696,19 @@ fn a_gateway_hit_by_every_class_in_turn_keeps_serving_and_auditing() {
             .as_array()
             .map(|r| r.iter().filter(|r| r["outcome"] == "ok").count())
             .unwrap_or(0);
-        if ok >= texts.len() {
+        // Exactly the valid calls: none lost, and no refused request counted as one.
+        if ok == valid {
             Ok(())
         } else {
-            Err(format!("{ok} ok rows: {rows}"))
+            Err(format!("{ok} ok rows, {valid} valid calls: {rows}"))
         }
     }));
+    // Streamed as 256 MiB, a payload buffered even in part would show in tens of MiB;
+    // what is left is the allocator's and the test build's noise (the release binary
+    // measured 0.4 MiB).
     let grew = peak.saturating_sub(idle);
     eprintln!("resident memory: idle {idle} KiB, peak {peak} KiB during 4 x 64 MiB frames");
-    assert!(grew < 48 * 1024, "resident memory grew by {grew} KiB");
+    assert!(grew < 16 * 1024, "resident memory grew by {grew} KiB");
     drop(gateway);
 }
 

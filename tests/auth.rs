@@ -424,6 +424,45 @@ async fn without_keys_it_refuses_to_listen_beyond_loopback() {
     assert!(said.contains("--insecure-no-auth"), "{said}");
 }
 
+/// Before its key, a live connection gets a small budget: its first message within
+/// `auth_timeout` (else close 1008), and no frame over 1 KiB (close 1009, read from the
+/// frame's header). A key that fits is still taken.
+#[actix_rt::test]
+async fn a_live_connection_without_its_key_gets_little_time_and_room() {
+    use awc::ws::Message;
+    use futures_util::SinkExt;
+
+    let db = TestDb::new();
+    let mut settings = db.stdio_settings();
+    settings.live.auth_timeout = Duration::from_millis(300);
+    let server = TestServer::start(settings).await;
+    let (admin, _) = server
+        .admin_and_key(json!({"name": "watcher", "role": "viewer"}))
+        .await;
+    let url = format!("ws://{}/ws", server.addr);
+    let next = async |conn: &mut common::WsConn| common::ws_next(conn, WAIT).await;
+
+    // Silent: closed for want of a key.
+    let (_, mut conn) = awc::Client::new().ws(&url).connect().await.unwrap();
+    assert_eq!(next(&mut conn).await["closed"], 1008);
+
+    // 2 KiB before the key: too big for a connection that has not said who it is, though
+    // it is far below the 64 KiB an authenticated one may send.
+    let (_, mut conn) = awc::Client::new().ws(&url).connect().await.unwrap();
+    // (Padded with whitespace, which JSON allows between tokens.)
+    let padded = format!(r#"{{"action":"auth",{}"key":"{admin}"}}"#, " ".repeat(2048));
+    conn.send(Message::Text(padded.into())).await.unwrap();
+    assert_eq!(next(&mut conn).await["closed"], 1009);
+
+    // The same key in a message that fits is taken.
+    let (_, mut conn) = awc::Client::new().ws(&url).connect().await.unwrap();
+    let fits = format!(r#"{{"action":"auth",{}"key":"{admin}"}}"#, " ".repeat(512));
+    conn.send(Message::Text(fits.into())).await.unwrap();
+    let first = next(&mut conn).await;
+    assert_eq!(first["type"], "initial_status", "{first}");
+    server.stop().await;
+}
+
 /// The live stream takes the key as its first message (never in the URL), and sends a
 /// key only the servers its allow-list covers.
 #[actix_rt::test]

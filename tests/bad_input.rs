@@ -87,11 +87,22 @@ async fn a_result_over_the_limit_is_a_502_of_its_own_on_every_transport() {
     let over_sse = json!({"name": "huge-sse", "transport": "sse",
         "url": http.sse_url(), "timeout": "20s"});
     server.register_healthy(&over_sse).await;
-    for name in ["huge", "huge-http", "huge-sse"] {
+    // Streamable HTTP answering with a JSON body instead of an SSE stream.
+    let over_json = json!({"name": "huge-json", "transport": "streamable_http",
+        "url": http.json_url(), "timeout": "20s"});
+    server.register_healthy(&over_json).await;
+    for name in ["huge", "huge-http", "huge-json", "huge-sse"] {
         // Just over (the gateway's own check) and far over (cut in the transport, past
         // what rmcp itself would take).
         for bytes in [300 * 1024, 20 << 20] {
+            let started = std::time::Instant::now();
             let (status, body) = server.call(name, "big", json!({"bytes": bytes})).await;
+            // Answered as the limit is crossed, not when the call's 20 s deadline ends.
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{name}, {bytes}: answered after {:?}",
+                started.elapsed()
+            );
             let shown = body.to_string();
             assert_eq!(
                 (status, body["error"]["code"].as_str()),
@@ -126,6 +137,33 @@ async fn a_result_over_the_limit_is_a_502_of_its_own_on_every_transport() {
             "{name}: {shown}"
         );
     }
+    // At /mcp the same refusal is a tool error that starts with the code.
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+    "name": "huge__big", "arguments": {"bytes": 20 << 20},
+    "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+    }}});
+    let answer: Value = server
+        .http
+        .post(server.url("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "huge__big")
+        .json(&call)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let text = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.starts_with("upstream-result-too-large"), "{answer}");
     server.stop().await;
 }
 

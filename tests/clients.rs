@@ -132,9 +132,18 @@ async fn python_sdk_takes_a_5_mib_result_and_closes_cleanly() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{mode}: {stderr}\n{stdout}");
         let out: Value = serde_json::from_str(&stdout).unwrap();
+        // Intact: the digest of what the tool sent, 5 MiB of "x".
+        let sent = {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest("x".repeat(5242880).as_bytes());
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
         assert_eq!(
             out["call"],
-            serde_json::json!({"textLength": 5242880, "isError": false}),
+            serde_json::json!({"textLength": 5242880, "sha256": sent, "isError": false}),
             "{mode}"
         );
         assert!(!stderr.contains("termination failed"), "{mode}: {stderr}");

@@ -815,6 +815,66 @@ async fn answers_are_json_unless_something_must_come_before_the_result() {
     .await
     .unwrap_or_else(|_| panic!("three log messages on the GET stream: {heard}"));
 
+    // A client that accepts only JSON gets JSON, even when it asks for progress (which
+    // it then does not get); one that accepts only SSE gets a stream; one that sends no
+    // Accept is read as accepting both; one that accepts neither gets 406 in JSON-RPC.
+    let (status, kind, text) = post_accepting(&server, "application/json", &s, &progress).await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::OK, "application/json"),
+        "{text}"
+    );
+    let answer: Value = serde_json::from_str(&text).expect("a JSON body");
+    assert_eq!(answer["id"], 4, "{text}");
+    assert!(answer["result"].is_object(), "{text}");
+    let echo = tool(9, "fx__echo", json!({"text": "sse"}));
+    let (status, kind, text) = post_accepting(&server, "text/event-stream", &s, &echo).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    assert_eq!(
+        events(&text)
+            .last()
+            .map(|m| m["result"]["content"][0]["text"].clone()),
+        Some(json!("sse")),
+        "{text}"
+    );
+    let mut req = server.http.post(server.url("/mcp"));
+    for (k, v) in s {
+        req = req.header(k, v);
+    }
+    let resp = req
+        .json(&tool(10, "fx__echo", json!({"text": "any"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let (status, _, text) = post_accepting(&server, "text/html", &s, &echo).await;
+    assert_eq!(status, StatusCode::NOT_ACCEPTABLE, "{text}");
+    let refusal: Value = serde_json::from_str(&text).expect("a JSON-RPC error body");
+    assert_eq!(refusal["error"]["code"], -32600, "{text}");
+
+    // A JSON-only client cannot be sent the upstream's sampling request during its call:
+    // the upstream is told so at once and the call ends, answered as JSON, instead of
+    // waiting for an answer that could never come.
+    let sampling = tool(11, "fx__test_sampling", json!({"prompt": "q?"}));
+    let (status, kind, text) = tokio::time::timeout(
+        WAIT,
+        post_accepting(&server, "application/json", &with_sampler, &sampling),
+    )
+    .await
+    .expect("answered at once, not at the call's deadline");
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::OK, "application/json"),
+        "{text}"
+    );
+    let answer: Value = serde_json::from_str(&text).expect("a JSON body");
+    assert_eq!(answer["id"], 11, "{text}");
+    assert!(
+        text.contains("accepts only application/json"),
+        "the reason reaches the caller: {text}"
+    );
+
     // 2026-07-28: the same rule without a session.
     let v = ("mcp-protocol-version", "2026-07-28");
     let call = modern(

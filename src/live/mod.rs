@@ -33,6 +33,8 @@ pub struct LiveSettings {
     /// (1013) before the connection is simply cut. Only the close frame waits: the queue is
     /// dropped at once.
     pub close_grace: Duration,
+    /// How long a connection to a gateway with keys may stay without sending its key.
+    pub auth_timeout: Duration,
 }
 
 impl Default for LiveSettings {
@@ -46,6 +48,7 @@ impl Default for LiveSettings {
             max_strikes: 10,
             max_messages_per_second: 50,
             close_grace: Duration::from_secs(10),
+            auth_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -62,9 +62,6 @@ impl CloseWith {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// How long a client that sent no key in its request has to send it as its first message.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Whether the session may receive events yet.
 pub enum Access {
     /// Authenticated (or the gateway runs open): who, and so the servers it may see.
@@ -215,7 +212,7 @@ impl Actor for SessionActor {
                 self.join(caller, ctx);
             }
             Access::Pending(_) => {
-                ctx.run_later(AUTH_TIMEOUT, |act, ctx| {
+                ctx.run_later(self.settings.auth_timeout, |act, ctx| {
                     if matches!(act.access, Access::Pending(_)) {
                         act.close_with(CloseWith::new(CloseCode::Policy, "no API key sent"), ctx);
                     }

@@ -6,11 +6,14 @@
 //! large tool result failed there). So when the client accepts `application/json`, did
 //! not ask for progress (no `progressToken`), and the request is a single request, the
 //! bridge reads rmcp's stream up to its first message: if that message is the response,
-//! it is sent as a plain JSON body. If something comes first (a log message, progress,
-//! an upstream's sampling or elicitation request), the answer stays a stream: what was
-//! read is sent as it was, then the rest, so nothing is lost or reordered, and the client
-//! can answer the request it was sent. `mcp_response` (`auto`, `json`, `sse`) changes
-//! the choice: `json` also collapses calls that asked for progress, `sse` never collapses.
+//! it is sent as a plain JSON body. If something comes first (progress, an upstream's
+//! sampling or elicitation request), the answer stays a stream: what was read is sent as
+//! it was, then the rest, so nothing is lost or reordered, and the client can answer the
+//! request it was sent. (rmcp sends a handshake-era session's log messages on its GET
+//! stream, so they never make a call's answer a stream.) `mcp_response` (`auto`, `json`,
+//! `sse`) changes the choice: `json` also collapses calls that asked for progress, `sse`
+//! never collapses. A client that accepts only JSON ([`Accepts`]) is answered JSON in
+//! every mode; the handler sends it nothing that would need a stream.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -42,23 +45,80 @@ impl ResponseMode {
     }
 
     /// Whether the answer to `request` (one parsed JSON-RPC message) may be collapsed
-    /// to JSON for a client whose `Accept` header is `accept`.
-    pub fn may_collapse(self, request: &Value, accept: &str) -> bool {
+    /// to JSON for a client that `accepts` what it does. A client that reads only JSON
+    /// gets JSON whatever the mode: it could not read a stream.
+    pub fn may_collapse(self, request: &Value, accepts: Accepts) -> bool {
         let is_request = request.get("method").is_some() && request.get("id").is_some();
         let wants_progress = request
             .pointer("/params/_meta/progressToken")
             .is_some_and(|t| !t.is_null());
-        let accepts_json = accept.split(',').any(|media| {
-            let essence = media.split(';').next().unwrap_or_default().trim();
-            essence.eq_ignore_ascii_case("application/json")
-        });
         is_request
-            && accepts_json
-            && match self {
-                Self::Auto => !wants_progress,
-                Self::Json => true,
-                Self::Sse => false,
+            && accepts.json
+            && (accepts.json_only()
+                || match self {
+                    Self::Auto => !wants_progress,
+                    Self::Json => true,
+                    Self::Sse => false,
+                })
+    }
+}
+
+/// What a POST's `Accept` header lets `/mcp` answer with. The transport asks clients to
+/// list both types; rmcp refuses any other header with 406. A client that lists one is
+/// served in that one instead, and one that sends none (or `*/*`) is taken to accept both,
+/// as HTTP reads a missing `Accept`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accepts {
+    pub json: bool,
+    pub sse: bool,
+}
+
+impl Accepts {
+    pub fn parse(header: Option<&str>) -> Self {
+        let Some(header) = header.filter(|h| !h.trim().is_empty()) else {
+            return Self {
+                json: true,
+                sse: true,
+            };
+        };
+        let mut accepts = Self {
+            json: false,
+            sse: false,
+        };
+        for range in header.split(',') {
+            let mut fields = range.split(';');
+            let essence = fields
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            // `q=0` says "not acceptable".
+            let refused = fields.any(|f| {
+                f.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            if refused {
+                continue;
             }
+            match essence.as_str() {
+                "*/*" => (accepts.json, accepts.sse) = (true, true),
+                "application/json" | "application/*" => accepts.json = true,
+                "text/event-stream" | "text/*" => accepts.sse = true,
+                _ => {}
+            }
+        }
+        accepts
+    }
+
+    /// Neither a JSON body nor a stream: nothing `/mcp` sends could be read.
+    pub fn neither(self) -> bool {
+        !self.json && !self.sse
+    }
+
+    pub fn json_only(self) -> bool {
+        self.json && !self.sse
     }
 }
 
@@ -97,8 +157,10 @@ fn is_response(data: &[u8]) -> bool {
     !crate::upstream::oversize::is_request(data)
 }
 
-/// Reads `body` (an SSE stream answering one request) up to its first message.
-pub async fn frame<S, E>(mut body: S) -> Framed<S>
+/// Reads `body` (an SSE stream answering one request) up to its first message. For a
+/// client that reads only JSON (`json_only`), messages before the response are passed
+/// over: it could not read them, and the handler sends it none that needs an answer.
+pub async fn frame<S, E>(mut body: S, json_only: bool) -> Framed<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
@@ -107,10 +169,11 @@ where
     loop {
         while let Some(event) = next_data(&buffered, &mut scan) {
             if let Some(data) = event {
-                return match is_response(&data) {
-                    true => Framed::Json(data),
-                    false => Framed::Stream(buffered.freeze(), body),
-                };
+                match (is_response(&data), json_only) {
+                    (true, _) => return Framed::Json(data),
+                    (false, true) => continue,
+                    (false, false) => return Framed::Stream(buffered.freeze(), body),
+                }
             }
         }
         match body.next().await {
@@ -143,7 +206,7 @@ mod tests {
             "id: 1\ndata: ",
             &format!("{response}\n\n"),
         ]);
-        match frame(body).await {
+        match frame(body, false).await {
             Framed::Json(data) => assert_eq!(data, response.as_bytes()),
             Framed::Stream(..) => panic!("not collapsed"),
         }
@@ -154,7 +217,7 @@ mod tests {
         let log = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#;
         let first = format!("data: {log}\n\n");
         let second = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
-        match frame(chunks(&[&first, second])).await {
+        match frame(chunks(&[&first, second]), false).await {
             Framed::Stream(read, rest) => {
                 let rest: Vec<_> = rest.collect().await;
                 let mut all = read.to_vec();
@@ -169,7 +232,7 @@ mod tests {
         let sampling =
             "data: {\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"sampling/createMessage\"}\n\n";
         assert!(matches!(
-            frame(chunks(&[sampling])).await,
+            frame(chunks(&[sampling]), false).await,
             Framed::Stream(..)
         ));
     }
@@ -180,15 +243,54 @@ mod tests {
         let progress = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
             "params": {"_meta": {"progressToken": 5}}});
         let notification = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        let both = "application/json, text/event-stream";
+        let both = Accepts::parse(Some("application/json, text/event-stream"));
         assert!(ResponseMode::Auto.may_collapse(&plain, both));
         assert!(!ResponseMode::Auto.may_collapse(&progress, both));
         assert!(ResponseMode::Json.may_collapse(&progress, both));
         assert!(!ResponseMode::Sse.may_collapse(&plain, both));
         assert!(!ResponseMode::Auto.may_collapse(&notification, both));
-        assert!(!ResponseMode::Auto.may_collapse(&plain, "text/event-stream"));
-        assert!(
-            ResponseMode::Auto.may_collapse(&plain, "text/event-stream;q=0.5, Application/JSON")
-        );
+        let sse_only = Accepts::parse(Some("text/event-stream"));
+        assert!(!ResponseMode::Auto.may_collapse(&plain, sse_only));
+        // A client that reads only JSON gets JSON, progress or not, whatever the mode.
+        let json_only = Accepts::parse(Some("application/json"));
+        assert!(ResponseMode::Auto.may_collapse(&progress, json_only));
+        assert!(ResponseMode::Sse.may_collapse(&plain, json_only));
+        let both = Accepts::parse(Some("text/event-stream;q=0.5, Application/JSON"));
+        assert!(ResponseMode::Auto.may_collapse(&plain, both));
+    }
+
+    #[test]
+    fn accept_headers_are_read_as_http_reads_them() {
+        let cases = [
+            (None, (true, true)),
+            (Some(""), (true, true)),
+            (Some("*/*"), (true, true)),
+            (Some("application/json"), (true, false)),
+            (Some("text/event-stream"), (false, true)),
+            (Some("application/*, text/*"), (true, true)),
+            (
+                Some("application/json, text/event-stream;q=0"),
+                (true, false),
+            ),
+            (Some("text/html"), (false, false)),
+            (Some("application/json;q=0"), (false, false)),
+        ];
+        for (header, (json, sse)) in cases {
+            assert_eq!(Accepts::parse(header), Accepts { json, sse }, "{header:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_json_only_client_gets_the_response_without_what_came_before() {
+        let log = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#;
+        let response = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        let body = chunks(&[
+            &format!("data: {log}\n\n"),
+            &format!("data: {response}\n\n"),
+        ]);
+        match frame(body, true).await {
+            Framed::Json(data) => assert_eq!(data, response.as_bytes()),
+            Framed::Stream(..) => panic!("a JSON-only client was sent a stream"),
+        }
     }
 }

@@ -35,7 +35,6 @@ use serde_json::Value;
 use super::answer::{self, Framed, ResponseMode};
 use super::handler::McpHandler;
 use super::sessions::Sessions;
-use crate::auth::Caller;
 
 pub type RmcpService = StreamableHttpService<McpHandler, LocalSessionManager>;
 
@@ -169,8 +168,29 @@ pub async fn handle(
             actix_web::http::Version::HTTP_2 => http::Version::HTTP_2,
             _ => http::Version::HTTP_11,
         });
+    let is_post = request.method() == Method::POST;
+    let accepts = answer::Accepts::parse(
+        request
+            .headers()
+            .get(actix_header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    if is_post && accepts.neither() {
+        let message = "Not Acceptable: accept application/json, text/event-stream or both".into();
+        return Ok(refusal(StatusCode::NOT_ACCEPTABLE, -32600, message));
+    }
+    if is_post {
+        // rmcp takes only a header listing both; what this client can read is decided
+        // here (`accepts`), so rmcp is told what it requires.
+        builder = builder.header(http::header::ACCEPT, "application/json, text/event-stream");
+        if accepts.json_only() {
+            builder = builder.extension(super::request::JsonOnly);
+        }
+    }
     for (name, value) in request.headers() {
-        if name == actix_web::http::header::AUTHORIZATION {
+        if name == actix_web::http::header::AUTHORIZATION
+            || (is_post && name == actix_web::http::header::ACCEPT)
+        {
             continue;
         }
         // actix's header types are `http` 0.2's; names and values are checked again.
@@ -184,7 +204,6 @@ pub async fn handle(
     if let Some(caller) = caller {
         builder = builder.extension(caller);
     }
-    let is_post = request.method() == Method::POST;
     let json_body = request
         .headers()
         .get(actix_header::CONTENT_TYPE)
@@ -197,14 +216,9 @@ pub async fn handle(
         },
         false => None,
     };
-    let accept = request
-        .headers()
-        .get(actix_header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
     let collapse = parsed
         .as_ref()
-        .is_some_and(|message| bridge.response.may_collapse(message, accept));
+        .is_some_and(|message| bridge.response.may_collapse(message, accepts));
     let sessionless_post = is_post && session.is_none();
     let turn = match sessionless_post && parsed.as_ref().is_some_and(is_initialize) {
         true => match bridge.sessions.clone().open_turn().await {
@@ -261,7 +275,7 @@ pub async fn handle(
     // The body is polled here; rmcp's tasks feed it from the other runtime.
     let body = BodyDataStream::new(body);
     let framed = match collapse && is_stream && parts.status == http::StatusCode::OK {
-        true => Ok(answer::frame(body).await),
+        true => Ok(answer::frame(body, accepts.json_only()).await),
         false => Err(body),
     };
     let mut answer = HttpResponse::build(
@@ -290,12 +304,4 @@ pub async fn handle(
             answer.streaming(read.chain(rest))
         }
     })
-}
-
-/// The caller a request came with, as the auth guard found it.
-pub fn caller_of(extensions: &rmcp::model::Extensions) -> Option<Caller> {
-    extensions
-        .get::<http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<Caller>())
-        .cloned()
 }

@@ -5,7 +5,7 @@
 //! (for `notifications/tools/list_changed`) from one place.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -58,6 +58,8 @@ pub struct Catalogue {
     /// Which server holds each exposed name, live or not: the next build keeps it with
     /// that server when another server comes to claim it too.
     owners: HashMap<String, ServerName>,
+    /// Every registered server, live or not.
+    registered: HashSet<ServerName>,
 }
 
 /// Whether an upstream's tools are offered: connected and the circuit not open.
@@ -112,7 +114,10 @@ impl Catalogue {
                 owners.insert(exposed.clone(), keeper.clone());
             }
         }
-        let mut out = Catalogue::default();
+        let mut out = Catalogue {
+            registered: board.keys().cloned().collect(),
+            ..Catalogue::default()
+        };
         let mut hasher = DefaultHasher::new();
         for (server, snap) in board {
             let prefix = prefix_of(server, snap);
@@ -194,6 +199,11 @@ impl Catalogue {
         out.fingerprint = hasher.finish();
         out.owners = owners;
         out
+    }
+
+    /// Whether `server` is registered, whatever its state.
+    pub fn is_registered(&self, server: &ServerName) -> bool {
+        self.registered.contains(server)
     }
 
     pub fn get(&self, exposed: &str) -> Option<&Arc<ExposedTool>> {

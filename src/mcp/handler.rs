@@ -7,7 +7,7 @@
 // clients this endpoint serves still use them, so the gateway relays them.
 #![allow(deprecated)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::join_all;
@@ -76,12 +76,15 @@ pub struct Shadowed {
 
 /// Settles names that several servers offer, first come: `claims` are (name, server) in
 /// listing order; each name stays with the server `held` says had it, while that server
-/// still offers it, else goes to the first. Answers each name's owner, and the copies of
-/// the others as [`Shadowed`] of `kind`.
+/// still offers it or is `away` (registered, but not in this listing: down, or its
+/// listing failed), else goes to the first claimant. A name kept by a server that is
+/// away is offered by no one until it is back, as its tools are. Answers each name's
+/// owner, and the copies of the others as [`Shadowed`] of `kind`.
 fn settle<'a>(
     kind: &'static str,
     claims: impl IntoIterator<Item = (&'a str, &'a ServerName)>,
     held: impl Fn(&str) -> Option<&'a ServerName>,
+    away: impl Fn(&ServerName) -> bool,
 ) -> (HashMap<String, ServerName>, Vec<Shadowed>) {
     let mut by_name: HashMap<&str, Vec<&ServerName>> = HashMap::new();
     for (name, server) in claims {
@@ -91,7 +94,7 @@ fn settle<'a>(
     let mut shadowed = vec![];
     for (name, claimants) in by_name {
         let kept_by = held(name)
-            .and_then(|h| claimants.iter().copied().find(|c| *c == h))
+            .filter(|h| claimants.contains(h) || away(h))
             .unwrap_or(claimants[0]);
         for other in claimants.iter().filter(|c| **c != kept_by) {
             shadowed.push(Shadowed {
@@ -104,6 +107,11 @@ fn settle<'a>(
         owners.insert(name.to_owned(), kept_by.clone());
     }
     (owners, shadowed)
+}
+
+/// The servers that answered a listing, for `settle`'s `away`.
+fn answered(lists: &[(ServerName, Option<String>, Forwarded)]) -> HashSet<ServerName> {
+    lists.iter().map(|(server, ..)| server.clone()).collect()
 }
 
 impl Routes {
@@ -209,7 +217,7 @@ const VERSIONS: &[ProtocolVersion] = &[
 /// The caller of this request, as the auth guard found it. None only if the guard did
 /// not run, which the routes do not allow; such a request may see and call nothing.
 fn caller_of(context: &RequestContext<RoleServer>) -> Option<Caller> {
-    super::bridge::caller_of(&context.extensions)
+    super::request::caller_of(&context.extensions)
 }
 
 fn may_call(caller: Option<&Caller>, server: &ServerName, tool: &str) -> bool {
@@ -836,9 +844,11 @@ impl McpHandler {
     /// progress token, at the log level its session (or, in 2026-07-28, its request) asked.
     fn recipient(&self, context: &RequestContext<RoleServer>) -> Recipient {
         let stateless = context.meta.protocol_version().is_some();
+        let json_only = super::request::json_only(&context.extensions);
         Recipient {
             peer: context.peer.clone(),
-            progress_token: context.meta.get_progress_token(),
+            // A client that reads only JSON gets no stream, so no progress.
+            progress_token: context.meta.get_progress_token().filter(|_| !json_only),
             logs: !stateless || context.meta.log_level().is_some(),
             log_level: if stateless {
                 context.meta.log_level()
@@ -846,6 +856,7 @@ impl McpHandler {
                 *self.log_level.lock().expect("level lock")
             },
             stateless,
+            json_only,
             needed: Arc::default(),
         }
     }
@@ -1055,6 +1066,10 @@ struct Recipient {
     /// input through `input_required` results (`mcp::input`, when the request declared the
     /// capability); anything else the upstream asks of it is refused with `not_relayed`.
     stateless: bool,
+    /// The client reads only a JSON body (`mcp::request::JsonOnly`): a request of the
+    /// upstream's would need a stream to reach it, so it is refused at once (a 2026-07-28
+    /// client still gets its input requests, which are a result, not a stream).
+    json_only: bool,
     /// The client capability the upstream needed and the request lacked, if any.
     needed: Arc<Mutex<Option<&'static str>>>,
 }
@@ -1062,6 +1077,16 @@ struct Recipient {
 fn not_relayed(what: &str) -> ErrorData {
     ErrorData::invalid_request(
         format!("the caller uses MCP 2026-07-28, to which omni-bridge cannot relay {what} yet"),
+        None,
+    )
+}
+
+fn unreachable_by_json(what: &str) -> ErrorData {
+    ErrorData::invalid_request(
+        format!(
+            "the caller accepts only application/json, so the upstream's {what} request \
+             cannot reach it during the call (a client accepting text/event-stream too gets it)"
+        ),
         None,
     )
 }
@@ -1097,6 +1122,12 @@ impl Recipient {
                     .expect("needed lock")
                     .get_or_insert("elicitation");
                 let _ = reply.send(Err(not_relayed("elicitation")));
+            }
+            RelayItem::Sample(_, reply) if self.json_only => {
+                let _ = reply.send(Err(unreachable_by_json("sampling")));
+            }
+            RelayItem::Elicit(_, reply) if self.json_only => {
+                let _ = reply.send(Err(unreachable_by_json("elicitation")));
             }
             RelayItem::Sample(params, reply) => {
                 let _ = reply.send(peer.create_message(params).await.map_err(service_error));
@@ -1154,6 +1185,9 @@ impl McpHandler {
                 "resources/list",
             )
             .await;
+        let answered = answered(&lists);
+        let catalogue = self.catalogue();
+        let away = |s: &ServerName| !answered.contains(s) && catalogue.is_registered(s);
         // Every claim, in listing order; then each URI goes to its keeper. URIs stay the
         // upstreams' own, so a client can use what it already knows.
         let mut claims: Vec<(ServerName, Option<String>, rmcp::model::Resource)> = vec![];
@@ -1171,6 +1205,7 @@ impl McpHandler {
             "resource",
             claims.iter().map(|(server, _, r)| (r.uri.as_str(), server)),
             |uri| previous.get(uri),
+            away,
         );
         let mut resources = vec![];
         let mut seen = std::collections::HashSet::new();
@@ -1196,6 +1231,9 @@ impl McpHandler {
                 "resources/templates/list",
             )
             .await;
+        let answered = answered(&lists);
+        let catalogue = self.catalogue();
+        let away = |s: &ServerName| !answered.contains(s) && catalogue.is_registered(s);
         let mut claims: Vec<(ServerName, Option<String>, rmcp::model::ResourceTemplate)> = vec![];
         for (server, prefix, got) in lists {
             if let Forwarded::ResourceTemplates(list) = got {
@@ -1213,6 +1251,7 @@ impl McpHandler {
                 .iter()
                 .map(|(server, _, t)| (t.uri_template.as_str(), server)),
             |template| previous.get(template),
+            away,
         );
         let mut templates = vec![];
         let mut stems = vec![];
@@ -1275,6 +1314,9 @@ impl McpHandler {
         let lists = self
             .ask_all(|c| &c.prompts, || Forward::ListPrompts, "prompts/list")
             .await;
+        let answered = answered(&lists);
+        let catalogue = self.catalogue();
+        let away = |s: &ServerName| !answered.contains(s) && catalogue.is_registered(s);
         let mut claims = vec![];
         for (server, prefix, got) in lists {
             if let Forwarded::Prompts(list) = got {
@@ -1291,9 +1333,16 @@ impl McpHandler {
                 .iter()
                 .map(|(server, exposed, _)| (exposed.as_str(), server)),
             |exposed| previous.get(exposed).map(|(server, _)| server),
+            away,
         );
         let mut prompts = vec![];
         let mut found = HashMap::new();
+        // Names kept by a server that is away stay its own, to route to when it is back.
+        for (exposed, owner) in &owners {
+            if let Some(route) = previous.get(exposed).filter(|(s, _)| s == owner && away(s)) {
+                found.insert(exposed.clone(), route.clone());
+            }
+        }
         for (server, exposed, mut p) in claims {
             if owners.get(&exposed) != Some(&server) || found.contains_key(&exposed) {
                 continue;
@@ -1312,6 +1361,33 @@ impl McpHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// First come holds while the first server is down or its listing failed, and ends
+    /// only when it stops offering the name or leaves the registry.
+    #[test]
+    fn a_name_stays_with_its_first_server_while_that_one_is_away() {
+        let (a, b) = (
+            ServerName::parse("a").unwrap(),
+            ServerName::parse("b").unwrap(),
+        );
+        let both = [("file:///x", &b), ("file:///x", &a)];
+        // No one held it: the first in listing order.
+        let (owners, shadowed) = settle("resource", both, |_| None, |_| false);
+        assert_eq!(owners["file:///x"], b);
+        assert_eq!((shadowed.len(), &shadowed[0].server), (1, &a));
+        // Held by a: a keeps it, wherever it is listed.
+        let (owners, _) = settle("resource", both, |_| Some(&a), |_| false);
+        assert_eq!(owners["file:///x"], a);
+        // a is away (registered, not in this listing): still a's; b's copy is left out.
+        let only_b = [("file:///x", &b)];
+        let (owners, shadowed) = settle("resource", only_b, |_| Some(&a), |s| *s == a);
+        assert_eq!(owners["file:///x"], a);
+        assert_eq!((shadowed.len(), &shadowed[0].kept_by), (1, &a));
+        // a answered without it, or left the registry: b takes it.
+        let (owners, shadowed) = settle("resource", only_b, |_| Some(&a), |_| false);
+        assert_eq!(owners["file:///x"], b);
+        assert!(shadowed.is_empty());
+    }
 
     #[test]
     fn cursors_are_offsets_inside_the_list() {

@@ -13,6 +13,7 @@ pub mod catalogue;
 pub mod handler;
 pub mod input;
 pub mod names;
+pub mod request;
 pub mod sessions;
 pub mod subscriptions;
 

@@ -563,6 +563,11 @@ impl TestMcp {
         format!("http://{}/mcp", self.addr)
     }
 
+    /// The same tools without sessions, answered as plain JSON bodies.
+    pub fn json_url(&self) -> String {
+        format!("http://{}/json/mcp", self.addr)
+    }
+
     pub fn sse_url(&self) -> String {
         format!("http://{}/sse", self.addr)
     }

@@ -6,8 +6,8 @@
 
 Lists every tool (following nextCursor), optionally calls TOOL with ARGS_JSON, and
 prints one JSON document: {"protocolVersion", "serverInfo", "tools", "call"?}.
-With --text-length, "call" is {"textLength": N, "isError": B}: the length of the
-result's first text, for results too large to print. --sampling-answer makes the client
+With --text-length, "call" is {"textLength": N, "sha256": H, "isError": B}: the length
+and digest of the result's first text, for results too large to print. --sampling-answer makes the client
 offer sampling and answer every request with TEXT; --elicitation-content makes it offer
 elicitation and accept every request with that content.
 `--mode auto`, the SDK's default, probes `server/discover` (2026-07-28) first and falls
@@ -15,6 +15,7 @@ back to `initialize`; `legacy` goes straight to `initialize`.
 Exit codes: 0 done, 1 error (on stderr), 3 the call answered isError.
 """
 import argparse
+import hashlib
 import json
 import sys
 
@@ -74,8 +75,10 @@ async def run(url: str, tool: str | None, args: dict, mode: str, text_length: bo
             result = await client.call_tool(tool, args)
             out["call"] = dump(result)
             if text_length:
+                text = result.content[0].text
                 out["call"] = {
-                    "textLength": len(result.content[0].text),
+                    "textLength": len(text),
+                    "sha256": hashlib.sha256(text.encode()).hexdigest(),
                     "isError": bool(result.is_error),
                 }
             code = 3 if result.is_error else 0

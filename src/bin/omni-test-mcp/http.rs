@@ -32,6 +32,20 @@ fn mcp_service(shared: Arc<Shared>) -> Mcp {
     )
 }
 
+/// `/json/mcp`: the same tools, served without sessions and answered as plain JSON
+/// bodies where rmcp can, as many servers are (a large result is then one JSON body, not
+/// an SSE event).
+fn json_service(shared: Arc<Shared>) -> Mcp {
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true);
+    StreamableHttpService::new(
+        move || Ok(TestServer::new(shared.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    )
+}
+
 pub async fn serve(
     addr: &str,
     shared: Arc<Shared>,
@@ -47,6 +61,7 @@ pub async fn serve(
     eprintln!("omni-test-mcp: serving http://{local}/mcp and http://{local}/sse");
 
     let mcp = mcp_service(shared.clone());
+    let json = json_service(shared.clone());
     // /e/{n}/mcp: one service, and so one session table, per endpoint.
     let endpoints: Arc<Vec<Mcp>> = Arc::new(endpoints.into_iter().map(mcp_service).collect());
     let sessions: Sessions = Arc::default();
@@ -58,11 +73,12 @@ pub async fn serve(
         // client's delayed ACK (40 ms) under Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let (mcp, shared, sessions) = (mcp.clone(), shared.clone(), sessions.clone());
-        let (required, endpoints) = (required_header.clone(), endpoints.clone());
+        let (required, endpoints, json) =
+            (required_header.clone(), endpoints.clone(), json.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let (mcp, shared, sessions) = (mcp.clone(), shared.clone(), sessions.clone());
-                let endpoints = endpoints.clone();
+                let (endpoints, json) = (endpoints.clone(), json.clone());
                 let required = required.clone();
                 async move {
                     if let Some((name, value)) = &required {
@@ -77,6 +93,7 @@ pub async fn serve(
                     let path = req.uri().path().to_owned();
                     let response = match (req.method(), path.as_str()) {
                         (_, "/mcp") => mcp.handle(req).await,
+                        (_, "/json/mcp") => json.handle(req).await,
                         (_, p) if p.starts_with("/e/") => match endpoint_of(p, &endpoints) {
                             Some(endpoint) => endpoint.handle(req).await,
                             None => plain(StatusCode::NOT_FOUND, "no such endpoint"),
