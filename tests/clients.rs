@@ -151,6 +151,47 @@ async fn python_sdk_takes_a_5_mib_result_and_closes_cleanly() {
     server.stop().await;
 }
 
+/// fastmcp's client asks for progress on every call; a call that sends none is still
+/// one JSON body, so its 5 MiB result arrives (as an SSE event it was refused, over the
+/// 1 MiB event limit of the SDK underneath).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs fastmcp in tests/interop/.venv; .ci/run installs it"]
+async fn fastmcp_takes_a_5_mib_result() {
+    let db = TestDb::new();
+    let server = gateway(&db).await;
+    let python = interop(".venv/bin/python");
+    let mut command = Command::new(&python);
+    command
+        .arg(interop("fastmcp_client.py"))
+        .arg(server.url("/mcp"))
+        .args(["beta__big", r#"{"bytes": 5242880}"#]);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("client starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}\n{stdout}");
+    let out: Value = serde_json::from_str(&stdout).unwrap();
+    let sent = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest("x".repeat(5242880).as_bytes());
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(
+        out["call"],
+        serde_json::json!({"textLength": 5242880, "sha256": sent, "isError": false})
+    );
+    assert_eq!(
+        out["tools"].as_u64(),
+        Some(catalogue_order(&server).await.len() as u64)
+    );
+    server.stop().await;
+}
+
 /// In its default mode (2026-07-28), the Python SDK gets an upstream's sampling and
 /// elicitation through the gateway: its callbacks answer the `input_required` results
 /// and the calls complete (they were refused before).

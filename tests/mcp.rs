@@ -875,6 +875,20 @@ async fn answers_are_json_unless_something_must_come_before_the_result() {
         "the reason reaches the caller: {text}"
     );
 
+    // Asking for progress (fastmcp does on every call) streams only when progress comes:
+    // a call that sends none is one JSON body, however large its result.
+    let mut quiet = tool(12, "fx__big", json!({"bytes": 2 << 20}));
+    quiet["params"]["_meta"] = json!({"progressToken": "p12"});
+    let (_, kind, text) = post_accepting(&server, both, &s, &quiet).await;
+    assert_eq!(kind, "application/json");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        answer["result"]["content"][0]["text"]
+            .as_str()
+            .map(str::len),
+        Some(2 << 20)
+    );
+
     // 2026-07-28: the same rule without a session.
     let v = ("mcp-protocol-version", "2026-07-28");
     let call = modern(
@@ -894,6 +908,24 @@ async fn answers_are_json_unless_something_must_come_before_the_result() {
         (StatusCode::OK, "application/json"),
         "{text}"
     );
+    server.stop().await;
+
+    // `mcp_response = "json"` answers JSON even when progress comes first (it is passed
+    // over); `"sse"` keeps every answer a stream.
+    let db = TestDb::new();
+    let mut settings = db.stdio_settings();
+    settings.mcp.response = omni_bridge::mcp::answer::ResponseMode::Json;
+    let mut server = TestServer::start(settings).await;
+    server.register_healthy(&fixtures("fx")).await;
+    let session = open_session(&server, "2025-06-18").await;
+    let s = [
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let (_, kind, text) = post_accepting(&server, both, &s, &progress).await;
+    assert_eq!(kind, "application/json", "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["id"], 4, "{text}");
     server.stop().await;
 
     // `mcp_response = "sse"` keeps every answer a stream.

@@ -3,17 +3,20 @@
 //! rmcp answers every request of a session with an SSE stream. Most calls send nothing
 //! but their result, and for them the stream only costs: framing, a chunked body, and
 //! clients that cap one event (the Python SDK and fastmcp refuse events over 1 MiB, so a
-//! large tool result failed there). So when the client accepts `application/json`, did
-//! not ask for progress (no `progressToken`), and the request is a single request, the
-//! bridge reads rmcp's stream up to its first message: if that message is the response,
-//! it is sent as a plain JSON body. If something comes first (progress, an upstream's
-//! sampling or elicitation request), the answer stays a stream: what was read is sent as
-//! it was, then the rest, so nothing is lost or reordered, and the client can answer the
-//! request it was sent. (rmcp sends a handshake-era session's log messages on its GET
-//! stream, so they never make a call's answer a stream.) `mcp_response` (`auto`, `json`,
-//! `sse`) changes the choice: `json` also collapses calls that asked for progress, `sse`
-//! never collapses. A client that accepts only JSON ([`Accepts`]) is answered JSON in
-//! every mode; the handler sends it nothing that would need a stream.
+//! large tool result failed there). So when the client accepts `application/json` and
+//! the request is a single request, the bridge reads rmcp's stream up to its first
+//! message: if that message is the response, it is sent as a plain JSON body. If
+//! something comes first (progress, an upstream's sampling or elicitation request), the
+//! answer stays a stream: what was read is sent as it was, then the rest, so nothing is
+//! lost or reordered, and the client can answer the request it was sent. Asking for
+//! progress does not make a stream by itself: fastmcp asks for it on every call, and a
+//! call that sends none has nothing to stream. (rmcp sends a handshake-era session's log
+//! messages on its GET stream, so they never make a call's answer a stream.)
+//!
+//! `mcp_response` (`auto`, `json`, `sse`) changes the choice: `sse` never collapses;
+//! `json` answers every request as JSON, shaped as for a client that accepts only JSON
+//! ([`Accepts::json_only`]): what would come before the result is passed over, and the
+//! handler sends such a call nothing that needs an answer.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -22,13 +25,14 @@ use serde_json::Value;
 /// How `/mcp` answers a POSTed request (configuration key `mcp_response`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ResponseMode {
-    /// JSON unless the request asked for progress or the client accepts only SSE.
+    /// JSON when the result is the first thing the call sends, a stream otherwise (or
+    /// when the client accepts only SSE).
     #[default]
     Auto,
-    /// JSON whenever the client accepts it, progress requests included (their progress
-    /// is dropped unless something else makes the answer a stream).
+    /// JSON whenever the client accepts it: what would come before the result (progress)
+    /// is passed over, and requests of the upstream's are refused to it.
     Json,
-    /// Always an SSE stream, as rmcp answers.
+    /// Always an SSE stream, as rmcp answers, unless the client accepts only JSON.
     Sse,
 }
 
@@ -49,17 +53,13 @@ impl ResponseMode {
     /// gets JSON whatever the mode: it could not read a stream.
     pub fn may_collapse(self, request: &Value, accepts: Accepts) -> bool {
         let is_request = request.get("method").is_some() && request.get("id").is_some();
-        let wants_progress = request
-            .pointer("/params/_meta/progressToken")
-            .is_some_and(|t| !t.is_null());
-        is_request
-            && accepts.json
-            && (accepts.json_only()
-                || match self {
-                    Self::Auto => !wants_progress,
-                    Self::Json => true,
-                    Self::Sse => false,
-                })
+        is_request && accepts.json && (self != Self::Sse || accepts.json_only())
+    }
+
+    /// Whether the answer must be JSON with nothing before it: the client reads only
+    /// JSON, or the operator asked for JSON answers.
+    pub fn json_only(self, accepts: Accepts) -> bool {
+        accepts.json_only() || (self == Self::Json && accepts.json)
     }
 }
 
@@ -238,25 +238,31 @@ mod tests {
     }
 
     #[test]
-    fn progress_requests_keep_their_stream_unless_json_is_forced() {
+    fn single_requests_collapse_unless_the_mode_or_the_client_says_stream() {
         let plain = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}});
         let progress = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
             "params": {"_meta": {"progressToken": 5}}});
         let notification = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
         let both = Accepts::parse(Some("application/json, text/event-stream"));
+        // Asking for progress is no reason to stream: only progress that comes is.
         assert!(ResponseMode::Auto.may_collapse(&plain, both));
-        assert!(!ResponseMode::Auto.may_collapse(&progress, both));
+        assert!(ResponseMode::Auto.may_collapse(&progress, both));
         assert!(ResponseMode::Json.may_collapse(&progress, both));
         assert!(!ResponseMode::Sse.may_collapse(&plain, both));
         assert!(!ResponseMode::Auto.may_collapse(&notification, both));
         let sse_only = Accepts::parse(Some("text/event-stream"));
         assert!(!ResponseMode::Auto.may_collapse(&plain, sse_only));
-        // A client that reads only JSON gets JSON, progress or not, whatever the mode.
+        assert!(!ResponseMode::Json.may_collapse(&plain, sse_only));
+        // A client that reads only JSON gets JSON whatever the mode.
         let json_only = Accepts::parse(Some("application/json"));
-        assert!(ResponseMode::Auto.may_collapse(&progress, json_only));
         assert!(ResponseMode::Sse.may_collapse(&plain, json_only));
         let both = Accepts::parse(Some("text/event-stream;q=0.5, Application/JSON"));
         assert!(ResponseMode::Auto.may_collapse(&plain, both));
+        // What must be JSON with nothing before it.
+        assert!(!ResponseMode::Auto.json_only(both));
+        assert!(ResponseMode::Json.json_only(both));
+        assert!(!ResponseMode::Json.json_only(sse_only));
+        assert!(ResponseMode::Sse.json_only(json_only));
     }
 
     #[test]

@@ -183,7 +183,7 @@ pub async fn handle(
         // rmcp takes only a header listing both; what this client can read is decided
         // here (`accepts`), so rmcp is told what it requires.
         builder = builder.header(http::header::ACCEPT, "application/json, text/event-stream");
-        if accepts.json_only() {
+        if bridge.response.json_only(accepts) {
             builder = builder.extension(super::request::JsonOnly);
         }
     }
@@ -275,7 +275,7 @@ pub async fn handle(
     // The body is polled here; rmcp's tasks feed it from the other runtime.
     let body = BodyDataStream::new(body);
     let framed = match collapse && is_stream && parts.status == http::StatusCode::OK {
-        true => Ok(answer::frame(body, accepts.json_only()).await),
+        true => Ok(answer::frame(body, bridge.response.json_only(accepts)).await),
         false => Err(body),
     };
     let mut answer = HttpResponse::build(

@@ -1084,8 +1084,9 @@ fn not_relayed(what: &str) -> ErrorData {
 fn unreachable_by_json(what: &str) -> ErrorData {
     ErrorData::invalid_request(
         format!(
-            "the caller accepts only application/json, so the upstream's {what} request \
-             cannot reach it during the call (a client accepting text/event-stream too gets it)"
+            "this call is answered as one JSON body (its client accepts only application/json, \
+             or the gateway's mcp_response is \"json\"), so the upstream's {what} request \
+             cannot reach the client"
         ),
         None,
     )

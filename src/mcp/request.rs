@@ -5,9 +5,10 @@
 
 use crate::auth::Caller;
 
-/// The client accepts `application/json` and not `text/event-stream`: its answer is one
-/// JSON body whatever happens during the call, so nothing may need a stream. What the
-/// handler relays to such a caller is limited accordingly (see `handler::Recipient`).
+/// The answer is one JSON body whatever happens during the call (the client accepts
+/// `application/json` and not `text/event-stream`, or `mcp_response = "json"`), so
+/// nothing may need a stream. What the handler relays to such a caller is limited
+/// accordingly (see `handler::Recipient`).
 #[derive(Clone, Copy, Debug)]
 pub struct JsonOnly;
 
