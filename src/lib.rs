@@ -1,4 +1,4 @@
-//! omni-bridge: an MCP gateway on actix. README.md says how to run it and, under "Layout",
+//! omni-bridge: an MCP gateway on actix. README.md says how to run it, and docs/layout.md
 //! which module holds what. docs/ARCHITECTURE.md maps the actors, who owns which state,
 //! and the files a tool call, a `/mcp` call, a status change and a restart pass through.
 

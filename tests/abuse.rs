@@ -1,7 +1,8 @@
 //! What a hostile client can send, each class against a real gateway: the documented
 //! bounded answer, and a gateway that goes on serving. The classes, with their bounds, are
-//! the README's "Bad input" table. The spawned-binary test reads the process's resident
-//! memory from /proc while a WebSocket frame of 2^62 bytes is announced and streamed.
+//! the "Bad input" table in docs/security.md. The spawned-binary test reads the process's
+//! resident memory from /proc while a WebSocket frame of 2^62 bytes is announced and
+//! streamed.
 
 mod common;
 

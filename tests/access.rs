@@ -621,14 +621,14 @@ async fn a_narrowed_key_sees_only_its_servers() {
     server.stop().await;
 }
 
-/// The README's access table is the router's: every declared route is a row with the
-/// access it declares, and no row names a route the router does not declare.
+/// The access table in docs/security.md is the router's: every declared route is a row with
+/// the access it declares, and no row names a route the router does not declare.
 #[test]
-fn the_readme_table_is_the_router() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+fn the_documented_table_is_the_router() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/security.md"))
+        .expect("docs/security.md");
     // The table under its header row, up to the first line that is not a row.
-    let rows: Vec<&str> = readme
+    let rows: Vec<&str> = doc
         .lines()
         .skip_while(|l| *l != "| route | who may reach it |")
         .skip(2)
@@ -646,9 +646,16 @@ fn the_readme_table_is_the_router() {
         })
         .collect();
     for row in &expected {
-        assert!(rows.contains(&row.as_str()), "README lacks the row {row}");
+        assert!(
+            rows.contains(&row.as_str()),
+            "docs/security.md lacks the row {row}"
+        );
     }
-    assert_eq!(rows.len(), expected.len(), "README rows: {rows:#?}");
+    assert_eq!(
+        rows.len(),
+        expected.len(),
+        "docs/security.md rows: {rows:#?}"
+    );
 }
 
 /// Routes reach the router only through the declarations: no code registers a service,

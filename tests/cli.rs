@@ -347,8 +347,9 @@ fn env_beats_file_and_flag_beats_env() {
 /// The access log is a line per request under the target `omni_bridge::access` at info
 /// (here, `Gateway::start`'s own `/readyz` request): the middleware is mounted only when
 /// that target is logged, so this fails if the check is made wrongly (checked: it does
-/// with the middleware forced off). The filter the README names turns the lines off while
-/// every other line still comes (read through to the last line the process writes).
+/// with the middleware forced off). The filter docs/configuration.md names turns the lines
+/// off while every other line still comes (read through to the last line the process
+/// writes).
 #[test]
 fn the_access_log_follows_the_log_filter() {
     let dir = tempfile::tempdir().unwrap();

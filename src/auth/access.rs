@@ -30,7 +30,7 @@ impl Access {
         }
     }
 
-    /// How the README's access table names it.
+    /// How the access table in docs/security.md names it.
     pub fn describe(self) -> &'static str {
         match self {
             Self::Probe => "open, any `Host`",

@@ -24,7 +24,7 @@ use crate::error::ErrorBody;
 /// Routes the document leaves out, and why: none of them is a JSON request answered with
 /// JSON, which is all OpenAPI (and schemathesis) can describe and check.
 /// - `/` is the dashboard's HTML page;
-/// - `/ws` is a WebSocket upgrade; its messages are documented in the README;
+/// - `/ws` is a WebSocket upgrade; its messages are documented in docs/dashboard.md;
 /// - `/mcp` and `/mcp/` speak MCP's Streamable HTTP (JSON-RPC, SSE streams, sessions) on
 ///   every method, which the MCP specification describes and MCP clients test.
 pub const OUT_OF_SCOPE: [&str; 4] = ["/", "/ws", "/mcp", "/mcp/"];

@@ -1,8 +1,8 @@
 //! Every route the gateway serves, each declared once with the [`Access`] it needs. The
 //! app registers routes only from [`declare`], wrapping each in its own
 //! [`Door`](crate::auth::door::Door); [`table`] lists the same declarations for the
-//! access test and the README's table. A route cannot be added without saying who may
-//! reach it: [`Route`] has no default access.
+//! access test and the table in docs/security.md. A route cannot be added without saying
+//! who may reach it: [`Route`] has no default access.
 
 use actix_web::http::Method;
 use actix_web::{FromRequest, Handler, Responder};
