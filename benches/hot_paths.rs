@@ -12,7 +12,7 @@ use omni_bridge::cache::store::{CacheLimits, Entry, ResultCache};
 use omni_bridge::cache::{CacheKey, key::canonical_json};
 use omni_bridge::registry::ServerName;
 use omni_bridge::traffic::{CacheUse, Traffic};
-use omni_bridge::upstream::breaker::{Breaker, BreakerConfig};
+use omni_bridge::upstream::{Breaker, BreakerConfig};
 use serde_json::{Value, json};
 
 fn typical_arguments() -> Value {

@@ -19,15 +19,14 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::KeyRing;
-use crate::cache::actor::Invalidate;
-use crate::cache::{CacheActor, Scope};
-use crate::events::{Event, EventBus, EventType};
+use crate::cache::{Cache, Scope};
+use crate::events::{Event, EventBus, EventType, HealthKind};
 use crate::live::EventHub;
 use crate::live::hub::Remote;
 use crate::registry::ServerName;
 use crate::store::Store;
 use crate::upstream::UpstreamSupervisor;
-use crate::upstream::supervisor::{Reconcile, Reload, Reset};
+use crate::upstream::{Reconcile, Reload, Reset};
 
 /// The `LISTEN`/`NOTIFY` channel.
 pub const CHANNEL: &str = "omni_bridge";
@@ -102,7 +101,7 @@ impl PeerBoard {
                     }),
                 );
             }
-            EventType::HealthEvent if event.data["event"] == "removed" => {
+            EventType::HealthEvent if HealthKind::of(&event.data) == Some(HealthKind::Removed) => {
                 if let Some(instances) = board.get_mut(&event.server) {
                     instances.remove(&event.instance);
                 }
@@ -187,7 +186,7 @@ impl Cluster {
 #[derive(Clone)]
 pub struct Targets {
     pub supervisor: Addr<UpstreamSupervisor>,
-    pub cache: Addr<CacheActor>,
+    pub cache: Cache,
     pub keys: KeyRing,
     pub store: Store,
     pub hub: Addr<EventHub>,
@@ -211,7 +210,7 @@ impl Targets {
             }
             Announcement::Invalidate { scope } => {
                 let reason = "another instance".to_owned();
-                let _ = self.cache.send(Invalidate { scope, reason }).await;
+                let _ = self.cache.invalidate(scope, reason).await;
             }
             Announcement::Keys => {
                 if let Err(e) = self.keys.reload(&self.store).await {

@@ -17,12 +17,11 @@ use crate::live::LiveSettings;
 use crate::mcp::McpSettings;
 use crate::registry::{ServerInput, ServerSpec};
 use crate::store::{DatabaseUrl, StoreOptions};
+pub use crate::upstream::DEFAULT_MAX_RESULT_BYTES;
 use crate::upstream::UpstreamSettings;
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./data";
-/// 16 MiB: rmcp's own cap on one message over stdio and SSE.
-pub const DEFAULT_MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 
 /// The settings the server runs with, fully resolved and validated.
 #[derive(Clone, Debug)]
@@ -371,7 +370,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
             ));
         }
         let prefix = |s: &ServerSpec| {
-            crate::mcp::names::effective_prefix(s.name.as_str(), s.tool_prefix.as_deref())
+            crate::registry::names::effective_prefix(s.name.as_str(), s.tool_prefix.as_deref())
                 .map(str::to_owned)
         };
         if let Some(other) = servers

@@ -7,6 +7,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::call_failure::CallFailure;
 use crate::registry::ValidationError;
 use crate::store::StoreError;
 use crate::upstream::CallError;
@@ -40,8 +41,6 @@ pub enum ApiError {
     #[error("{0}")]
     SecretNeedsReentry(ValidationError),
     #[error("{0}")]
-    InvalidArguments(ValidationError),
-    #[error("{0}")]
     PayloadTooLarge(String),
     /// The body did not arrive within its deadline.
     #[error("{0}")]
@@ -68,12 +67,11 @@ pub enum ApiError {
     StdioNotAllowed,
     #[error("the server changed since revision {expected}; it is now at revision {current}")]
     RevisionMismatch { expected: i64, current: i64 },
-    #[error("server '{server}' has no tool named '{tool}'")]
-    ToolNotFound { server: String, tool: String },
     #[error("server '{0}' is disabled")]
     ServerDisabled(String),
+    /// A tool call failed; its code and status are the call's own.
     #[error("{0}")]
-    Call(CallError),
+    Call(CallFailure),
     #[error("the store is busy; try again")]
     StoreBusy,
     #[error("the store is unavailable")]
@@ -110,7 +108,6 @@ impl ApiError {
             Self::InvalidField(_) => "invalid-field",
             Self::InvalidBody(_) => "invalid-body",
             Self::SecretNeedsReentry(_) => "secret-needs-reentry",
-            Self::InvalidArguments(_) => "invalid-arguments",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::BodyTimeout(_) => "body-timeout",
             Self::UriTooLong(..) => "uri-too-long",
@@ -122,17 +119,8 @@ impl ApiError {
             Self::ManagedByConfig(_) => "managed-by-config",
             Self::StdioNotAllowed => "stdio-not-allowed",
             Self::RevisionMismatch { .. } => "revision-mismatch",
-            Self::ToolNotFound { .. } => "tool-not-found",
             Self::ServerDisabled(_) => "server-disabled",
-            Self::Call(e) => match e {
-                CallError::NotConnected { .. } => "upstream-unavailable",
-                CallError::CircuitOpen { .. } => "circuit-open",
-                CallError::Timeout { .. } => "upstream-timeout",
-                CallError::Upstream { .. } => "upstream-error",
-                CallError::Transport { .. } => "upstream-unreachable",
-                CallError::Gone { .. } => "upstream-gone",
-                CallError::TooLarge { .. } => "upstream-result-too-large",
-            },
+            Self::Call(f) => f.code(),
             Self::StoreBusy => "store-busy",
             Self::StoreUnavailable => "store-unavailable",
             Self::Unauthorized(_) => "unauthorized",
@@ -164,14 +152,9 @@ impl From<crate::registry::RestoreError> for ApiError {
     }
 }
 
-impl From<crate::auth::manage::KeyError> for ApiError {
-    fn from(err: crate::auth::manage::KeyError) -> Self {
-        use crate::auth::manage::KeyError;
-        match err {
-            KeyError::Invalid(v) => Self::InvalidField(v),
-            KeyError::Exists(name) => Self::KeyExists(name),
-            KeyError::Store(e) => e.into(),
-        }
+impl From<CallFailure> for ApiError {
+    fn from(f: CallFailure) -> Self {
+        Self::Call(f)
     }
 }
 
@@ -193,25 +176,16 @@ impl ResponseError for ApiError {
         match self {
             Self::InvalidField(_)
             | Self::InvalidBody(_)
-            | Self::InvalidArguments(_)
             | Self::SecretNeedsReentry(_)
             | Self::WebSocketHandshake(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UriTooLong(..) => StatusCode::URI_TOO_LONG,
-            Self::ServerNotFound(_) | Self::RouteNotFound(_) | Self::ToolNotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            Self::ServerNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::ServerDisabled(_) => StatusCode::CONFLICT,
-            Self::Call(e) => match e {
-                CallError::NotConnected { .. }
-                | CallError::CircuitOpen { .. }
-                | CallError::Gone { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-                CallError::Upstream { .. }
-                | CallError::Transport { .. }
-                | CallError::TooLarge { .. } => StatusCode::BAD_GATEWAY,
-            },
+            Self::Call(f) => {
+                StatusCode::from_u16(f.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             Self::ServerExists(_) | Self::ManagedByConfig(_) | Self::NameCollision(_) => {
                 StatusCode::CONFLICT
             }
@@ -232,9 +206,9 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let field = match self {
-            Self::InvalidField(v) | Self::InvalidArguments(v) | Self::SecretNeedsReentry(v) => {
-                Some(v.field.clone())
-            }
+            Self::InvalidField(v)
+            | Self::SecretNeedsReentry(v)
+            | Self::Call(CallFailure::InvalidArguments(v)) => Some(v.field.clone()),
             _ => None,
         };
         let body = ErrorBody {
@@ -247,13 +221,15 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         match self {
             Self::StoreBusy
-            | Self::Call(CallError::NotConnected { .. } | CallError::Gone { .. }) => {
+            | Self::Call(CallFailure::Upstream(
+                CallError::NotConnected { .. } | CallError::Gone { .. },
+            )) => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
             Self::Unauthorized(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            Self::Call(CallError::CircuitOpen { retry_after, .. })
+            Self::Call(CallFailure::Upstream(CallError::CircuitOpen { retry_after, .. }))
             | Self::RateLimited { retry_after, .. } => {
                 let secs = retry_after.as_secs().max(1).to_string();
                 if let Ok(value) = HeaderValue::from_str(&secs) {
@@ -263,5 +239,76 @@ impl ResponseError for ApiError {
             _ => {}
         }
         response.json(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    /// A call's failure reads the same over HTTP, at `/mcp` and in the audit log: the
+    /// API's answer takes the call's own code and status.
+    #[test]
+    fn a_call_failure_keeps_its_code_and_status_over_http() {
+        use std::time::Duration;
+        let server = || "s".to_owned();
+        let failures = [
+            CallFailure::ServerNotFound(server()),
+            CallFailure::ToolNotFound {
+                server: server(),
+                tool: "t".into(),
+            },
+            CallFailure::InvalidArguments(ValidationError::new("arguments.x", "no")),
+            CallFailure::Internal,
+            CallError::NotConnected {
+                server: server(),
+                status: "down",
+            }
+            .into(),
+            CallError::CircuitOpen {
+                server: server(),
+                retry_after: Duration::from_secs(3),
+            }
+            .into(),
+            CallError::Timeout {
+                server: server(),
+                timeout: Duration::from_secs(1),
+            }
+            .into(),
+            CallError::Upstream {
+                server: server(),
+                code: -1,
+                message: "m".into(),
+            }
+            .into(),
+            CallError::Transport {
+                server: server(),
+                detail: "d".into(),
+            }
+            .into(),
+            CallError::Gone { server: server() }.into(),
+            CallError::TooLarge {
+                server: server(),
+                size: 2,
+                limit: 1,
+            }
+            .into(),
+        ];
+        let mut codes = std::collections::HashSet::new();
+        for failure in failures {
+            let (code, status) = (failure.code(), failure.status());
+            assert!(codes.insert(code), "{code} twice");
+            let api = ApiError::from(failure);
+            assert_eq!((api.code(), api.status_code().as_u16()), (code, status));
+            let body: serde_json::Value = serde_json::from_slice(
+                &actix_web::body::to_bytes(api.error_response().into_body())
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(body["error"]["code"], code);
+        }
     }
 }

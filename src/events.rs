@@ -68,6 +68,100 @@ impl Event {
     }
 }
 
+/// What happened to an upstream, as a `health_event` names it (`data.event`). Readers
+/// match on this, never on the text; events relayed from other instances arrive as JSON
+/// and are read back with [`Event::health_kind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthKind {
+    /// Added to the registry.
+    Registered,
+    /// Its declaration changed.
+    Reconfigured,
+    /// Taken out of the registry.
+    Removed,
+    /// Its session is up and its tools listed.
+    Connected,
+    /// Its session stopped (crash, exit, lost).
+    Exited,
+    /// A restart is waiting out its backoff.
+    RestartScheduled,
+    /// Started again after an exit.
+    Restarted,
+    /// The supervisor gave up: it kept crashing.
+    Failed,
+    /// An operator reset it (restart history forgotten).
+    Reset,
+    /// An operator reloaded it.
+    Reloading,
+    CircuitOpened,
+    CircuitHalfOpen,
+    CircuitClosed,
+    /// Healthy again after failures.
+    Recovered,
+    /// Its tool list changed (seen when it was listed again).
+    ToolsChanged,
+    /// The upstream's own notice that its tools, resources or prompts changed.
+    ListChanged,
+    ProbeFailed,
+}
+
+impl HealthKind {
+    /// The kind a `health_event`'s `data` names, if this build knows it.
+    pub fn of(data: &Value) -> Option<Self> {
+        serde_json::from_value(data.get("event")?.clone()).ok()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Reconfigured => "reconfigured",
+            Self::Removed => "removed",
+            Self::Connected => "connected",
+            Self::Exited => "exited",
+            Self::RestartScheduled => "restart_scheduled",
+            Self::Restarted => "restarted",
+            Self::Failed => "failed",
+            Self::Reset => "reset",
+            Self::Reloading => "reloading",
+            Self::CircuitOpened => "circuit_opened",
+            Self::CircuitHalfOpen => "circuit_half_open",
+            Self::CircuitClosed => "circuit_closed",
+            Self::Recovered => "recovered",
+            Self::ToolsChanged => "tools_changed",
+            Self::ListChanged => "list_changed",
+            Self::ProbeFailed => "probe_failed",
+        }
+    }
+}
+
+impl Event {
+    /// A `health_event` of `server`.
+    pub fn health(server: &ServerName, kind: HealthKind, detail: Value) -> Self {
+        Self::new(
+            EventType::HealthEvent,
+            Some(server.clone()),
+            serde_json::json!({"server": server, "event": kind, "detail": detail}),
+        )
+    }
+
+    /// What a `health_event` says happened; `None` for other events (and for a kind
+    /// this build does not know, from a newer instance).
+    pub fn health_kind(&self) -> Option<HealthKind> {
+        if self.kind != EventType::HealthEvent {
+            return None;
+        }
+        HealthKind::of(&self.data)
+    }
+}
+
+/// What a subscriber of the bus receives: an event, or word that it fell behind and
+/// missed this many.
+pub enum BusNote {
+    Event(Arc<Event>),
+    Lagged(u64),
+}
+
 /// Publishes events to live subscribers and to the history writer. Cheap to clone.
 #[derive(Clone)]
 pub struct EventBus {
@@ -79,7 +173,7 @@ pub struct EventBus {
 }
 
 impl EventBus {
-    /// `history` receives upstream events for the store; see [`crate::upstream::history`].
+    /// `history` receives upstream events for the store; see `upstream::history`.
     pub fn new(history: Option<mpsc::Sender<Arc<Event>>>) -> Self {
         let (live, _) = broadcast::channel(4096);
         Self {
@@ -132,5 +226,20 @@ impl EventBus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.live.subscribe()
+    }
+
+    /// Every event from now on, as a stream an actor adds to its context; it ends when
+    /// the bus does.
+    pub fn stream(&self) -> impl futures_util::Stream<Item = BusNote> + Unpin + 'static {
+        Box::pin(futures_util::stream::unfold(
+            self.subscribe(),
+            |mut rx| async move {
+                match rx.recv().await {
+                    Ok(event) => Some((BusNote::Event(event), rx)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => Some((BusNote::Lagged(n), rx)),
+                    Err(broadcast::error::RecvError::Closed) => None,
+                }
+            },
+        ))
     }
 }

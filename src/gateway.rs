@@ -14,15 +14,15 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::audit::AuditLog;
-use crate::cache::actor::{Generation, Invalidate, Reader, Store as CacheStore};
-use crate::cache::{CacheActor, CacheKey, Scope, SharedTier};
-use crate::error::ApiError;
+use crate::cache::actor::Store as CacheStore;
+use crate::cache::{Cache, CacheKey, Scope};
+use crate::call_failure::CallFailure;
 use crate::registry::{ServerName, ToolHints, ValidationError};
 use crate::store::invocations::NewInvocation;
 use crate::traffic::{CacheUse, Traffic};
-use crate::upstream::lane::Lane;
-use crate::upstream::relay::Relay;
-use crate::upstream::supervisor::GetUpstream;
+use crate::upstream::GetUpstream;
+use crate::upstream::Lane;
+use crate::upstream::Relay;
 use crate::upstream::{
     CallError, Forward, Forwarded, StatusBoard, UpstreamActor, UpstreamSupervisor,
 };
@@ -73,19 +73,14 @@ type Flight = Arc<OnceCell<Result<Arc<Value>, CallError>>>;
 type CompiledSchema = (Arc<JsonObject>, Arc<jsonschema::Validator>);
 
 struct Inner {
-    /// The Redis tier shared by every instance, when configured.
-    shared: Option<SharedTier>,
     /// Tells the other instances of invalidations by writes (PostgreSQL only).
     cluster: Option<crate::cluster::Cluster>,
     /// Results larger than this are refused (`upstream-result-too-large`), not passed on.
     max_result_bytes: usize,
     board: StatusBoard,
     supervisor: Addr<UpstreamSupervisor>,
-    cache: Addr<CacheActor>,
-    /// Lookups, without a message to the cache actor.
-    reader: Reader,
-    /// The cache's invalidation count, read before each upstream call.
-    generation: Generation,
+    /// Lookups, fills and invalidations, with the shared tier behind it when configured.
+    cache: Cache,
     default_ttl: Duration,
     audit: AuditLog,
     metrics: Arc<crate::metrics::Metrics>,
@@ -106,7 +101,7 @@ impl Gateway {
     pub fn new(
         board: StatusBoard,
         supervisor: Addr<UpstreamSupervisor>,
-        (cache, reader, generation): (Addr<CacheActor>, Reader, Generation),
+        cache: Cache,
         default_ttl: Duration,
         audit: AuditLog,
         metrics: Arc<crate::metrics::Metrics>,
@@ -114,14 +109,11 @@ impl Gateway {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                shared: None,
                 cluster: None,
                 max_result_bytes,
                 board,
                 supervisor,
                 cache,
-                reader,
-                generation,
                 default_ttl,
                 audit,
                 metrics,
@@ -148,15 +140,7 @@ impl Gateway {
         self
     }
 
-    /// Puts the shared Redis tier behind the local cache; call before cloning.
-    pub fn with_shared_tier(mut self, shared: Option<SharedTier>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.shared = shared;
-        }
-        self
-    }
-
-    pub fn cache(&self) -> &Addr<CacheActor> {
+    pub fn cache(&self) -> &Cache {
         &self.inner.cache
     }
 
@@ -169,7 +153,7 @@ impl Gateway {
         mode: CacheMode,
         caller: Option<&str>,
         relay: Option<Relay>,
-    ) -> Result<CallOutcome, ApiError> {
+    ) -> Result<CallOutcome, CallFailure> {
         let started = Instant::now();
         let args = Value::Object(arguments.clone().unwrap_or_default());
         let key = CacheKey::new(server.as_str(), tool, &args);
@@ -199,15 +183,12 @@ impl Gateway {
                 (200, "tool_error".to_owned(), o.cached)
             }
             Ok(o) => (200, "ok".to_owned(), o.cached),
-            Err(e) => {
-                use actix_web::ResponseError;
-                (e.status_code().as_u16(), e.code().to_owned(), false)
-            }
+            Err(e) => (e.status(), e.code().to_owned(), false),
         };
         // Names the gateway does not know stay out of the labels (see `metrics`).
         let (server_label, tool_label) = match &outcome {
-            Err(ApiError::ServerNotFound(_)) => (None, None),
-            Err(ApiError::ToolNotFound { .. }) => (Some(server.as_str()), None),
+            Err(CallFailure::ServerNotFound(_)) => (None, None),
+            Err(CallFailure::ToolNotFound { .. }) => (Some(server.as_str()), None),
             _ => (Some(server.as_str()), Some(tool)),
         };
         self.inner.metrics.record_call(
@@ -242,10 +223,10 @@ impl Gateway {
         (args, key): (&Value, CacheKey),
         mode: CacheMode,
         relay: Option<Relay>,
-    ) -> Result<CallOutcome, ApiError> {
+    ) -> Result<CallOutcome, CallFailure> {
         // Before anything about the upstream is read: an invalidation after this point
         // (a reload, say) refuses this call's fill.
-        let generation = self.inner.generation.current();
+        let generation = self.inner.cache.generation().current();
         // Only what the call needs, all behind `Arc`s: a whole snapshot clone per call
         // would copy strings and JSON on the hot path.
         let (status, tools, spec, lane) = self
@@ -254,21 +235,20 @@ impl Gateway {
             .read(server, |s| {
                 (s.status, s.tools.clone(), s.spec.clone(), s.lane.clone())
             })
-            .ok_or_else(|| ApiError::ServerNotFound(server.to_string()))?;
+            .ok_or_else(|| CallFailure::ServerNotFound(server.to_string()))?;
         if !status.is_connected() {
-            return Err(ApiError::Call(CallError::NotConnected {
+            return Err(CallError::NotConnected {
                 server: server.to_string(),
                 status: status.as_str(),
-            }));
+            }
+            .into());
         }
-        let tool =
-            tools
-                .iter()
-                .find(|t| t.name == tool_name)
-                .ok_or_else(|| ApiError::ToolNotFound {
-                    server: server.to_string(),
-                    tool: tool_name.to_owned(),
-                })?;
+        let tool = tools.iter().find(|t| t.name == tool_name).ok_or_else(|| {
+            CallFailure::ToolNotFound {
+                server: server.to_string(),
+                tool: tool_name.to_owned(),
+            }
+        })?;
         self.check_arguments(server, tool, args)?;
         let hints = ToolHints::of(tool);
         let ttl = spec
@@ -282,11 +262,9 @@ impl Gateway {
             looked_up: ttl.is_some() && mode == CacheMode::Use,
         };
         // Connected but between sessions (the actor just stopped or has not put its lane).
-        let lane = lane.ok_or_else(|| {
-            ApiError::Call(CallError::NotConnected {
-                server: server.to_string(),
-                status: "restarting",
-            })
+        let lane = lane.ok_or_else(|| CallError::NotConnected {
+            server: server.to_string(),
+            status: "restarting",
         })?;
         let Some(ttl) = ttl.filter(|_| mode != CacheMode::Bypass) else {
             let result = self
@@ -305,27 +283,26 @@ impl Gateway {
                 self.invalidate_after_write(server, tool_name, what, &tools)
                     .await;
             }
-            return Ok(done(result.map_err(ApiError::Call)?, None));
+            return Ok(done(result?, None));
         };
         // The shared tier's invalidation counter, read before the upstream is asked: the
         // fill is shared only if no instance cleared the tier in between.
         let mut shared_epoch = None;
         if mode == CacheMode::Use {
-            if let Some((hit, produced_at)) = self.inner.reader.lookup(&key) {
+            if let Some((hit, produced_at)) = self.inner.cache.lookup(&key) {
                 return Ok(done(hit, Some(produced_at)));
             }
             // Another instance may have it; keep it near for what is left of its TTL.
-            let read = match &self.inner.shared {
+            let read = match self.inner.cache.shared() {
                 Some(shared) => Some(shared.get(server.as_str(), tool_name, &key).await),
                 None => None,
             };
             shared_epoch = read.as_ref().and_then(|r| r.epoch);
             if let Some((hit, left, produced_at)) = read.and_then(|r| r.hit) {
                 let size = serde_json::to_string(&*hit).map_or(0, |s| s.len());
-                let _ = self
-                    .inner
+                self.inner
                     .cache
-                    .send(CacheStore {
+                    .fill(CacheStore {
                         key,
                         server: server.to_string(),
                         tool: tool_name.to_owned(),
@@ -338,7 +315,7 @@ impl Gateway {
                     .await;
                 return Ok(done(hit, Some(produced_at)));
             }
-        } else if let Some(shared) = &self.inner.shared {
+        } else if let Some(shared) = self.inner.cache.shared() {
             shared_epoch = shared.epoch().await;
         }
         // Single flight: the first caller runs the call; the others wait for its result.
@@ -358,7 +335,7 @@ impl Gateway {
                     let kept = self
                         .inner
                         .cache
-                        .send(CacheStore {
+                        .fill(CacheStore {
                             key,
                             server: server.to_string(),
                             tool: tool_name.to_owned(),
@@ -368,15 +345,14 @@ impl Gateway {
                             produced_at,
                             generation,
                         })
-                        .await
-                        .unwrap_or(false);
+                        .await;
                     // What this instance would not keep, no other instance gets either.
                     if let (Some(shared), Some(epoch), true) =
-                        (self.inner.shared.clone(), shared_epoch, kept)
+                        (self.inner.cache.shared().cloned(), shared_epoch, kept)
                     {
                         let (server, tool, value) =
                             (server.to_string(), tool_name.to_owned(), result.clone());
-                        let current = self.inner.generation.clone();
+                        let current = self.inner.cache.generation().clone();
                         // Shared off the request path: Redis never delays an answer. Not
                         // if this instance heard of an invalidation meanwhile, and Redis
                         // itself refuses it if any instance cleared the tier since `epoch`.
@@ -398,7 +374,7 @@ impl Gateway {
                 flights.remove(&key);
             }
         }
-        Ok(done(result.map_err(ApiError::Call)?, None))
+        Ok(done(result?, None))
     }
 
     /// Drops the entries a call of `writer` may have made stale: every entry of the server
@@ -425,14 +401,7 @@ impl Gateway {
         };
         for scope in scopes {
             let reason = format!("write: {writer}");
-            let _ = self
-                .inner
-                .cache
-                .send(Invalidate {
-                    scope: scope.clone(),
-                    reason,
-                })
-                .await;
+            let _ = self.inner.cache.invalidate(scope.clone(), reason).await;
             if let Some(cluster) = &self.inner.cluster {
                 cluster
                     .announce(crate::cluster::Announcement::Invalidate { scope })
@@ -502,7 +471,7 @@ impl Gateway {
         server: &ServerName,
         tool: &Tool,
         args: &Value,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), CallFailure> {
         let validator = {
             let mut cache = self.inner.validators.lock().expect("validators lock");
             let slot = (server.clone(), tool.name.to_string());
@@ -539,7 +508,7 @@ impl Gateway {
             } else {
                 format!("arguments{}", path.replace('/', "."))
             };
-            return Err(ApiError::InvalidArguments(ValidationError::new(
+            return Err(CallFailure::InvalidArguments(ValidationError::new(
                 field,
                 error.to_string(),
             )));

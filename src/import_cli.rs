@@ -74,7 +74,7 @@ impl Shape {
             url: input
                 .url
                 .as_deref()
-                .map(crate::registry::spec::redact_url_text),
+                .map(crate::registry::secrets::redact_url_text),
         }
     }
 }
@@ -293,7 +293,7 @@ fn servers_in(document: &DocumentMut, path: &Path) -> Result<Vec<(String, Shape)
                 args,
                 url: text(t, "url")
                     .as_deref()
-                    .map(crate::registry::spec::redact_url_text),
+                    .map(crate::registry::secrets::redact_url_text),
             };
             Some((name, shape))
         })
@@ -359,7 +359,7 @@ fn table(p: &Planned, redact: bool) -> Table {
     }
     if let Some(url) = &input.url {
         t["url"] = value(if redact {
-            crate::registry::spec::redact_url_text(url)
+            crate::registry::secrets::redact_url_text(url)
         } else {
             url.clone()
         });

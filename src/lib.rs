@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bare_errors;
 pub mod batch;
 pub mod cache;
+pub mod call_failure;
 pub mod cli;
 pub mod clients;
 pub mod cluster;

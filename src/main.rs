@@ -17,7 +17,7 @@ fn main() -> ExitCode {
             return connect_cli::run(args);
         }
         Some(Command::Openapi) => {
-            print!("{}", omni_bridge::http::openapi::document_json());
+            print!("{}", omni_bridge::http::openapi_json());
             return ExitCode::SUCCESS;
         }
         None => cli.serve,

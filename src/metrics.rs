@@ -328,7 +328,7 @@ impl Metrics {
                 })
                 .set(1);
             let labels = ServerLabels { server };
-            let open = snapshot.circuit != crate::upstream::breaker::CircuitState::Closed;
+            let open = snapshot.circuit != crate::upstream::CircuitState::Closed;
             self.upstream_circuit_open
                 .get_or_create(&labels)
                 .set(i64::from(open));

@@ -11,7 +11,7 @@ use crate::auth::KeyRing;
 use crate::auth::boundary::Boundary;
 use crate::auth::guard::Guard;
 use crate::auth::keyring::OpenPolicy;
-use crate::cache::{CacheActor, SharedTier};
+use crate::cache::{Cache, CacheActor, SharedTier};
 use crate::cluster::{Cluster, PeerBoard, Targets};
 use crate::config::Settings;
 use crate::gateway::Gateway;
@@ -21,8 +21,8 @@ use crate::mcp::McpEndpoint;
 use crate::mcp::catalogue::CatalogueActor;
 use crate::metrics::Metrics;
 use crate::store::{DatabaseUrl, Store, StoreError, migrate};
-use crate::upstream::supervisor::Reconcile;
-use crate::upstream::{StatusBoard, UpstreamSupervisor, history};
+use crate::upstream::Reconcile;
+use crate::upstream::{StatusBoard, UpstreamSupervisor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -258,15 +258,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     spawn_key_refresh(keys.clone(), store.clone());
 
     crate::tls::install_crypto_provider();
-    let bus = history::start(
+    let bus = crate::upstream::start_history(
         store.clone(),
         settings.database.clone(),
         settings.instance.clone(),
     );
     let board = StatusBoard::default();
     let mut upstream_settings = settings.upstreams.clone();
-    upstream_settings.message_limit =
-        crate::upstream::oversize::transport_limit(settings.max_result_bytes);
+    upstream_settings.message_limit = crate::upstream::transport_limit(settings.max_result_bytes);
     let supervisor =
         UpstreamSupervisor::new(store.clone(), bus.clone(), board.clone(), upstream_settings)
             .start();
@@ -288,8 +287,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.cache.sweep_interval,
     )
     .with_shared(shared.clone());
-    let (generation, reader, warmed) = (cache.generation(), cache.reader(), cache.warmed());
-    let cache = cache.start();
+    let warmed = cache.warmed();
+    let cache = Cache::start(cache);
     // Unique per start, even for several gateways in one process (tests).
     let origin = format!("{}-{:08x}", settings.instance, rand::random::<u32>());
     let cluster = Cluster::new(store.clone(), origin.clone(), settings.instance.clone());
@@ -303,13 +302,12 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let gateway = Gateway::new(
         board.clone(),
         supervisor.clone(),
-        (cache.clone(), reader, generation),
+        cache.clone(),
         settings.cache.default_ttl,
         audit.clone(),
         metrics.clone(),
         settings.max_result_bytes,
     )
-    .with_shared_tier(shared)
     .with_cluster(cluster.clone())
     .with_traffic(traffic.clone());
     crate::warm::spawn(

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{TestDb, TestServer, cached};
-use omni_bridge::http::openapi::document_json;
+use omni_bridge::http::openapi_json as document_json;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

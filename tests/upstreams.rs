@@ -8,8 +8,7 @@ use std::time::Duration;
 use common::{TestDb, TestMcp, TestServer, WAIT, free_port, stdio, text_of};
 use omni_bridge::config::Settings;
 use omni_bridge::upstream::UpstreamSettings;
-use omni_bridge::upstream::breaker::BreakerConfig;
-use omni_bridge::upstream::restart::RestartConfig;
+use omni_bridge::upstream::{BreakerConfig, RestartConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -2,7 +2,7 @@
 //! caller turned out to be (`guard`). The two meet in [`door`](super::door), which every
 //! route is wrapped in: nothing decides access from the request's path.
 
-use super::{Caller, Role};
+use super::caller::{Caller, Role};
 
 /// What a route asks of its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -13,7 +13,8 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, ResponseError};
 
 use super::access::Identity;
-use super::{Caller, KeyRing};
+use super::caller::Caller;
+use super::keyring::KeyRing;
 use crate::error::ApiError;
 
 /// Longest request target (path and query) accepted, in bytes; longer ones get 414.

@@ -13,9 +13,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use super::allow::AllowList;
+use super::caller::{Caller, Role};
 use super::rate::{Bucket, Rate};
 use super::secret::{constant_time_eq, digest};
-use super::{AllowList, Caller, Role};
 use crate::store::keys::KeyRow;
 use crate::store::{Store, StoreError};
 

@@ -3,8 +3,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::allow::AllowList;
+use super::caller::Role;
 use super::rate::Rate;
-use super::{AllowList, Role, secret};
+use super::secret;
 use crate::registry::ValidationError;
 use crate::store::keys::{KeyRow, NewKey};
 use crate::store::{Store, StoreError, now};

@@ -15,23 +15,22 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::key::CacheKey;
 use super::shared::SharedTier;
 use super::store::{CacheLimits, CacheStats, Entry, ResultCache, Scope};
-use crate::events::{Event, EventBus, EventType};
+use crate::events::{BusNote, Event, EventBus, EventType, HealthKind};
 
 /// Health events after which an upstream's cached results may be wrong.
-const INVALIDATING_EVENTS: &[&str] = &[
-    "restarted",
-    "reloading",
-    "reset",
-    "tools_changed",
+const INVALIDATING_EVENTS: &[HealthKind] = &[
+    HealthKind::Restarted,
+    HealthKind::Reloading,
+    HealthKind::Reset,
+    HealthKind::ToolsChanged,
     // The upstream's own word that its tools or resources changed.
-    "list_changed",
-    "reconfigured",
-    "removed",
+    HealthKind::ListChanged,
+    HealthKind::Reconfigured,
+    HealthKind::Removed,
 ];
 
 /// Looks up results without a message to the actor (see the module's comment).
@@ -139,6 +138,11 @@ impl CacheActor {
         Reader(self.cache.clone())
     }
 
+    /// The Redis tier this cache clears along with its own entries.
+    pub fn shared(&self) -> Option<SharedTier> {
+        self.shared.clone()
+    }
+
     pub fn with_shared(mut self, shared: Option<SharedTier>) -> Self {
         self.shared = shared;
         self
@@ -196,37 +200,24 @@ impl Actor for CacheActor {
                 log::debug!("cache sweep dropped {dropped} expired entries");
             }
         });
-        let events = futures_util::stream::unfold(self.bus.subscribe(), |mut rx| async move {
-            match rx.recv().await {
-                Ok(event) => Some((BusNote::Event(event), rx)),
-                Err(RecvError::Lagged(n)) => Some((BusNote::Lagged(n), rx)),
-                Err(RecvError::Closed) => None,
-            }
-        });
-        ctx.add_stream(events);
+        ctx.add_stream(self.bus.stream());
     }
-}
-
-enum BusNote {
-    Event(Arc<Event>),
-    Lagged(u64),
 }
 
 impl StreamHandler<BusNote> for CacheActor {
     fn handle(&mut self, note: BusNote, _ctx: &mut Context<Self>) {
         match note {
             BusNote::Event(event) => {
-                if event.kind != EventType::HealthEvent {
+                let Some(kind) = event.health_kind() else {
                     return;
-                }
-                let name = event.data["event"].as_str().unwrap_or_default();
+                };
                 if let (true, Some(server)) =
-                    (INVALIDATING_EVENTS.contains(&name), event.server.as_ref())
+                    (INVALIDATING_EVENTS.contains(&kind), event.server.as_ref())
                 {
                     let scope = Scope::Server {
                         server: server.to_string(),
                     };
-                    if let (_, Some(shared)) = self.invalidate(scope, name) {
+                    if let (_, Some(shared)) = self.invalidate(scope, kind.as_str()) {
                         actix::spawn(shared);
                     }
                 }

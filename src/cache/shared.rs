@@ -11,8 +11,8 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 
-use super::store::SharedCounts;
-use super::{CacheKey, Scope};
+use super::key::CacheKey;
+use super::store::{Scope, SharedCounts};
 
 /// Longest a request waits on Redis before it goes on without it.
 const DEADLINE: Duration = Duration::from_millis(100);

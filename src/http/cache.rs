@@ -5,8 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::servers::parse_name;
-use crate::cache::actor::{GetStats, Invalidate};
+use super::extract::parse_name;
 use crate::cache::{CacheStats, Scope};
 
 use crate::error::ApiError;
@@ -26,7 +25,7 @@ pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     let stats = state
         .gateway
         .cache()
-        .send(GetStats)
+        .stats()
         .await
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(stats))
@@ -36,10 +35,7 @@ async fn invalidate(state: &AppState, scope: Scope) -> Result<HttpResponse, ApiE
     let entries = state
         .gateway
         .cache()
-        .send(Invalidate {
-            scope: scope.clone(),
-            reason: "admin".into(),
-        })
+        .invalidate(scope.clone(), "admin".into())
         .await
         .map_err(ApiError::internal)?;
     state

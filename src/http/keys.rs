@@ -79,3 +79,15 @@ pub async fn revoke(
     log::info!("API key '{name}' revoked");
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// A key refused by `auth::manage`, as the API answers it.
+impl From<crate::auth::manage::KeyError> for ApiError {
+    fn from(err: crate::auth::manage::KeyError) -> Self {
+        use crate::auth::manage::KeyError;
+        match err {
+            KeyError::Invalid(v) => Self::InvalidField(v),
+            KeyError::Exists(name) => Self::KeyExists(name),
+            KeyError::Store(e) => e.into(),
+        }
+    }
+}

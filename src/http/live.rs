@@ -8,7 +8,6 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::AppState;
-use crate::cache::actor::GetStats;
 use crate::error::ApiError;
 use crate::live::frames::{BEFORE_AUTH, FrameBudget, FrameGuard};
 use crate::live::session::{Access, SessionActor};
@@ -65,7 +64,7 @@ pub async fn websocket(
     responses((status = 200, description = "Every series, in the OpenMetrics text format",
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn prometheus(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let stats = state.gateway.cache().send(GetStats).await.ok();
+    let stats = state.gateway.cache().stats().await.ok();
     let text = state.metrics.render(&state.board, stats.as_ref());
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::tools::caller_of;
+use super::extract::caller_of;
 use crate::error::ApiError;
 
 #[derive(Serialize, ToSchema)]

@@ -2,19 +2,21 @@
 //! itself refuses (bad JSON, too large, unknown route).
 
 pub mod cache;
+pub mod extract;
 pub mod health;
 pub mod invocations;
 pub mod keys;
 pub mod live;
 pub mod mcp;
 pub mod openapi;
+pub mod route;
 pub mod routes;
 pub mod servers;
 pub mod text;
 pub mod tools;
 pub mod upstreams;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use actix_web::error::JsonPayloadError;
 use actix_web::{FromRequest, Handler, HttpRequest, Responder, guard, middleware, web};
@@ -28,7 +30,7 @@ use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::gateway::Gateway;
 use crate::store::Store;
-use crate::upstream::supervisor::ReconcileOne;
+use crate::upstream::ReconcileOne;
 use crate::upstream::{StatusBoard, UpstreamSupervisor};
 
 /// What every handler can reach (it lives in `web::Data`).
@@ -98,23 +100,31 @@ impl routes::Declare for AppRoutes<'_> {
     }
 }
 
+/// The OpenAPI document of the routes [`routes::declare`] registers, built once: served at
+/// `/api/v1/openapi.json` and written by `omni-bridge openapi`.
+pub fn openapi_json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| openapi::build(&routes::table()))
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize, boundary: Arc<Boundary>) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(body_limit)
-            .error_handler(json_error),
-    )
-    .app_data(
-        web::PathConfig::default()
-            .error_handler(|err, _| ApiError::InvalidBody(format!("bad path: {err}")).into()),
-    )
-    .app_data(web::QueryConfig::default().error_handler(|err, _| {
-        ApiError::InvalidField(crate::registry::ValidationError::new(
-            "query",
-            format!("bad query string: {err}"),
-        ))
-        .into()
-    }));
+    cfg.app_data(web::Data::new(openapi::Document(openapi_json())))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(body_limit)
+                .error_handler(json_error),
+        )
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|err, _| ApiError::InvalidBody(format!("bad path: {err}")).into()),
+        )
+        .app_data(web::QueryConfig::default().error_handler(|err, _| {
+            ApiError::InvalidField(crate::registry::ValidationError::new(
+                "query",
+                format!("bad query string: {err}"),
+            ))
+            .into()
+        }));
     routes::declare(&mut AppRoutes {
         cfg: &mut *cfg,
         boundary,

@@ -6,17 +6,15 @@
 //!
 //! Routes that are not JSON over HTTP stay out, see [`OUT_OF_SCOPE`].
 
-use std::sync::OnceLock;
-
-use actix_web::HttpResponse;
 use actix_web::http::Method;
+use actix_web::{HttpResponse, web};
 use utoipa::OpenApi;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 
-use super::routes::{self, Route};
+use super::route::Route;
 use super::{cache, health, invocations, keys, live, mcp, servers, tools, upstreams};
 use crate::auth::{Access, Role};
 use crate::error::ErrorBody;
@@ -68,31 +66,33 @@ const SERVER_NAME_MAX: usize = 64;
         keys::create,
         keys::revoke,
     ),
-    components(schemas(ErrorBody)),
-    modifiers(&FromRouteTable),
+    components(schemas(ErrorBody))
 )]
 struct ApiDoc;
 
-/// The document, built once.
-pub fn document_json() -> &'static str {
-    static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| {
-        let mut text = ApiDoc::openapi()
-            .to_pretty_json()
-            .expect("the OpenAPI document serializes");
-        text.push('\n');
-        text
-    })
+/// The document, with what `routes` declare about who may reach each operation.
+pub fn build(routes: &[Route]) -> String {
+    let mut doc = ApiDoc::openapi();
+    utoipa::Modify::modify(&FromRouteTable(routes), &mut doc);
+    let mut text = doc
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes");
+    text.push('\n');
+    text
 }
+
+/// The built document, as the app holds it (see `http::openapi_json`).
+#[derive(Clone, Copy)]
+pub struct Document(pub &'static str);
 
 /// This document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "openapi_document", tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API",
         content_type = "application/json", body = Object)))]
-pub async fn document() -> HttpResponse {
+pub async fn document(doc: web::Data<Document>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(document_json())
+        .body(doc.0)
 }
 
 /// The operation of `method` in `item`, if the document has one.
@@ -126,9 +126,9 @@ fn error_response(description: &str) -> RefOr<Response> {
 /// Adds what the route table knows to every operation: who may call it (security, and
 /// the answers of the door in front of it), and the errors every handler of its shape
 /// can give. A handler's own annotation wins where both name a status.
-struct FromRouteTable;
+struct FromRouteTable<'a>(&'a [Route]);
 
-impl utoipa::Modify for FromRouteTable {
+impl utoipa::Modify for FromRouteTable<'_> {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         doc.components
             .get_or_insert_with(Default::default)
@@ -145,7 +145,7 @@ impl utoipa::Modify for FromRouteTable {
                         .build(),
                 ),
             );
-        for route in routes::table() {
+        for route in self.0 {
             let Some(method) = &route.method else {
                 continue;
             };
@@ -157,7 +157,7 @@ impl utoipa::Modify for FromRouteTable {
             else {
                 continue;
             };
-            describe(op, &route);
+            describe(op, route);
         }
     }
 }
@@ -241,6 +241,7 @@ fn describe(op: &mut Operation, route: &Route) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::{openapi_json as document_json, routes};
 
     fn documented() -> Vec<(String, String)> {
         let doc: serde_json::Value = serde_json::from_str(document_json()).unwrap();

@@ -7,35 +7,9 @@
 use actix_web::http::Method;
 use actix_web::{FromRequest, Handler, Responder};
 
+pub use super::route::{Declare, Route};
 use super::{cache, health, invocations, keys, live, mcp, openapi, servers, tools, upstreams};
 use crate::auth::{Access, Role};
-
-/// One route: who may reach it, its method (`None`: every method) and path pattern.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
-    pub access: Access,
-    pub method: Option<Method>,
-    pub path: &'static str,
-}
-
-impl Route {
-    fn new(access: Access, method: Option<Method>, path: &'static str) -> Self {
-        Self {
-            access,
-            method,
-            path,
-        }
-    }
-}
-
-/// Where declarations go: the app, or a list.
-pub trait Declare {
-    fn route<F, Args>(&mut self, route: Route, handler: F)
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static;
-}
 
 /// Every route, in the order the router tries them. Patterns with parameters cost a
 /// regex match each, so the hot one (a tool call) goes first; no two patterns here match

@@ -10,18 +10,13 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::tools::caller_of;
+use super::extract::{caller_of, parse_name};
 use crate::error::{ApiError, ErrorBody};
 use crate::registry::{
-    CachePolicy, ServerInput, ServerName, ServerSpec, Source, Transport, TransportKind,
-    ValidationError,
+    CachePolicy, ServerInput, ServerSpec, Source, Transport, TransportKind, ValidationError,
 };
 use crate::store::StoreError;
 use crate::store::servers::StoredServer;
-
-pub fn parse_name(text: &str) -> Result<ServerName, ApiError> {
-    ServerName::parse(text).map_err(|m| ApiError::InvalidField(ValidationError::new("name", m)))
-}
 
 #[derive(Serialize, ToSchema)]
 pub struct ServerList {
@@ -64,7 +59,7 @@ pub struct ServerView {
     headers: Option<BTreeMap<String, String>>,
     #[schema(value_type = crate::upstream::UpstreamStatus)]
     status: String,
-    #[schema(value_type = crate::upstream::breaker::CircuitState)]
+    #[schema(value_type = crate::upstream::CircuitState)]
     circuit: String,
     tool_count: u64,
     last_probe_at: Option<DateTime<Utc>>,
@@ -356,7 +351,7 @@ mod tests {
 
     use super::*;
     use crate::registry::ServerInput;
-    use crate::upstream::status::Snapshot;
+    use crate::upstream::Snapshot;
 
     fn keys(value: &Value) -> BTreeSet<String> {
         value.as_object().unwrap().keys().cloned().collect()

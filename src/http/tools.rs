@@ -1,24 +1,17 @@
 //! The tool catalogue and tool invocation over plain HTTP.
 
 use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use rmcp::model::JsonObject;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::servers::parse_name;
-use crate::auth::{Caller, Identity};
+use super::extract::{caller_of, parse_name};
 use crate::error::{ApiError, ErrorBody};
 use crate::gateway::CacheMode;
 use crate::registry::ValidationError;
-
-/// Who is asking: the auth guard put it there (everyone, when the gateway runs open).
-pub fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
-    Identity::caller(&req.extensions())
-        .ok_or_else(|| ApiError::Unauthorized("send an API key".into()))
-}
 
 #[derive(Serialize, ToSchema)]
 pub struct Catalogue {

@@ -7,12 +7,11 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::servers::parse_name;
-use super::tools::caller_of;
+use super::extract::{caller_of, parse_name};
 use crate::cluster::Announcement;
 use crate::error::{ApiError, ErrorBody};
 use crate::registry::{ServerName, ValidationError};
-use crate::upstream::supervisor::{Reload, Reset, SupervisorError};
+use crate::upstream::{Reload, Reset, SupervisorError};
 use crate::upstream::{UpstreamStatus, UpstreamSupervisor};
 
 fn supervisor_error(e: SupervisorError) -> ApiError {

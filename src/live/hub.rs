@@ -11,18 +11,16 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::filter::Filter;
+use super::outgoing::{CloseWith, Outgoing};
 use super::recent::{KEPT, RecentEvents};
-use super::session::{CloseWith, Outgoing, SessionActor};
 use crate::auth::AllowList;
-use crate::cache::CacheActor;
-use crate::cache::actor::GetStats;
+use crate::cache::Cache;
 use crate::cache::store::CacheStats;
-use crate::events::{Event, EventBus, EventType};
+use crate::events::{BusNote, Event, EventBus, EventType};
 use crate::metrics::{self, Metrics};
 use crate::store::Store;
 use crate::traffic::Traffic;
@@ -34,7 +32,8 @@ use crate::upstream::{StatusBoard, UpstreamStatus};
 pub struct Join {
     pub id: u64,
     pub queue: mpsc::Sender<Outgoing>,
-    pub session: Addr<SessionActor>,
+    /// Told to close when its key is revoked, it is too slow, or the server stops.
+    pub session: Recipient<CloseWith>,
     /// The session's key; `None` when it joined while the gateway ran open.
     pub key: Option<String>,
     /// The servers the session's key may see; their events only.
@@ -67,7 +66,7 @@ pub struct RetainKeys(pub crate::auth::keyring::KeyState);
 
 struct Member {
     queue: mpsc::Sender<Outgoing>,
-    session: Addr<SessionActor>,
+    session: Recipient<CloseWith>,
     key: Option<String>,
     filter: Filter,
     allow: Arc<AllowList>,
@@ -78,7 +77,7 @@ pub struct EventHub {
     bus: EventBus,
     board: StatusBoard,
     metrics: Arc<Metrics>,
-    cache: Addr<CacheActor>,
+    cache: Cache,
     cache_stats: Option<CacheStats>,
     metrics_interval: Duration,
     /// The keys in force: a session whose key was revoked while it joined is closed.
@@ -98,7 +97,7 @@ impl EventHub {
         bus: EventBus,
         board: StatusBoard,
         metrics: Arc<Metrics>,
-        cache: Addr<CacheActor>,
+        cache: Cache,
         metrics_interval: Duration,
         keys: tokio::sync::watch::Receiver<crate::auth::keyring::KeyState>,
     ) -> Self {
@@ -223,8 +222,8 @@ impl EventHub {
     }
 
     fn fetch_cache_stats(&self) -> impl ActorFuture<Self, Output = ()> + use<> {
-        self.cache
-            .send(GetStats)
+        let cache = self.cache.clone();
+        async move { cache.stats().await }
             .into_actor(self)
             .map(|stats, act, _| match stats {
                 Ok(stats) => act.cache_stats = Some(stats),
@@ -363,23 +362,11 @@ fn restrict_to(data: &mut Value, allow: &AllowList) {
     data["upstreams_healthy"] = json!(healthy);
 }
 
-enum BusNote {
-    Event(Arc<Event>),
-    Lagged(u64),
-}
-
 impl Actor for EventHub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let events = futures_util::stream::unfold(self.bus.subscribe(), |mut rx| async move {
-            match rx.recv().await {
-                Ok(event) => Some((BusNote::Event(event), rx)),
-                Err(RecvError::Lagged(n)) => Some((BusNote::Lagged(n), rx)),
-                Err(RecvError::Closed) => None,
-            }
-        });
-        ctx.add_stream(events);
+        ctx.add_stream(self.bus.stream());
         // Before any session joins: the history a page shows on open. A store that does
         // not answer within a second leaves it to the events from now on.
         if let Some(store) = self.store.clone() {

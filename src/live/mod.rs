@@ -4,6 +4,7 @@
 pub mod filter;
 pub mod frames;
 pub mod hub;
+pub mod outgoing;
 pub mod recent;
 pub mod session;
 

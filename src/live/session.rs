@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
-use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
@@ -17,48 +16,9 @@ use super::LiveSettings;
 use super::filter::{auth_key, parse_client_message};
 use super::frames::FrameBudget;
 use super::hub::{EventHub, Join, Leave, SetFilter};
+use super::outgoing::{CloseWith, Outgoing};
 use crate::auth::{Caller, KeyRing};
 use crate::metrics::Metrics;
-
-/// What the writer task sends on the socket.
-#[derive(Debug)]
-pub enum Outgoing {
-    Text(Arc<str>),
-    Pong(Bytes),
-}
-
-/// Close the session with this code and reason.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "()")]
-pub struct CloseWith(pub CloseReason);
-
-impl CloseWith {
-    pub fn slow_consumer() -> Self {
-        Self(CloseReason {
-            code: CloseCode::Again,
-            description: Some("slow consumer: too many messages waiting".into()),
-        })
-    }
-
-    /// The session's key was revoked, or keys became required while it ran open.
-    pub fn revoked() -> Self {
-        Self::new(
-            CloseCode::Policy,
-            "API key revoked, or keys are now required",
-        )
-    }
-
-    pub fn shutting_down() -> Self {
-        Self::new(CloseCode::Away, "server shutting down")
-    }
-
-    fn new(code: CloseCode, description: &str) -> Self {
-        Self(CloseReason {
-            code,
-            description: Some(description.into()),
-        })
-    }
-}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -163,7 +123,7 @@ impl SessionActor {
         self.hub.do_send(Join {
             id: self.id,
             queue: self.queue.clone(),
-            session: ctx.address(),
+            session: ctx.address().recipient(),
             key: caller.key,
             allow: caller.allow,
         });

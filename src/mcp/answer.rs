@@ -154,7 +154,7 @@ fn next_data(buffered: &[u8], scan: &mut usize) -> Option<Option<Bytes>> {
 /// not a notification or a request of the server's. Only its start is read: a call's
 /// result is not parsed a second time to learn it is one.
 fn is_response(data: &[u8]) -> bool {
-    !crate::upstream::oversize::is_request(data)
+    !crate::upstream::is_request(data)
 }
 
 /// Reads `body` (an SSE stream answering one request) up to its first message. For a

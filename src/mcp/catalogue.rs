@@ -11,13 +11,12 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use rmcp::model::Tool;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
-use super::names;
-use crate::events::{Event, EventBus};
+use crate::events::{BusNote, EventBus};
 use crate::registry::ServerName;
-use crate::upstream::breaker::CircuitState;
+use crate::registry::names;
+use crate::upstream::CircuitState;
 use crate::upstream::{Snapshot, StatusBoard};
 
 /// One upstream tool as `/mcp` shows it.
@@ -302,25 +301,22 @@ impl Actor for CatalogueActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let events = futures_util::stream::unfold(self.bus.subscribe(), |mut rx| async move {
-            match rx.recv().await {
-                Ok(event) => Some((Some(event), rx)),
-                // Missed events: rebuilding from the board catches up all the same.
-                Err(RecvError::Lagged(_)) => Some((None, rx)),
-                Err(RecvError::Closed) => None,
-            }
-        });
-        ctx.add_stream(events);
+        ctx.add_stream(self.bus.stream());
         // Upstreams that connected before this actor subscribed.
         self.rebuild();
     }
 }
 
-impl StreamHandler<Option<Arc<Event>>> for CatalogueActor {
-    fn handle(&mut self, event: Option<Arc<Event>>, ctx: &mut Context<Self>) {
+impl StreamHandler<BusNote> for CatalogueActor {
+    fn handle(&mut self, note: BusNote, ctx: &mut Context<Self>) {
         // Only upstream events can change the catalogue; metrics ticks and cache
-        // invalidations cannot.
-        if event.as_ref().is_none_or(|e| e.server.is_some()) && !self.pending {
+        // invalidations cannot. Missed events: rebuilding from the board catches up all
+        // the same.
+        let relevant = match &note {
+            BusNote::Event(e) => e.server.is_some(),
+            BusNote::Lagged(_) => true,
+        };
+        if relevant && !self.pending {
             self.pending = true;
             ctx.run_later(GATHER, |actor, _| {
                 actor.pending = false;

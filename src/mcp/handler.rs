@@ -7,10 +7,8 @@
 // clients this endpoint serves still use them, so the gateway relays them.
 #![allow(deprecated)]
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use futures_util::future::join_all;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
     ContentBlock, ErrorCode, GetPromptRequestParams, GetPromptResponse, Implementation,
@@ -21,142 +19,19 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::catalogue::Catalogue;
 use super::input;
-use super::names;
-use super::subscriptions::Subscriptions;
+use super::recipient::{RELAY_QUEUE, Recipient, linger};
+use super::shared::Shared;
 use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::gateway::{CacheMode, Gateway};
+use crate::call_failure::CallFailure;
+use crate::gateway::CacheMode;
 use crate::registry::ServerName;
-use crate::upstream::relay::{Relay, RelayItem};
 use crate::upstream::{CallError, Forward, Forwarded};
-
-/// What every session's handler shares.
-pub struct Shared {
-    pub gateway: Gateway,
-    pub catalogue: watch::Receiver<Arc<Catalogue>>,
-    /// Tools per `tools/list` page.
-    pub page_size: usize,
-    /// Where the last listings found each resource URI and each exposed prompt name, so
-    /// that a read or get goes to the right upstream.
-    routes: Mutex<Routes>,
-    /// Which session is subscribed to which resource.
-    pub subscriptions: Arc<Subscriptions>,
-    /// 2026-07-28 calls waiting for their clients' input.
-    pub parked: input::ParkedCalls,
-}
-
-#[derive(Default)]
-struct Routes {
-    resources: HashMap<String, ServerName>,
-    /// URI template prefixes (the text before the first `{`) by server.
-    templates: Vec<(String, ServerName)>,
-    /// Which server holds each URI template, for the first-come rule.
-    template_owners: HashMap<String, ServerName>,
-    prompts: HashMap<String, (ServerName, String)>,
-    /// What the last listings left out because another server had it first.
-    withheld: Vec<Shadowed>,
-}
-
-/// A resource URI, URI template or prompt name that two upstreams offer: the server that
-/// offered it first keeps it, the other's is left out of listings (and logged once).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct Shadowed {
-    /// `resource`, `resource_template` or `prompt`.
-    pub kind: &'static str,
-    /// The URI, the template, or the exposed prompt name.
-    pub name: String,
-    pub server: ServerName,
-    pub kept_by: ServerName,
-}
-
-/// Settles names that several servers offer, first come: `claims` are (name, server) in
-/// listing order; each name stays with the server `held` says had it, while that server
-/// still offers it or is `away` (registered, but not in this listing: down, or its
-/// listing failed), else goes to the first claimant. A name kept by a server that is
-/// away is offered by no one until it is back, as its tools are. Answers each name's
-/// owner, and the copies of the others as [`Shadowed`] of `kind`.
-fn settle<'a>(
-    kind: &'static str,
-    claims: impl IntoIterator<Item = (&'a str, &'a ServerName)>,
-    held: impl Fn(&str) -> Option<&'a ServerName>,
-    away: impl Fn(&ServerName) -> bool,
-) -> (HashMap<String, ServerName>, Vec<Shadowed>) {
-    let mut by_name: HashMap<&str, Vec<&ServerName>> = HashMap::new();
-    for (name, server) in claims {
-        by_name.entry(name).or_default().push(server);
-    }
-    let mut owners = HashMap::new();
-    let mut shadowed = vec![];
-    for (name, claimants) in by_name {
-        let kept_by = held(name)
-            .filter(|h| claimants.contains(h) || away(h))
-            .unwrap_or(claimants[0]);
-        for other in claimants.iter().filter(|c| **c != kept_by) {
-            shadowed.push(Shadowed {
-                kind,
-                name: name.to_owned(),
-                server: (*other).clone(),
-                kept_by: kept_by.clone(),
-            });
-        }
-        owners.insert(name.to_owned(), kept_by.clone());
-    }
-    (owners, shadowed)
-}
-
-/// The servers that answered a listing, for `settle`'s `away`.
-fn answered(lists: &[(ServerName, Option<String>, Forwarded)]) -> HashSet<ServerName> {
-    lists.iter().map(|(server, ..)| server.clone()).collect()
-}
-
-impl Routes {
-    /// Replaces the withheld entries of `kind`, logging only those not withheld before.
-    fn shadow(&mut self, kind: &'static str, mut now: Vec<Shadowed>) {
-        // `withheld` is kept sorted: a lookup is a binary search, not a scan.
-        for s in now
-            .iter()
-            .filter(|s| self.withheld.binary_search(s).is_err())
-        {
-            log::warn!(
-                "[{}] {} '{}' is also offered by server '{}', which had it first; left out",
-                s.server,
-                s.kind.replace('_', " "),
-                s.name,
-                s.kept_by
-            );
-        }
-        self.withheld.retain(|s| s.kind != kind);
-        self.withheld.append(&mut now);
-        self.withheld.sort();
-    }
-}
-
-impl Shared {
-    /// What the last listings left out because another upstream offered it first.
-    pub fn shadowed(&self) -> Vec<Shadowed> {
-        self.routes.lock().expect("routes lock").withheld.clone()
-    }
-
-    pub fn new(
-        gateway: Gateway,
-        catalogue: watch::Receiver<Arc<Catalogue>>,
-        page_size: usize,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            gateway,
-            catalogue,
-            page_size: page_size.max(1),
-            routes: Mutex::default(),
-            subscriptions: Arc::default(),
-            parked: input::ParkedCalls::default(),
-        })
-    }
-}
+use crate::upstream::{Relay, RelayItem};
 
 /// One session's handler. Dropped when rmcp ends the session, which stops its
 /// notification task.
@@ -176,7 +51,7 @@ impl McpHandler {
         Self {
             shared,
             log_level: Mutex::new(None),
-            client: crate::upstream::relay::new_client(),
+            client: crate::upstream::new_relay_client(),
             _guard: closed.clone().drop_guard(),
             closed,
         }
@@ -255,14 +130,13 @@ fn page_start(cursor: Option<&str>, len: usize) -> Result<usize, ErrorData> {
 
 /// A failed call as the client sees it: a tool error (`isError`) whose text carries our
 /// stable code, so an agent can read why; only an unknown tool is a protocol error.
-fn call_failed(error: &ApiError) -> CallToolResponse {
-    use actix_web::ResponseError;
+fn call_failed(error: &CallFailure) -> CallToolResponse {
     let mut result = CallToolResult::error(vec![ContentBlock::text(format!(
         "{}: {error}",
         error.code()
     ))]);
     result.structured_content = Some(serde_json::json!({
-        "error": {"code": error.code(), "status": error.status_code().as_u16(), "message": error.to_string()}
+        "error": {"code": error.code(), "status": error.status(), "message": error.to_string()}
     }));
     result.into()
 }
@@ -406,7 +280,7 @@ impl ServerHandler for McpHandler {
         // A 2026-07-28 request has no session: each call is a client of its own (two
         // people may share a key; see `upstream::relay`).
         let client = match context.meta.protocol_version() {
-            Some(_) => crate::upstream::relay::new_client(),
+            Some(_) => crate::upstream::new_relay_client(),
             None => self.client,
         };
         let relay = Relay::new(relay, client);
@@ -501,7 +375,7 @@ impl ServerHandler for McpHandler {
             };
             match driven {
                 Driven::Done(Some(input::Finished::Call(outcome))) => outcome,
-                Driven::Done(_) => Err(ApiError::Internal),
+                Driven::Done(_) => Err(CallFailure::Internal),
                 Driven::Input(result) => return Ok(result.into()),
             }
         } else {
@@ -565,9 +439,10 @@ impl ServerHandler for McpHandler {
                     .insert(CACHE_META.to_owned(), cache);
                 Ok(result.into())
             }
-            Err(ApiError::ToolNotFound { .. }) | Err(ApiError::ServerNotFound(_)) => Err(
-                ErrorData::invalid_params(format!("unknown tool '{}'", request.name), None),
-            ),
+            Err(e) if e.is_unknown_name() => Err(ErrorData::invalid_params(
+                format!("unknown tool '{}'", request.name),
+                None,
+            )),
             Err(e) => Ok(call_failed(&e)),
         }
     }
@@ -578,7 +453,7 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let caller = caller_of(&context);
-        let resources = visible(caller.as_ref(), self.refresh_resources().await);
+        let resources = visible(caller.as_ref(), self.shared.refresh_resources().await);
         Ok(ListResourcesResult {
             resources,
             ..Default::default()
@@ -591,7 +466,7 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         let caller = caller_of(&context);
-        let templates = visible(caller.as_ref(), self.refresh_templates().await);
+        let templates = visible(caller.as_ref(), self.shared.refresh_templates().await);
         Ok(ListResourceTemplatesResult {
             resource_templates: templates,
             ..Default::default()
@@ -603,11 +478,11 @@ impl ServerHandler for McpHandler {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let mut server = self.resource_route(&request.uri);
+        let mut server = self.shared.resource_route(&request.uri);
         if server.is_none() {
-            self.refresh_resources().await;
-            self.refresh_templates().await;
-            server = self.resource_route(&request.uri);
+            self.shared.refresh_resources().await;
+            self.shared.refresh_templates().await;
+            server = self.shared.resource_route(&request.uri);
         }
         let caller = caller_of(&context);
         let Some(server) = server.filter(|s| may_see(caller.as_ref(), s)) else {
@@ -649,19 +524,21 @@ impl ServerHandler for McpHandler {
         let caller = caller_of(&context);
         let server = match &mut request.r#ref {
             Reference::Prompt(prompt) => {
-                if self.prompt_route(&prompt.name).is_none() {
-                    self.refresh_prompts().await;
+                if self.shared.prompt_route(&prompt.name).is_none() {
+                    self.shared.refresh_prompts().await;
                 }
-                self.prompt_route(&prompt.name).map(|(server, name)| {
-                    prompt.name = name;
-                    server
-                })
+                self.shared
+                    .prompt_route(&prompt.name)
+                    .map(|(server, name)| {
+                        prompt.name = name;
+                        server
+                    })
             }
             Reference::Resource(template) => {
-                if self.resource_route(&template.uri).is_none() {
-                    self.refresh_templates().await;
+                if self.shared.resource_route(&template.uri).is_none() {
+                    self.shared.refresh_templates().await;
                 }
-                self.resource_route(&template.uri)
+                self.shared.resource_route(&template.uri)
             }
             _ => None,
         };
@@ -727,7 +604,7 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let caller = caller_of(&context);
-        let prompts = visible(caller.as_ref(), self.refresh_prompts().await);
+        let prompts = visible(caller.as_ref(), self.shared.refresh_prompts().await);
         Ok(ListPromptsResult {
             prompts,
             ..Default::default()
@@ -739,10 +616,10 @@ impl ServerHandler for McpHandler {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let mut found = self.prompt_route(&request.name);
+        let mut found = self.shared.prompt_route(&request.name);
         if found.is_none() {
-            self.refresh_prompts().await;
-            found = self.prompt_route(&request.name);
+            self.shared.refresh_prompts().await;
+            found = self.shared.prompt_route(&request.name);
         }
         let caller = caller_of(&context);
         let Some((server, name)) = found.filter(|(s, _)| may_see(caller.as_ref(), s)) else {
@@ -757,7 +634,7 @@ impl ServerHandler for McpHandler {
         let caller_key = caller.as_ref().and_then(|c| c.key.clone());
         let stateless = context.meta.protocol_version().is_some();
         let client = match stateless {
-            true => crate::upstream::relay::new_client(),
+            true => crate::upstream::new_relay_client(),
             false => self.client,
         };
         let relay = Relay::new(relay, client);
@@ -836,9 +713,6 @@ impl ServerHandler for McpHandler {
     }
 }
 
-/// Messages an upstream may queue for one caller before the rest are dropped.
-const RELAY_QUEUE: usize = 64;
-
 impl McpHandler {
     /// Where what an upstream sends during `context`'s request goes: its client, under its
     /// progress token, at the log level its session (or, in 2026-07-28, its request) asked.
@@ -865,24 +739,6 @@ impl McpHandler {
 /// How long a 2026-07-28 call that needs input waits for more requests of the upstream
 /// before it answers `input_required`: requests sent together are asked together.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// Passes on what the upstream sent just before the result, then hands the rest to a
-/// task of its own.
-async fn linger(mut relayed: mpsc::Receiver<RelayItem>, recipient: Recipient) {
-    // Notifications sent just before the result go out before it; any later ones
-    // (see `upstream::relay`) follow it until the upstream's side lets go.
-    while let Ok(item) = relayed.try_recv() {
-        recipient.relay(item).await;
-    }
-    // This task outlives the call by the relay's linger (seconds), so at thousands of
-    // calls a second thousands of them wait at once: the relaying future, which holds
-    // rmcp's request futures and is kilobytes, is boxed only when something comes.
-    tokio::spawn(async move {
-        while let Some(item) = relayed.recv().await {
-            Box::pin(recipient.relay(item)).await;
-        }
-    });
-}
 
 /// The input a 2026-07-28 request said its client can give.
 #[derive(Clone, Copy)]
@@ -1031,116 +887,6 @@ impl McpHandler {
 /// (`{"fresh": true}`, as `Cache-Control: no-cache` does over HTTP).
 pub const CACHE_META: &str = "io.omni-bridge/cache";
 
-fn service_error(e: rmcp::ServiceError) -> ErrorData {
-    match e {
-        rmcp::ServiceError::McpError(e) => e,
-        other => ErrorData::internal_error(other.to_string(), None),
-    }
-}
-
-/// Severity rank of a log level, for `logging/setLevel` filtering.
-fn severity(level: LoggingLevel) -> u8 {
-    match level {
-        LoggingLevel::Debug => 0,
-        LoggingLevel::Info => 1,
-        LoggingLevel::Notice => 2,
-        LoggingLevel::Warning => 3,
-        LoggingLevel::Error => 4,
-        LoggingLevel::Critical => 5,
-        LoggingLevel::Alert => 6,
-        LoggingLevel::Emergency => 7,
-    }
-}
-
-/// Where one call's relayed messages go: its client, under its progress token, at the
-/// log level its session (or, in 2026-07-28, its request) asked for.
-#[derive(Clone)]
-struct Recipient {
-    peer: rmcp::Peer<RoleServer>,
-    progress_token: Option<rmcp::model::ProgressToken>,
-    /// Whether the client takes log messages at all: a 2026-07-28 request opts in with
-    /// `_meta` logLevel; a session takes them unless it set a level that filters them.
-    logs: bool,
-    log_level: Option<LoggingLevel>,
-    /// A 2026-07-28 request: the server may not send it requests. That revision asks for
-    /// input through `input_required` results (`mcp::input`, when the request declared the
-    /// capability); anything else the upstream asks of it is refused with `not_relayed`.
-    stateless: bool,
-    /// The client reads only a JSON body (`mcp::request::JsonOnly`): a request of the
-    /// upstream's would need a stream to reach it, so it is refused at once (a 2026-07-28
-    /// client still gets its input requests, which are a result, not a stream).
-    json_only: bool,
-    /// The client capability the upstream needed and the request lacked, if any.
-    needed: Arc<Mutex<Option<&'static str>>>,
-}
-
-fn not_relayed(what: &str) -> ErrorData {
-    ErrorData::invalid_request(
-        format!("the caller uses MCP 2026-07-28, to which omni-bridge cannot relay {what} yet"),
-        None,
-    )
-}
-
-fn unreachable_by_json(what: &str) -> ErrorData {
-    ErrorData::invalid_request(
-        format!(
-            "this call is answered as one JSON body (its client accepts only application/json, \
-             or the gateway's mcp_response is \"json\"), so the upstream's {what} request \
-             cannot reach the client"
-        ),
-        None,
-    )
-}
-
-impl Recipient {
-    /// Passes one message from an upstream to the client.
-    async fn relay(&self, item: RelayItem) {
-        let peer = &self.peer;
-        match item {
-            RelayItem::Progress(mut progress) => {
-                // Only a client that asked for progress gets it, under its own token.
-                if let Some(token) = &self.progress_token {
-                    progress.progress_token = token.clone();
-                    let _ = peer.notify_progress(progress).await;
-                }
-            }
-            RelayItem::Log(message) => {
-                let wanted = self.log_level;
-                if self.logs && wanted.is_none_or(|min| severity(message.level) >= severity(min)) {
-                    let _ = peer.notify_logging_message(message).await;
-                }
-            }
-            RelayItem::Sample(_, reply) if self.stateless => {
-                self.needed
-                    .lock()
-                    .expect("needed lock")
-                    .get_or_insert("sampling");
-                let _ = reply.send(Err(not_relayed("sampling")));
-            }
-            RelayItem::Elicit(_, reply) if self.stateless => {
-                self.needed
-                    .lock()
-                    .expect("needed lock")
-                    .get_or_insert("elicitation");
-                let _ = reply.send(Err(not_relayed("elicitation")));
-            }
-            RelayItem::Sample(_, reply) if self.json_only => {
-                let _ = reply.send(Err(unreachable_by_json("sampling")));
-            }
-            RelayItem::Elicit(_, reply) if self.json_only => {
-                let _ = reply.send(Err(unreachable_by_json("elicitation")));
-            }
-            RelayItem::Sample(params, reply) => {
-                let _ = reply.send(peer.create_message(params).await.map_err(service_error));
-            }
-            RelayItem::Elicit(params, reply) => {
-                let answer = peer.create_elicitation(params).await.map_err(service_error);
-                let _ = reply.send(answer);
-            }
-        }
-    }
-}
-
 impl McpHandler {
     /// The upstream that holds `uri`, for a (un)subscription by `caller`.
     async fn subscription_route(
@@ -1148,10 +894,10 @@ impl McpHandler {
         caller: Option<Caller>,
         uri: &str,
     ) -> Result<ServerName, ErrorData> {
-        let mut server = self.resource_route(uri);
+        let mut server = self.shared.resource_route(uri);
         if server.is_none() {
-            self.refresh_resources().await;
-            server = self.resource_route(uri);
+            self.shared.refresh_resources().await;
+            server = self.shared.resource_route(uri);
         }
         server
             .filter(|s| may_see(caller.as_ref(), s))
@@ -1163,232 +909,11 @@ impl McpHandler {
                 )
             })
     }
-
-    fn resource_route(&self, uri: &str) -> Option<ServerName> {
-        let routes = self.shared.routes.lock().expect("routes lock");
-        routes.resources.get(uri).cloned().or_else(|| {
-            routes
-                .templates
-                .iter()
-                .filter(|(stem, _)| !stem.is_empty() && uri.starts_with(stem.as_str()))
-                .max_by_key(|(stem, _)| stem.len())
-                .map(|(_, server)| server.clone())
-        })
-    }
-
-    /// Lists every live upstream's resources (an upstream that fails is left out, not
-    /// the whole list) and remembers which upstream holds each URI.
-    async fn refresh_resources(&self) -> Vec<(ServerName, rmcp::model::Resource)> {
-        let lists = self
-            .ask_all(
-                |c| &c.resources,
-                || Forward::ListResources,
-                "resources/list",
-            )
-            .await;
-        let answered = answered(&lists);
-        let catalogue = self.catalogue();
-        let away = |s: &ServerName| !answered.contains(s) && catalogue.is_registered(s);
-        // Every claim, in listing order; then each URI goes to its keeper. URIs stay the
-        // upstreams' own, so a client can use what it already knows.
-        let mut claims: Vec<(ServerName, Option<String>, rmcp::model::Resource)> = vec![];
-        for (server, prefix, got) in lists {
-            if let Forwarded::Resources(list) = got {
-                claims.extend(
-                    list.into_iter()
-                        .map(|r| (server.clone(), prefix.clone(), r)),
-                );
-            }
-        }
-        let mut routes = self.shared.routes.lock().expect("routes lock");
-        let previous = std::mem::take(&mut routes.resources);
-        let (owners, shadowed) = settle(
-            "resource",
-            claims.iter().map(|(server, _, r)| (r.uri.as_str(), server)),
-            |uri| previous.get(uri),
-            away,
-        );
-        let mut resources = vec![];
-        let mut seen = std::collections::HashSet::new();
-        for (server, prefix, mut r) in claims {
-            // Once per URI: an upstream listing one URI twice shows it once.
-            if owners.get(&r.uri) != Some(&server) || !seen.insert(r.uri.clone()) {
-                continue;
-            }
-            r.name = names::label(prefix.as_deref(), &r.name);
-            resources.push((server, r));
-        }
-        routes.resources = owners;
-        routes.shadow("resource", shadowed);
-        drop(routes);
-        resources
-    }
-
-    async fn refresh_templates(&self) -> Vec<(ServerName, rmcp::model::ResourceTemplate)> {
-        let lists = self
-            .ask_all(
-                |c| &c.resources,
-                || Forward::ListResourceTemplates,
-                "resources/templates/list",
-            )
-            .await;
-        let answered = answered(&lists);
-        let catalogue = self.catalogue();
-        let away = |s: &ServerName| !answered.contains(s) && catalogue.is_registered(s);
-        let mut claims: Vec<(ServerName, Option<String>, rmcp::model::ResourceTemplate)> = vec![];
-        for (server, prefix, got) in lists {
-            if let Forwarded::ResourceTemplates(list) = got {
-                claims.extend(
-                    list.into_iter()
-                        .map(|t| (server.clone(), prefix.clone(), t)),
-                );
-            }
-        }
-        let mut routes = self.shared.routes.lock().expect("routes lock");
-        let previous = std::mem::take(&mut routes.template_owners);
-        let (owners, shadowed) = settle(
-            "resource_template",
-            claims
-                .iter()
-                .map(|(server, _, t)| (t.uri_template.as_str(), server)),
-            |template| previous.get(template),
-            away,
-        );
-        let mut templates = vec![];
-        let mut stems = vec![];
-        let mut seen = std::collections::HashSet::new();
-        for (server, prefix, mut t) in claims {
-            if owners.get(&t.uri_template) != Some(&server) || !seen.insert(t.uri_template.clone())
-            {
-                continue;
-            }
-            let stem = t.uri_template.split('{').next().unwrap_or_default();
-            stems.push((stem.to_owned(), server.clone()));
-            t.name = names::label(prefix.as_deref(), &t.name);
-            templates.push((server, t));
-        }
-        routes.templates = stems;
-        routes.template_owners = owners;
-        routes.shadow("resource_template", shadowed);
-        drop(routes);
-        templates
-    }
-
-    /// Sends one request to every live upstream in `servers` at once; answers what each
-    /// said, with its effective prefix. An upstream that fails is logged and left out, so
-    /// one broken upstream never fails a whole listing.
-    async fn ask_all(
-        &self,
-        servers: impl Fn(&Catalogue) -> &Vec<(ServerName, Option<String>)>,
-        request: impl Fn() -> Forward,
-        what: &str,
-    ) -> Vec<(ServerName, Option<String>, Forwarded)> {
-        let catalogue = self.catalogue();
-        let asked = servers(&catalogue).iter().map(|(server, prefix)| {
-            let forward = request();
-            async move {
-                let got = self.shared.gateway.forward(server, forward).await;
-                (server.clone(), prefix.clone(), got)
-            }
-        });
-        let mut answers = vec![];
-        for (server, prefix, got) in join_all(asked).await {
-            match got {
-                Ok(answer) => answers.push((server, prefix, answer)),
-                Err(e) => log::warn!("[{server}] {what} failed: {e}"),
-            }
-        }
-        answers
-    }
-
-    fn prompt_route(&self, name: &str) -> Option<(ServerName, String)> {
-        self.shared
-            .routes
-            .lock()
-            .expect("routes lock")
-            .prompts
-            .get(name)
-            .cloned()
-    }
-
-    async fn refresh_prompts(&self) -> Vec<(ServerName, rmcp::model::Prompt)> {
-        let lists = self
-            .ask_all(|c| &c.prompts, || Forward::ListPrompts, "prompts/list")
-            .await;
-        let answered = answered(&lists);
-        let catalogue = self.catalogue();
-        let away = |s: &ServerName| !answered.contains(s) && catalogue.is_registered(s);
-        let mut claims = vec![];
-        for (server, prefix, got) in lists {
-            if let Forwarded::Prompts(list) = got {
-                for p in list {
-                    claims.push((server.clone(), names::label(prefix.as_deref(), &p.name), p));
-                }
-            }
-        }
-        let mut routes = self.shared.routes.lock().expect("routes lock");
-        let previous = std::mem::take(&mut routes.prompts);
-        let (owners, shadowed) = settle(
-            "prompt",
-            claims
-                .iter()
-                .map(|(server, exposed, _)| (exposed.as_str(), server)),
-            |exposed| previous.get(exposed).map(|(server, _)| server),
-            away,
-        );
-        let mut prompts = vec![];
-        let mut found = HashMap::new();
-        // Names kept by a server that is away stay its own, to route to when it is back.
-        for (exposed, owner) in &owners {
-            if let Some(route) = previous.get(exposed).filter(|(s, _)| s == owner && away(s)) {
-                found.insert(exposed.clone(), route.clone());
-            }
-        }
-        for (server, exposed, mut p) in claims {
-            if owners.get(&exposed) != Some(&server) || found.contains_key(&exposed) {
-                continue;
-            }
-            found.insert(exposed.clone(), (server.clone(), p.name.clone()));
-            p.name = exposed;
-            prompts.push((server, p));
-        }
-        routes.prompts = found;
-        routes.shadow("prompt", shadowed);
-        drop(routes);
-        prompts
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// First come holds while the first server is down or its listing failed, and ends
-    /// only when it stops offering the name or leaves the registry.
-    #[test]
-    fn a_name_stays_with_its_first_server_while_that_one_is_away() {
-        let (a, b) = (
-            ServerName::parse("a").unwrap(),
-            ServerName::parse("b").unwrap(),
-        );
-        let both = [("file:///x", &b), ("file:///x", &a)];
-        // No one held it: the first in listing order.
-        let (owners, shadowed) = settle("resource", both, |_| None, |_| false);
-        assert_eq!(owners["file:///x"], b);
-        assert_eq!((shadowed.len(), &shadowed[0].server), (1, &a));
-        // Held by a: a keeps it, wherever it is listed.
-        let (owners, _) = settle("resource", both, |_| Some(&a), |_| false);
-        assert_eq!(owners["file:///x"], a);
-        // a is away (registered, not in this listing): still a's; b's copy is left out.
-        let only_b = [("file:///x", &b)];
-        let (owners, shadowed) = settle("resource", only_b, |_| Some(&a), |s| *s == a);
-        assert_eq!(owners["file:///x"], a);
-        assert_eq!((shadowed.len(), &shadowed[0].kept_by), (1, &a));
-        // a answered without it, or left the registry: b takes it.
-        let (owners, shadowed) = settle("resource", only_b, |_| Some(&a), |_| false);
-        assert_eq!(owners["file:///x"], b);
-        assert!(shadowed.is_empty());
-    }
 
     #[test]
     fn cursors_are_offsets_inside_the_list() {

@@ -29,13 +29,13 @@ use rmcp::model::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::error::ApiError;
+use crate::call_failure::CallFailure;
 use crate::gateway::CallOutcome;
-use crate::upstream::relay::RelayItem;
+use crate::upstream::RelayItem;
 
 /// The `_meta` key under which an upstream may name the key its request is asked under
 /// (`"user_name"`), so that a client can recognise it; otherwise the gateway names it.
-pub use crate::upstream::relay::INPUT_KEY_META as KEY_META;
+pub use crate::upstream::INPUT_KEY_META as KEY_META;
 
 /// Whether `key` may name an input request: 1 to 64 of `[A-Za-z0-9_.-]`.
 pub fn is_key(key: &str) -> bool {
@@ -56,7 +56,7 @@ pub const MAX_PARKED_PER_KEY: usize = 100;
 
 /// How a request that could wait for input ended.
 pub enum Finished {
-    Call(Result<CallOutcome, ApiError>),
+    Call(Result<CallOutcome, CallFailure>),
     Prompt(Result<crate::upstream::Forwarded, crate::upstream::CallError>),
 }
 

@@ -12,9 +12,10 @@ pub mod bridge;
 pub mod catalogue;
 pub mod handler;
 pub mod input;
-pub mod names;
+pub mod recipient;
 pub mod request;
 pub mod sessions;
+pub mod shared;
 pub mod subscriptions;
 
 use std::sync::Arc;
@@ -29,8 +30,9 @@ use tokio_util::sync::CancellationToken;
 use crate::gateway::Gateway;
 use bridge::Bridge;
 use catalogue::Catalogue;
-use handler::{McpHandler, Shared};
+use handler::McpHandler;
 use sessions::Sessions;
+use shared::Shared;
 
 /// Bounds and knobs of `/mcp`.
 #[derive(Clone, Debug)]
@@ -81,7 +83,7 @@ impl McpEndpoint {
         let sessions = Arc::new(sessions);
         let relayed = gateway.clone();
         let shared = Shared::new(gateway, catalogue, settings.page_size);
-        crate::upstream::connect::upstream_runtime().spawn(subscriptions::relay(
+        crate::upstream::upstream_runtime().spawn(subscriptions::relay(
             shared.subscriptions.clone(),
             bus,
             relayed,
@@ -108,9 +110,7 @@ impl McpEndpoint {
             sessions: sessions.clone(),
             bridge: web::Data::new(Bridge {
                 service: Arc::new(service),
-                runtime: crate::upstream::connect::upstream_runtime()
-                    .handle()
-                    .clone(),
+                runtime: crate::upstream::upstream_runtime().handle().clone(),
                 body_limit,
                 sessions,
                 response: settings.response,
@@ -136,7 +136,7 @@ impl McpEndpoint {
 
     /// Resources, templates and prompts left out of the last listings because another
     /// upstream offered the same first.
-    pub fn shadowed(&self) -> Vec<handler::Shadowed> {
+    pub fn shadowed(&self) -> Vec<shared::Shadowed> {
         self.shared.shadowed()
     }
 

@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex};
 
 use rmcp::model::ResourceUpdatedNotificationParam;
 use rmcp::{Peer, RoleServer};
-use tokio::sync::broadcast::error::RecvError;
 
-use crate::events::{EventBus, EventType};
+use crate::events::{BusNote, EventBus, EventType, HealthKind};
 use crate::gateway::Gateway;
 use crate::registry::ServerName;
 use crate::upstream::Forward;
+use futures_util::StreamExt;
 
 type Key = (ServerName, String);
 
@@ -99,23 +99,22 @@ impl Subscriptions {
 /// reload) has a new session that knows no subscription: it is asked again for every URI
 /// someone still holds.
 pub async fn relay(subscriptions: Arc<Subscriptions>, bus: EventBus, gateway: Gateway) {
-    let mut events = bus.subscribe();
-    loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
+    let mut events = bus.stream();
+    while let Some(note) = events.next().await {
+        let event = match note {
+            BusNote::Event(event) => event,
             // Updates missed under load are lost to their subscribers, as a dropped
             // notification is; the next update reaches them.
-            Err(RecvError::Lagged(missed)) => {
+            BusNote::Lagged(missed) => {
                 log::warn!("/mcp missed {missed} events; resource updates among them are lost");
                 continue;
             }
-            Err(RecvError::Closed) => return,
         };
         if event.kind != EventType::HealthEvent || !bus.is_local(&event) {
             continue;
         }
-        if let (Some(server), Some("connected")) =
-            (event.server.as_ref(), event.data["event"].as_str())
+        if let (Some(server), Some(HealthKind::Connected)) =
+            (event.server.as_ref(), event.health_kind())
         {
             for uri in subscriptions.uris_of(server) {
                 if let Err(e) = gateway

@@ -22,11 +22,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::breaker::{CircuitState, Transition};
+use super::call_error::CallError;
 use super::connect::{self, Session, SessionNote, SessionTrouble};
-use super::lane::{Judged, Lane, SharedBreaker, judge};
-use super::status::{Offers, StatusBoard, UpstreamStatus};
-use super::supervisor::{ChildExited, ChildUp};
-use crate::events::{Event, EventBus, EventType};
+use super::lane::{Judged, Lane, Reports, SharedBreaker, judge};
+use super::messages::{BreakerMoved, CallFinished, ChildExited, ChildUp, Shutdown};
+use super::status::{BoardEntry, Offers, UpstreamStatus, derive, publish_health, publish_status};
+use crate::events::{EventBus, HealthKind};
 use crate::registry::{ServerName, ServerSpec};
 
 /// After this many probes in a row fail at the transport level, the session is taken for
@@ -39,63 +40,6 @@ const LOST_AFTER_PROBES: u32 = 3;
 /// (or dismissed) in a second or two, not in three probe intervals.
 const CONFIRM_AFTER: Duration = Duration::from_millis(500);
 
-/// A call on a lane ended in a way that may change this upstream's status: it failed, it
-/// followed failures, or it moved the circuit. The breaker has already counted it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CallFinished {
-    pub error: Option<String>,
-    pub transition: Option<Transition>,
-    /// The upstream could not be reached: a probe should ask whether the session stands.
-    pub unreachable: bool,
-}
-
-/// A lane's request for the breaker's verdict moved the circuit (open to half-open).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct BreakerMoved {
-    pub transition: Transition,
-}
-
-/// Stop this actor and end its session (the supervisor's command).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shutdown {
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum CallError {
-    #[error("server '{server}' is {status}, not connected")]
-    NotConnected {
-        server: String,
-        status: &'static str,
-    },
-    #[error("the circuit of server '{server}' is open; retry in {} s", retry_after.as_secs())]
-    CircuitOpen {
-        server: String,
-        retry_after: Duration,
-    },
-    #[error("server '{server}' did not answer within {} ms", timeout.as_millis())]
-    Timeout { server: String, timeout: Duration },
-    #[error("server '{server}' answered with error {code}: {message}")]
-    Upstream {
-        server: String,
-        code: i32,
-        message: String,
-    },
-    #[error("cannot reach server '{server}': {detail}")]
-    Transport { server: String, detail: String },
-    #[error("server '{server}' was removed or restarted while the call was in flight")]
-    Gone { server: String },
-    #[error("server '{server}' answered with about {size} bytes, over the limit of {limit}")]
-    TooLarge {
-        server: String,
-        size: usize,
-        limit: usize,
-    },
-}
-
 pub struct UpstreamActor {
     spec: ServerSpec,
     /// The most one message from the upstream may hold (see `upstream::oversize`).
@@ -104,7 +48,8 @@ pub struct UpstreamActor {
     exited: Recipient<ChildExited>,
     up: Recipient<ChildUp>,
     bus: EventBus,
-    board: StatusBoard,
+    /// This server's entry of the board: changed only while it is there (see `BoardEntry`).
+    board: BoardEntry,
     breaker: SharedBreaker,
     session: Option<Arc<Session>>,
     status: UpstreamStatus,
@@ -125,7 +70,7 @@ impl UpstreamActor {
         exited: Recipient<ChildExited>,
         up: Recipient<ChildUp>,
         bus: EventBus,
-        board: StatusBoard,
+        board: BoardEntry,
         breaker: SharedBreaker,
         message_limit: usize,
     ) -> Self {
@@ -152,14 +97,14 @@ impl UpstreamActor {
         &self.spec.name
     }
 
-    fn health_event(&self, event: &str, detail: serde_json::Value) {
-        publish_health(&self.bus, self.name(), event, detail);
+    fn health_event(&self, kind: HealthKind, detail: serde_json::Value) {
+        publish_health(&self.bus, self.name(), kind, detail);
     }
 
     fn set_status(&mut self, new: UpstreamStatus, reason: &str) {
         let old = self.status;
         let circuit = self.breaker.lock().state();
-        self.board.update_if_present(self.name(), |s| {
+        self.board.update(|s| {
             s.status = new;
             s.circuit = circuit;
         });
@@ -172,15 +117,12 @@ impl UpstreamActor {
 
     /// The status that the breaker and the last probe imply, once connected.
     fn derived_status(&self) -> UpstreamStatus {
-        if self.probe_failing {
-            return UpstreamStatus::Unhealthy;
-        }
         let breaker = self.breaker.lock();
-        match breaker.state() {
-            CircuitState::Open | CircuitState::HalfOpen => UpstreamStatus::Unhealthy,
-            CircuitState::Closed if breaker.consecutive_failures() > 0 => UpstreamStatus::Degraded,
-            CircuitState::Closed => UpstreamStatus::Healthy,
-        }
+        derive(
+            self.probe_failing,
+            breaker.state(),
+            breaker.consecutive_failures(),
+        )
     }
 
     fn on_transition(&mut self, transition: Transition, ctx: &mut Context<Self>) {
@@ -189,20 +131,19 @@ impl UpstreamActor {
             let breaker = self.breaker.lock();
             (breaker.state(), breaker.consecutive_failures())
         };
-        self.board
-            .update_if_present(self.name(), |s| s.circuit = circuit);
+        self.board.update(|s| s.circuit = circuit);
         match transition {
             Transition::Opened { cooldown } => {
                 self.health_event(
-                    "circuit_opened",
+                    HealthKind::CircuitOpened,
                     json!({"cooldown_ms": cooldown.as_millis() as u64,
                            "consecutive_failures": failures}),
                 );
                 // Let a probe be the trial as soon as the cool-down ends.
                 ctx.run_later(cooldown, |act, ctx| act.probe(ctx));
             }
-            Transition::HalfOpened => self.health_event("circuit_half_open", json!({})),
-            Transition::Closed => self.health_event("circuit_closed", json!({})),
+            Transition::HalfOpened => self.health_event(HealthKind::CircuitHalfOpen, json!({})),
+            Transition::Closed => self.health_event(HealthKind::CircuitClosed, json!({})),
         }
     }
 
@@ -227,14 +168,13 @@ impl UpstreamActor {
             self.on_transition(t, ctx);
         }
         if let Some(error) = &error {
-            self.board
-                .update(self.name(), |s| s.last_error = Some(error.clone()));
+            self.board.update(|s| s.last_error = Some(error.clone()));
         }
         if self.session.is_some() {
             let reason = error.as_deref().unwrap_or("answering");
             let new = self.derived_status();
             if self.status == UpstreamStatus::Unhealthy && new != UpstreamStatus::Unhealthy {
-                self.health_event("recovered", json!({}));
+                self.health_event(HealthKind::Recovered, json!({}));
             }
             self.set_status(new, reason);
         }
@@ -267,10 +207,13 @@ impl UpstreamActor {
             &session,
             self.spec.timeout,
             self.breaker.clone(),
-            ctx.address(),
+            Reports {
+                finished: ctx.address().recipient(),
+                moved: ctx.address().recipient(),
+            },
         );
         self.session = Some(Arc::new(session));
-        self.board.update_if_present(self.name(), |s| {
+        self.board.update(|s| {
             s.lane = Some(lane);
             s.pid = pid;
             s.server_info = info;
@@ -292,7 +235,7 @@ impl UpstreamActor {
                     Ok(tools) => {
                         let count = tools.len();
                         let tools = Arc::new(tools);
-                        act.board.update_if_present(act.name(), |s| {
+                        act.board.update(|s| {
                             s.tools = tools;
                             s.last_error = None;
                         });
@@ -303,14 +246,14 @@ impl UpstreamActor {
                             // interval (up to minutes) later. Not counted by the breaker,
                             // like the connection itself.
                             let rtt = started.elapsed().as_secs_f64() * 1000.0;
-                            act.board.update_if_present(act.name(), |s| {
+                            act.board.update(|s| {
                                 s.connected_since = Some(Utc::now());
                                 s.last_probe_at = Some(Utc::now());
                                 s.last_probe_ok = Some(true);
                                 s.latency_ms = Some(rtt);
                             });
                             act.set_status(UpstreamStatus::Healthy, "connected");
-                            act.health_event("connected", json!({"tool_count": count}));
+                            act.health_event(HealthKind::Connected, json!({"tool_count": count}));
                             let _ = act.up.try_send(ChildUp {
                                 name: act.name().clone(),
                                 generation: act.generation,
@@ -327,7 +270,10 @@ impl UpstreamActor {
                                 ctx.run_interval(interval, |act, ctx| act.probe(ctx));
                             });
                         } else {
-                            act.health_event("tools_changed", json!({"tool_count": count}));
+                            act.health_event(
+                                HealthKind::ToolsChanged,
+                                json!({"tool_count": count}),
+                            );
                         }
                     }
                     Err(e) if first => act.exit(e, ctx),
@@ -388,7 +334,7 @@ impl UpstreamActor {
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.probe_in_flight = false;
             act.probe_failing = result.is_err();
-            act.board.update_if_present(act.name(), |s| {
+            act.board.update(|s| {
                 s.last_probe_at = Some(Utc::now());
                 s.last_probe_ok = Some(result.is_ok());
                 if let Ok(rtt) = &result {
@@ -401,7 +347,7 @@ impl UpstreamActor {
                     act.record(true, None, ctx);
                 }
                 Err((e, trouble)) => {
-                    act.health_event("probe_failed", json!({"error": e}));
+                    act.health_event(HealthKind::ProbeFailed, json!({"error": e}));
                     act.record(false, Some(e.clone()), ctx);
                     act.on_probe_trouble(trouble, &e, ctx);
                 }
@@ -447,30 +393,6 @@ impl UpstreamActor {
     }
 }
 
-pub fn publish_health(bus: &EventBus, server: &ServerName, event: &str, detail: serde_json::Value) {
-    bus.publish(Event::new(
-        EventType::HealthEvent,
-        Some(server.clone()),
-        json!({"server": server, "event": event, "detail": detail}),
-    ));
-}
-
-pub fn publish_status(
-    bus: &EventBus,
-    server: &ServerName,
-    old: UpstreamStatus,
-    new: UpstreamStatus,
-    circuit: CircuitState,
-    reason: &str,
-) {
-    bus.publish(Event::new(
-        EventType::McpStatusChange,
-        Some(server.clone()),
-        json!({"server": server, "old_status": old, "new_status": new,
-               "circuit": circuit, "reason": reason}),
-    ));
-}
-
 impl Actor for UpstreamActor {
     type Context = Context<Self>;
 
@@ -492,7 +414,7 @@ impl Actor for UpstreamActor {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         // Only this actor's lane: a successor may already have put its own.
         let generation = self.generation;
-        self.board.update_if_present(self.name(), |s| {
+        self.board.update(|s| {
             if s.lane
                 .as_ref()
                 .is_some_and(|l| l.generation() == generation)
@@ -520,11 +442,11 @@ impl StreamHandler<SessionNote> for UpstreamActor {
                 // Said, whether or not the list turns out to differ: the cache drops the
                 // server's entries on it.
                 let detail = json!({"notification": "tools/list_changed"});
-                publish_health(&self.bus, &self.spec.name, "list_changed", detail);
+                publish_health(&self.bus, &self.spec.name, HealthKind::ListChanged, detail);
                 self.refresh_tools(ctx, false)
             }
             SessionNote::ResourcesChanged(detail) => {
-                publish_health(&self.bus, &self.spec.name, "list_changed", detail);
+                publish_health(&self.bus, &self.spec.name, HealthKind::ListChanged, detail);
             }
             SessionNote::Ended(why) => self.exit(why, ctx),
         }

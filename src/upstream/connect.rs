@@ -530,8 +530,8 @@ pub fn redirect_policy(secrets: bool) -> reqwest::redirect::Policy {
         let first = attempt
             .previous()
             .first()
-            .map(crate::registry::spec::origin_of);
-        let next = crate::registry::spec::origin_of(attempt.url());
+            .map(crate::registry::secrets::origin_of);
+        let next = crate::registry::secrets::origin_of(attempt.url());
         match first {
             Some(from) if from != next => attempt.error(CrossOriginRedirect { from, to: next }),
             _ if attempt.previous().len() >= MAX_REDIRECTS => {

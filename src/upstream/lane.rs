@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use actix::Addr;
+use actix::Recipient;
 use rmcp::ServiceError;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ErrorCode, JsonObject,
@@ -18,9 +18,10 @@ use rmcp::model::{
 use rmcp::service::{Peer, RoleClient};
 use tokio_util::sync::CancellationToken;
 
-use super::actor::{BreakerMoved, CallError, CallFinished, UpstreamActor};
 use super::breaker::Breaker;
+use super::call_error::CallError;
 use super::connect::{self, Session};
+use super::messages::{BreakerMoved, CallFinished};
 use super::relay::{Relay, Relays};
 
 /// The breaker of one upstream, shared by its actor (probes) and its lanes (calls).
@@ -38,6 +39,12 @@ impl SharedBreaker {
     }
 }
 
+/// The actor's side of a lane: what a call's outcome is sent to.
+pub struct Reports {
+    pub finished: Recipient<CallFinished>,
+    pub moved: Recipient<BreakerMoved>,
+}
+
 #[derive(Clone)]
 pub struct Lane {
     inner: Arc<Inner>,
@@ -51,7 +58,8 @@ struct Inner {
     relays: Relays,
     timeout: Duration,
     breaker: SharedBreaker,
-    actor: Addr<UpstreamActor>,
+    /// Where the lane tells its actor what may change the upstream's status.
+    reports: Reports,
     /// Cancelled when the actor closes the session (removed, reloaded, restarting).
     closed: CancellationToken,
 }
@@ -161,7 +169,7 @@ impl Lane {
         session: &Session,
         timeout: Duration,
         breaker: SharedBreaker,
-        actor: Addr<UpstreamActor>,
+        reports: Reports,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -171,7 +179,7 @@ impl Lane {
                 relays: session.relays.clone(),
                 timeout,
                 breaker,
-                actor,
+                reports,
                 closed: session.closed(),
             }),
         }
@@ -193,7 +201,7 @@ impl Lane {
         let server = || lane.server.clone();
         let (verdict, moved) = lane.breaker.lock().try_acquire(Instant::now());
         if let Some(transition) = moved {
-            lane.actor.do_send(BreakerMoved { transition });
+            lane.reports.moved.do_send(BreakerMoved { transition });
         }
         if let Err(rejected) = verdict {
             return Err(CallError::CircuitOpen {
@@ -238,7 +246,7 @@ impl Lane {
         // A success on a clean breaker changes nothing the actor shows: no message, so
         // the common call never waits on, or queues work for, the actor's thread.
         if !healthy || had_failures || transition.is_some() {
-            lane.actor.do_send(CallFinished {
+            lane.reports.finished.do_send(CallFinished {
                 error: result.as_ref().err().map(ToString::to_string),
                 transition,
                 unreachable,

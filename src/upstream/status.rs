@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::breaker::CircuitState;
 use super::lane::Lane;
+use crate::events::{Event, EventBus, EventType, HealthKind};
 use crate::registry::{ServerName, ServerSpec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -165,5 +166,118 @@ impl StatusBoard {
 
     pub fn remove(&self, name: &ServerName) {
         self.inner.write().expect("board lock").remove(name);
+    }
+
+    /// `name`'s entry, for its actor: the supervisor creates and removes entries, an
+    /// actor only changes its own while it is there.
+    pub fn entry(&self, name: &ServerName) -> BoardEntry {
+        BoardEntry {
+            board: self.clone(),
+            name: name.clone(),
+        }
+    }
+}
+
+/// One server's entry of the board as its actor holds it. It changes the entry only while
+/// the entry is there, so an actor still stopping after its server was removed (a call's
+/// `CallFinished` queued before its `Shutdown`, say) cannot bring the entry back: the
+/// supervisor, which removed it, is the only one that creates entries.
+#[derive(Clone)]
+pub struct BoardEntry {
+    board: StatusBoard,
+    name: ServerName,
+}
+
+impl BoardEntry {
+    pub fn update(&self, change: impl FnOnce(&mut Snapshot)) {
+        self.board.update_if_present(&self.name, change);
+    }
+}
+
+/// The status a connected upstream shows, from what its probes and calls have shown: a
+/// failing probe or a circuit that is not closed is unhealthy; failures the breaker is
+/// counting, below its threshold, are degraded; otherwise healthy.
+pub fn derive(
+    probe_failing: bool,
+    circuit: CircuitState,
+    consecutive_failures: u32,
+) -> UpstreamStatus {
+    match (probe_failing, circuit) {
+        (true, _) | (_, CircuitState::Open | CircuitState::HalfOpen) => UpstreamStatus::Unhealthy,
+        (false, CircuitState::Closed) if consecutive_failures > 0 => UpstreamStatus::Degraded,
+        (false, CircuitState::Closed) => UpstreamStatus::Healthy,
+    }
+}
+
+/// Tells the event bus of something that happened to `server`.
+pub fn publish_health(bus: &EventBus, server: &ServerName, kind: HealthKind, detail: Value) {
+    bus.publish(Event::health(server, kind, detail));
+}
+
+/// Tells the event bus that `server`'s status moved from `old` to `new`.
+pub fn publish_status(
+    bus: &EventBus,
+    server: &ServerName,
+    old: UpstreamStatus,
+    new: UpstreamStatus,
+    circuit: CircuitState,
+    reason: &str,
+) {
+    bus.publish(Event::new(
+        EventType::McpStatusChange,
+        Some(server.clone()),
+        json!({"server": server, "old_status": old, "new_status": new,
+               "circuit": circuit, "reason": reason}),
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use UpstreamStatus::{Degraded, Healthy, Unhealthy};
+
+    #[test]
+    fn status_follows_the_probe_and_the_breaker() {
+        let open = CircuitState::Open;
+        let half = CircuitState::HalfOpen;
+        let closed = CircuitState::Closed;
+        // (last probe failed, circuit, failures counted) -> status
+        let table = [
+            ((false, closed, 0), Healthy),
+            ((false, closed, 1), Degraded),
+            ((false, closed, 4), Degraded),
+            ((false, half, 0), Unhealthy),
+            ((false, open, 5), Unhealthy),
+            // A failing probe outweighs calls that succeed.
+            ((true, closed, 0), Unhealthy),
+            ((true, half, 0), Unhealthy),
+            ((true, open, 5), Unhealthy),
+        ];
+        for ((probe_failing, circuit, failures), want) in table {
+            assert_eq!(
+                derive(probe_failing, circuit, failures),
+                want,
+                "{probe_failing} {circuit:?} {failures}"
+            );
+        }
+    }
+
+    /// An actor's entry changes only while the supervisor keeps it: once the server is
+    /// removed, whatever its stopping actor still reports leaves no entry behind.
+    #[test]
+    fn an_actor_cannot_bring_a_removed_entry_back() {
+        let board = StatusBoard::default();
+        let name = ServerName::parse("gone").unwrap();
+        board.update(&name, |s| s.status = UpstreamStatus::Healthy);
+        let entry = board.entry(&name);
+        entry.update(|s| s.last_error = Some("first".into()));
+        assert_eq!(
+            board.get(&name).and_then(|s| s.last_error),
+            Some("first".into())
+        );
+        board.remove(&name);
+        entry.update(|s| s.last_error = Some("after removal".into()));
+        assert!(board.get(&name).is_none());
+        assert!(board.all().is_empty());
     }
 }

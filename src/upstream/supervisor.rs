@@ -16,13 +16,14 @@ use chrono::Utc;
 use rmcp::model::Tool;
 use serde_json::json;
 
-use super::UpstreamSettings;
-use super::actor::{Shutdown, UpstreamActor, publish_health, publish_status};
+use super::actor::UpstreamActor;
 use super::breaker::{Breaker, CircuitState};
 use super::lane::SharedBreaker;
+use super::messages::{ChildExited, ChildUp, Shutdown};
 use super::restart::{Decision, RestartState};
-use super::status::{StatusBoard, UpstreamStatus};
-use crate::events::EventBus;
+use super::settings::UpstreamSettings;
+use super::status::{StatusBoard, UpstreamStatus, publish_health, publish_status};
+use crate::events::{EventBus, HealthKind};
 use crate::registry::{ServerName, ServerSpec};
 use crate::store::{Store, StoreError};
 
@@ -38,24 +39,6 @@ pub struct Reconcile;
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct ReconcileOne(pub ServerName);
-
-/// A child completed its handshake and listed its tools.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ChildUp {
-    pub name: ServerName,
-    pub generation: u64,
-}
-
-/// A child stopped, for whatever reason.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ChildExited {
-    pub name: ServerName,
-    pub generation: u64,
-    pub reason: String,
-    pub was_up: bool,
-}
 
 /// An operator's reset: forget the restart history and start the server now.
 #[derive(Message)]
@@ -161,7 +144,7 @@ impl UpstreamSupervisor {
             ctx.address().recipient(),
             ctx.address().recipient(),
             self.bus.clone(),
-            self.board.clone(),
+            self.board.entry(&slot.spec.name),
             SharedBreaker::new(Breaker::new(self.settings.breaker.clone())),
             self.settings.message_limit,
         )
@@ -217,7 +200,7 @@ impl UpstreamSupervisor {
                 let slot = self.slots.get_mut(&name).expect("present");
                 slot.spec = spec;
                 slot.restart.reset();
-                publish_health(&self.bus, &name, "reconfigured", json!({}));
+                publish_health(&self.bus, &name, HealthKind::Reconfigured, json!({}));
             }
             None => {
                 self.slots.insert(
@@ -230,7 +213,7 @@ impl UpstreamSupervisor {
                     },
                 );
                 self.board.update(&name, |_| ());
-                publish_health(&self.bus, &name, "registered", json!({}));
+                publish_health(&self.bus, &name, HealthKind::Registered, json!({}));
             }
         }
         let spec = Arc::new(self.slots[&name].spec.clone());
@@ -251,7 +234,7 @@ impl UpstreamSupervisor {
         self.stop_child(name, "removed from the registry", ctx);
         self.slots.remove(name);
         self.board.remove(name);
-        publish_health(&self.bus, name, "removed", json!({}));
+        publish_health(&self.bus, name, HealthKind::Removed, json!({}));
     }
 
     fn restart_now(&mut self, name: &ServerName, generation: u64, ctx: &mut Context<Self>) {
@@ -267,7 +250,7 @@ impl UpstreamSupervisor {
         publish_health(
             &self.bus,
             name,
-            "restarted",
+            HealthKind::Restarted,
             json!({"restart_count": count}),
         );
         self.start_child(name, ctx);
@@ -356,7 +339,7 @@ impl Handler<ChildExited> for UpstreamSupervisor {
         publish_health(
             &self.bus,
             &name,
-            "exited",
+            HealthKind::Exited,
             json!({"reason": msg.reason, "was_up": msg.was_up}),
         );
         self.board
@@ -378,7 +361,7 @@ impl Handler<ChildExited> for UpstreamSupervisor {
                 publish_health(
                     &self.bus,
                     &name,
-                    "restart_scheduled",
+                    HealthKind::RestartScheduled,
                     json!({"delay_ms": delay.as_millis() as u64, "attempt": attempt,
                            "reason": msg.reason}),
                 );
@@ -391,7 +374,7 @@ impl Handler<ChildExited> for UpstreamSupervisor {
                 publish_health(
                     &self.bus,
                     &name,
-                    "failed",
+                    HealthKind::Failed,
                     json!({"reason": msg.reason, "restart_count": restarts,
                            "max_restarts": self.settings.restart.max_restarts,
                            "window_ms": self.settings.restart.window.as_millis() as u64}),
@@ -407,7 +390,7 @@ impl UpstreamSupervisor {
     fn restart_by_operator(
         &mut self,
         name: &ServerName,
-        event: &str,
+        event: HealthKind,
         reason: &str,
         forget_history: bool,
         ctx: &mut Context<Self>,
@@ -434,7 +417,13 @@ impl Handler<Reset> for UpstreamSupervisor {
     type Result = Result<(), SupervisorError>;
 
     fn handle(&mut self, msg: Reset, ctx: &mut Context<Self>) -> Self::Result {
-        self.restart_by_operator(&msg.name, "reset", "reset by an operator", true, ctx)
+        self.restart_by_operator(
+            &msg.name,
+            HealthKind::Reset,
+            "reset by an operator",
+            true,
+            ctx,
+        )
     }
 }
 
@@ -444,7 +433,7 @@ impl Handler<Reload> for UpstreamSupervisor {
     fn handle(&mut self, msg: Reload, ctx: &mut Context<Self>) -> Self::Result {
         self.restart_by_operator(
             &msg.name,
-            "reloading",
+            HealthKind::Reloading,
             "reloaded by an operator",
             false,
             ctx,
