@@ -1,5 +1,6 @@
 //! The live stream: one EventHub fans events out to one SessionActor per WebSocket
-//! connection. The message types are in `hub` and `session`, beside their actors.
+//! connection. The hub's messages are in `hub`, a session's in `session`, and what both
+//! send toward a client in `outgoing`.
 
 pub mod filter;
 pub mod frames;

@@ -2,7 +2,7 @@
 //! upstream's tools. rmcp's transport (mounted in actix-web by [`bridge`]) speaks
 //! the protocol for both eras: the handshake revisions 2025-03-26, 2025-06-18 and
 //! 2025-11-25 with sessions, and the stateless 2026-07-28. We supply the handler
-//! ([`handler`]), the aggregate catalogue ([`catalogue`]), the naming rule ([`names`])
+//! ([`handler`]), the aggregate catalogue ([`catalogue`]), the naming rule (`registry::names`)
 //! and what rmcp does not have: sessions bound to the key that opened them and an
 //! atomic bound on how many are open ([`sessions`]). `Host`, `Origin` and the role are
 //! checked at the route, as for every route (`auth::door`).

@@ -8,7 +8,7 @@ use crate::auth::Caller;
 /// The answer is one JSON body whatever happens during the call (the client accepts
 /// `application/json` and not `text/event-stream`, or `mcp_response = "json"`), so
 /// nothing may need a stream. What the handler relays to such a caller is limited
-/// accordingly (see `handler::Recipient`).
+/// accordingly (see `recipient::Recipient`).
 #[derive(Clone, Copy, Debug)]
 pub struct JsonOnly;
 
