@@ -31,5 +31,6 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod traffic;
+pub mod trim;
 pub mod upstream;
 pub mod warm;

@@ -293,6 +293,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let origin = format!("{}-{:08x}", settings.instance, rand::random::<u32>());
     let cluster = Cluster::new(store.clone(), origin.clone(), settings.instance.clone());
     let metrics = Arc::new(Metrics::new());
+    crate::trim::spawn(&metrics);
     let traffic = crate::traffic::Traffic::default();
     let audit = AuditLog::start(
         store.clone(),

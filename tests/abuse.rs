@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::binary::{BIN, Gateway, client, database_url, runtime};
+use common::binary::{BIN, Gateway, client, database_url, rss_kib, runtime};
 use common::wire::exchange;
 use common::{TestDb, TestServer, WAIT, poll_until, stdio};
 use proptest::prelude::*;
@@ -357,17 +357,6 @@ proptest! {
             }
         }
     }
-}
-
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
 }
 
 /// A raw WebSocket upgrade on `addr`, answered 101.

@@ -179,3 +179,14 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// Resident memory of a process, in KiB, from `/proc`.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
