@@ -17,6 +17,7 @@
 mod fanout;
 mod growth;
 mod raw;
+mod sessions;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -276,6 +277,19 @@ fn row(label: &str, c: usize, m: Measured) -> String {
     )
 }
 
+/// Where this program's siblings (the gateway, the test MCP server) are, and a fresh
+/// working directory for a scenario run alone.
+fn scenario_dirs(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let bin_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let work = std::env::temp_dir().join(format!("omni-bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    (bin_dir, work)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let seconds: u64 = args
@@ -308,14 +322,22 @@ fn main() {
             .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
             .unwrap_or_else(|| vec![1, 10, 100, 1000])
     });
+    // `--sessions [N,N,...]`: only the /mcp sessions scenario (see sessions.rs).
+    let sessions: Option<Vec<usize>> = args.iter().position(|a| a == "--sessions").map(|i| {
+        args.get(i + 1)
+            .filter(|s| !s.starts_with("--"))
+            .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_else(|| vec![1_000, 10_000])
+    });
+    if let Some(sizes) = sessions {
+        let (bin_dir, work) = scenario_dirs("sessions");
+        let report = runtime.block_on(sessions::run(&bin_dir, &work, &sizes));
+        println!("{report}");
+        let _ = std::fs::remove_dir_all(&work);
+        return;
+    }
     if let Some(sizes) = growth {
-        let bin_dir = std::env::current_exe()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .to_owned();
-        let work = std::env::temp_dir().join(format!("omni-bench-growth-{}", std::process::id()));
-        std::fs::create_dir_all(&work).unwrap();
+        let (bin_dir, work) = scenario_dirs("growth");
         let report = runtime.block_on(growth::run(&bin_dir, &work, &sizes));
         println!("{report}");
         let _ = std::fs::remove_dir_all(&work);
