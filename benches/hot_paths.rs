@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use omni_bridge::cache::store::{CacheLimits, Entry, ResultCache};
-use omni_bridge::cache::{CacheKey, key::canonical_json};
+use omni_bridge::cache::{CacheKey, CacheLimits, Entry, ResultCache, canonical_json};
 use omni_bridge::registry::ServerName;
 use omni_bridge::traffic::{CacheUse, Traffic};
 use omni_bridge::upstream::{Breaker, BreakerConfig};

@@ -14,8 +14,7 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::audit::AuditLog;
-use crate::cache::actor::Store as CacheStore;
-use crate::cache::{Cache, CacheKey, Scope};
+use crate::cache::{Cache, CacheKey, Fill, Scope};
 use crate::call_failure::CallFailure;
 use crate::registry::{ServerName, ToolHints, ValidationError};
 use crate::store::invocations::NewInvocation;
@@ -302,7 +301,7 @@ impl Gateway {
                 let size = serde_json::to_string(&*hit).map_or(0, |s| s.len());
                 self.inner
                     .cache
-                    .fill(CacheStore {
+                    .fill(Fill {
                         key,
                         server: server.to_string(),
                         tool: tool_name.to_owned(),
@@ -335,7 +334,7 @@ impl Gateway {
                     let kept = self
                         .inner
                         .cache
-                        .fill(CacheStore {
+                        .fill(Fill {
                             key,
                             server: server.to_string(),
                             tool: tool_name.to_owned(),

@@ -108,6 +108,27 @@ async fn python_sdk_lists_and_calls_in_both_eras() {
     server.stop().await;
 }
 
+/// Runs a Python client; answers its JSON output and its stderr, failing on a non-zero
+/// exit with both.
+async fn run_client(mut command: Command) -> (Value, String) {
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("client starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}\n{stdout}");
+    (serde_json::from_str(&stdout).unwrap(), stderr)
+}
+
+/// What a client reports of `big`'s 5 MiB of "x" when it arrived intact.
+fn five_mib_intact() -> Value {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest("x".repeat(5242880).as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    serde_json::json!({"textLength": 5242880, "sha256": hex, "isError": false})
+}
+
 /// A result far over the 1 MiB the Python SDK allows one SSE event reaches it intact in
 /// both modes (the gateway answers it as one JSON body), and closing a session draws no
 /// complaint from the SDK (it logged "Session termination failed: 202" at every close).
@@ -124,28 +145,9 @@ async fn python_sdk_takes_a_5_mib_result_and_closes_cleanly() {
             .arg(server.url("/mcp"))
             .args(["beta__big", r#"{"bytes": 5242880}"#, "--mode", mode])
             .arg("--text-length");
-        let output = tokio::task::spawn_blocking(move || command.output())
-            .await
-            .unwrap()
-            .expect("client starts");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{mode}: {stderr}\n{stdout}");
-        let out: Value = serde_json::from_str(&stdout).unwrap();
-        // Intact: the digest of what the tool sent, 5 MiB of "x".
-        let sent = {
-            use sha2::Digest;
-            let digest = sha2::Sha256::digest("x".repeat(5242880).as_bytes());
-            digest
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        };
-        assert_eq!(
-            out["call"],
-            serde_json::json!({"textLength": 5242880, "sha256": sent, "isError": false}),
-            "{mode}"
-        );
+        let (out, stderr) = run_client(command).await;
+        // Intact: the digest of what the tool sent.
+        assert_eq!(out["call"], five_mib_intact(), "{mode}");
         assert!(!stderr.contains("termination failed"), "{mode}: {stderr}");
     }
     server.stop().await;
@@ -165,26 +167,8 @@ async fn fastmcp_takes_a_5_mib_result() {
         .arg(interop("fastmcp_client.py"))
         .arg(server.url("/mcp"))
         .args(["beta__big", r#"{"bytes": 5242880}"#]);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .expect("client starts");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}\n{stdout}");
-    let out: Value = serde_json::from_str(&stdout).unwrap();
-    let sent = {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest("x".repeat(5242880).as_bytes());
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
-    assert_eq!(
-        out["call"],
-        serde_json::json!({"textLength": 5242880, "sha256": sent, "isError": false})
-    );
+    let (out, _) = run_client(command).await;
+    assert_eq!(out["call"], five_mib_intact());
     assert_eq!(
         out["tools"].as_u64(),
         Some(catalogue_order(&server).await.len() as u64)

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use actix::prelude::*;
 use serde_json::Value;
 
-use super::actor::{CacheActor, Generation, GetStats, Invalidate, Reader, Store as CacheStore};
+use super::actor::{CacheActor, Generation, GetStats, Invalidate, Reader, Store as Fill};
 use super::key::CacheKey;
 use super::shared::SharedTier;
 use super::store::{CacheStats, Scope};
@@ -52,7 +52,7 @@ impl Cache {
     }
 
     /// Keeps a result; answers whether it was kept.
-    pub async fn fill(&self, fill: CacheStore) -> bool {
+    pub async fn fill(&self, fill: Fill) -> bool {
         self.actor.send(fill).await.unwrap_or(false)
     }
 

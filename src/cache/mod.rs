@@ -1,14 +1,15 @@
 //! The result cache for read-only tool calls: keys, the LRU with TTLs, its actor, and the
 //! optional shared tier in Redis.
 
-pub mod actor;
-pub mod handle;
-pub mod key;
-pub mod shared;
-pub mod store;
+mod actor;
+mod handle;
+mod key;
+mod shared;
+mod store;
 
-pub use actor::CacheActor;
+// The module's face: the rest of the crate (and the benchmarks) name only these.
+pub use actor::{CacheActor, Store as Fill};
 pub use handle::Cache;
-pub use key::CacheKey;
+pub use key::{CacheKey, canonical_json};
 pub use shared::SharedTier;
-pub use store::{CacheLimits, CacheStats, Scope};
+pub use store::{CacheLimits, CacheStats, Entry, ResultCache, Scope};

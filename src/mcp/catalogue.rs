@@ -43,7 +43,7 @@ pub struct Withheld {
 pub struct Catalogue {
     /// Live tools in a stable order: by server, then the upstream's own order.
     pub tools: Vec<Arc<ExposedTool>>,
-    by_name: HashMap<String, usize>,
+    by_name: HashMap<Arc<str>, usize>,
     /// Tools withheld from every upstream, live or not.
     pub withheld: Vec<Withheld>,
     /// Upstreams whose tools are offered now.
@@ -56,9 +56,60 @@ pub struct Catalogue {
     pub fingerprint: u64,
     /// Which server holds each exposed name, live or not: the next build keeps it with
     /// that server when another server comes to claim it too.
-    owners: HashMap<String, ServerName>,
+    owners: HashMap<Arc<str>, ServerName>,
+    /// Each registered server's part, for the next build to keep what did not change.
+    parts: HashMap<ServerName, Arc<Part>>,
     /// Every registered server, live or not.
     registered: HashSet<ServerName>,
+}
+
+/// One upstream's tools as the catalogue names them: made once per tool list and prefix.
+#[derive(Debug)]
+struct Part {
+    /// The list this part was made from; held, so its address cannot be reused by another.
+    tools: Arc<Vec<Tool>>,
+    prefix: Option<String>,
+    /// Each tool whose name can be exposed, under that name, in the upstream's order.
+    named: Vec<(Arc<str>, Arc<ExposedTool>)>,
+    /// The tools whose names cannot be exposed, and why.
+    unnamed: Vec<Withheld>,
+}
+
+impl Part {
+    fn new(server: &ServerName, tools: &Arc<Vec<Tool>>, prefix: Option<String>) -> Self {
+        let mut named = Vec::with_capacity(tools.len());
+        let mut unnamed = vec![];
+        for tool in tools.iter() {
+            match names::expose(prefix.as_deref(), &tool.name) {
+                Ok(exposed) => {
+                    let mut shown = tool.clone();
+                    shown.name = exposed.clone().into();
+                    let tool = ExposedTool {
+                        server: server.clone(),
+                        upstream_name: tool.name.to_string(),
+                        tool: shown,
+                    };
+                    named.push((Arc::from(exposed), Arc::new(tool)));
+                }
+                Err(reason) => unnamed.push(Withheld {
+                    server: server.clone(),
+                    tool: tool.name.to_string(),
+                    exposed: None,
+                    reason,
+                }),
+            }
+        }
+        Self {
+            tools: tools.clone(),
+            prefix,
+            named,
+            unnamed,
+        }
+    }
+
+    fn is_for(&self, tools: &Arc<Vec<Tool>>, prefix: &Option<String>) -> bool {
+        Arc::ptr_eq(&self.tools, tools) && &self.prefix == prefix
+    }
 }
 
 /// Whether an upstream's tools are offered: connected and the circuit not open.
@@ -79,38 +130,46 @@ impl Catalogue {
     /// it); the others' tools of that name are withheld. When none held it (both arrived
     /// in the same rebuild), all of them are withheld.
     pub fn build(board: &BTreeMap<ServerName, Snapshot>, previous: &Catalogue) -> Self {
-        let mut claims: HashMap<String, Vec<(&ServerName, &str)>> = HashMap::new();
+        // Each upstream's part (its names and exposed copies) is kept while its tool list
+        // and prefix are the same: after one upstream changed, only its part is made
+        // again; the rest of a rebuild moves pointers (measured in BENCHMARKS.md).
+        let parts: HashMap<ServerName, Arc<Part>> = board
+            .iter()
+            .map(|(server, snap)| {
+                let prefix = prefix_of(server, snap);
+                let part = match previous.parts.get(server) {
+                    Some(part) if part.is_for(&snap.tools, &prefix) => part.clone(),
+                    _ => Arc::new(Part::new(server, &snap.tools, prefix)),
+                };
+                (server.clone(), part)
+            })
+            .collect();
+        let mut claims: HashMap<&str, Vec<(&ServerName, &str)>> = HashMap::new();
         let mut withheld = vec![];
-        for (server, snap) in board {
-            let prefix = prefix_of(server, snap);
-            for tool in snap.tools.iter() {
-                match names::expose(prefix.as_deref(), &tool.name) {
-                    Ok(exposed) => claims
-                        .entry(exposed)
-                        .or_default()
-                        .push((server, &tool.name)),
-                    Err(reason) => withheld.push(Withheld {
-                        server: server.clone(),
-                        tool: tool.name.to_string(),
-                        exposed: None,
-                        reason,
-                    }),
-                }
+        for (server, part) in board.keys().map(|s| (s, &parts[s])) {
+            withheld.extend(part.unnamed.iter().cloned());
+            for (exposed, tool) in &part.named {
+                claims
+                    .entry(exposed)
+                    .or_default()
+                    .push((server, &tool.upstream_name));
             }
         }
         // Who keeps each claimed name: its only claimant, or the one that held it.
-        let mut owners: HashMap<String, ServerName> = HashMap::new();
-        for (exposed, claimants) in &claims {
-            let keeper = match claimants.as_slice() {
-                [(server, _)] => Some(*server),
-                several => previous
-                    .owners
-                    .get(exposed)
-                    .and_then(|held| several.iter().find(|(s, _)| *s == held))
-                    .map(|(s, _)| *s),
-            };
-            if let Some(keeper) = keeper {
-                owners.insert(exposed.clone(), keeper.clone());
+        let mut owners: HashMap<Arc<str>, ServerName> = HashMap::with_capacity(claims.len());
+        for (server, part) in board.keys().map(|s| (s, &parts[s])) {
+            for (exposed, _) in &part.named {
+                let keeper = match claims[&**exposed].as_slice() {
+                    [_] => Some(server),
+                    several => previous
+                        .owners
+                        .get(&**exposed)
+                        .and_then(|held| several.iter().find(|(s, _)| *s == held))
+                        .map(|(s, _)| *s),
+                };
+                if keeper == Some(server) {
+                    owners.insert(exposed.clone(), server.clone());
+                }
             }
         }
         let mut out = Catalogue {
@@ -119,46 +178,37 @@ impl Catalogue {
         };
         let mut hasher = DefaultHasher::new();
         for (server, snap) in board {
-            let prefix = prefix_of(server, snap);
             if !is_live(snap) {
                 continue;
             }
+            let part = &parts[server];
             out.live.push(server.clone());
             if snap.offers.resources {
-                out.resources.push((server.clone(), prefix.clone()));
+                out.resources.push((server.clone(), part.prefix.clone()));
             }
             if snap.offers.prompts {
-                out.prompts.push((server.clone(), prefix.clone()));
+                out.prompts.push((server.clone(), part.prefix.clone()));
             }
             // The same list `Arc` means the same definitions; a refresh replaces it.
             (
                 server,
-                prefix.as_deref(),
+                part.prefix.as_deref(),
                 Arc::as_ptr(&snap.tools) as usize,
                 snap.offers,
             )
                 .hash(&mut hasher);
-            for tool in snap.tools.iter() {
-                let Ok(exposed) = names::expose(prefix.as_deref(), &tool.name) else {
-                    continue;
-                };
-                if owners.get(&exposed) != Some(server) {
+            for (exposed, tool) in &part.named {
+                if owners.get(exposed) != Some(server) {
                     continue;
                 }
-                let mut shown = tool.clone();
-                shown.name = exposed.clone().into();
-                out.by_name.insert(exposed, out.tools.len());
-                out.tools.push(Arc::new(ExposedTool {
-                    server: server.clone(),
-                    upstream_name: tool.name.to_string(),
-                    tool: shown,
-                }));
+                out.by_name.insert(exposed.clone(), out.tools.len());
+                out.tools.push(tool.clone());
             }
         }
         let mut collisions: Vec<_> = claims.iter().filter(|(_, c)| c.len() > 1).collect();
         collisions.sort();
         for (exposed, claimants) in collisions {
-            let keeper = owners.get(exposed);
+            let keeper = owners.get(*exposed);
             for (server, tool) in claimants {
                 if keeper == Some(*server) {
                     continue;
@@ -181,7 +231,7 @@ impl Catalogue {
                 withheld.push(Withheld {
                     server: (*server).clone(),
                     tool: (*tool).to_owned(),
-                    exposed: Some(exposed.clone()),
+                    exposed: Some((*exposed).to_owned()),
                     reason,
                 });
             }
@@ -191,12 +241,13 @@ impl Catalogue {
         // Who holds a contested name is part of what clients see.
         let mut held: Vec<_> = owners
             .iter()
-            .filter(|(name, _)| claims[*name].len() > 1)
+            .filter(|(name, _)| claims[&***name].len() > 1)
             .collect();
         held.sort();
         held.hash(&mut hasher);
         out.fingerprint = hasher.finish();
         out.owners = owners;
+        out.parts = parts;
         out
     }
 
@@ -366,6 +417,43 @@ mod tests {
 
     fn names(c: &Catalogue) -> Vec<&str> {
         c.tools.iter().map(|t| &*t.tool.name).collect()
+    }
+
+    /// A rebuild after one upstream changed makes only that upstream's part again: the
+    /// others' exposed tools are the same allocations as before.
+    #[test]
+    fn a_rebuild_remakes_only_what_changed() {
+        use UpstreamStatus::Healthy;
+        let first = board(vec![
+            snap("a", None, Healthy, &["x", "y"]),
+            snap("b", None, Healthy, &["z"]),
+        ]);
+        let before = Catalogue::build(&first, &Catalogue::default());
+        let mut second = first.clone();
+        second.insert(
+            ServerName::parse("b").unwrap(),
+            snap("b", None, Healthy, &["z", "w"]),
+        );
+        let after = Catalogue::build(&second, &before);
+        assert_eq!(names(&after), ["a__x", "a__y", "b__z", "b__w"]);
+        let same = |name: &str| Arc::ptr_eq(before.get(name).unwrap(), after.get(name).unwrap());
+        assert!(same("a__x") && same("a__y"), "a's part was made again");
+        assert!(
+            !same("b__z"),
+            "b's part was kept although its tools changed"
+        );
+        assert_ne!(before.fingerprint, after.fingerprint);
+        // A new prefix is a new part, under the new names.
+        let mut third = second.clone();
+        third.insert(
+            ServerName::parse("a").unwrap(),
+            Snapshot {
+                spec: snap("a", Some("p"), Healthy, &[]).spec,
+                ..second[&ServerName::parse("a").unwrap()].clone()
+            },
+        );
+        let renamed = Catalogue::build(&third, &after);
+        assert_eq!(names(&renamed), ["p__x", "p__y", "b__z", "b__w"]);
     }
 
     #[test]

@@ -93,11 +93,6 @@ fn settle<'a>(
     (owners, shadowed)
 }
 
-/// The servers that answered a listing, for `settle`'s `away`.
-fn answered(lists: &[(ServerName, Option<String>, Forwarded)]) -> HashSet<ServerName> {
-    lists.iter().map(|(server, ..)| server.clone()).collect()
-}
-
 impl Routes {
     /// Replaces the withheld entries of `kind`, logging only those not withheld before.
     fn shadow(&mut self, kind: &'static str, mut now: Vec<Shadowed>) {
@@ -143,6 +138,17 @@ impl Shared {
 }
 
 impl Shared {
+    /// For `settle`: whether a server is away from a listing, registered but not among
+    /// those that answered it (down, or its listing failed).
+    fn away(
+        &self,
+        lists: &[(ServerName, Option<String>, Forwarded)],
+    ) -> impl Fn(&ServerName) -> bool + use<> {
+        let answered: HashSet<ServerName> = lists.iter().map(|(s, ..)| s.clone()).collect();
+        let catalogue = self.catalogue.borrow().clone();
+        move |s| !answered.contains(s) && catalogue.is_registered(s)
+    }
+
     pub(super) fn resource_route(&self, uri: &str) -> Option<ServerName> {
         let routes = self.routes.lock().expect("routes lock");
         routes.resources.get(uri).cloned().or_else(|| {
@@ -165,9 +171,7 @@ impl Shared {
                 "resources/list",
             )
             .await;
-        let answered = answered(&lists);
-        let catalogue = self.catalogue.borrow().clone();
-        let away = |s: &ServerName| !answered.contains(s) && catalogue.is_registered(s);
+        let away = self.away(&lists);
         // Every claim, in listing order; then each URI goes to its keeper. URIs stay the
         // upstreams' own, so a client can use what it already knows.
         let mut claims: Vec<(ServerName, Option<String>, rmcp::model::Resource)> = vec![];
@@ -185,7 +189,7 @@ impl Shared {
             "resource",
             claims.iter().map(|(server, _, r)| (r.uri.as_str(), server)),
             |uri| previous.get(uri),
-            away,
+            &away,
         );
         let mut resources = vec![];
         let mut seen = std::collections::HashSet::new();
@@ -213,9 +217,7 @@ impl Shared {
                 "resources/templates/list",
             )
             .await;
-        let answered = answered(&lists);
-        let catalogue = self.catalogue.borrow().clone();
-        let away = |s: &ServerName| !answered.contains(s) && catalogue.is_registered(s);
+        let away = self.away(&lists);
         let mut claims: Vec<(ServerName, Option<String>, rmcp::model::ResourceTemplate)> = vec![];
         for (server, prefix, got) in lists {
             if let Forwarded::ResourceTemplates(list) = got {
@@ -233,7 +235,7 @@ impl Shared {
                 .iter()
                 .map(|(server, _, t)| (t.uri_template.as_str(), server)),
             |template| previous.get(template),
-            away,
+            &away,
         );
         let mut templates = vec![];
         let mut stems = vec![];
@@ -295,9 +297,7 @@ impl Shared {
         let lists = self
             .ask_all(|c| &c.prompts, || Forward::ListPrompts, "prompts/list")
             .await;
-        let answered = answered(&lists);
-        let catalogue = self.catalogue.borrow().clone();
-        let away = |s: &ServerName| !answered.contains(s) && catalogue.is_registered(s);
+        let away = self.away(&lists);
         let mut claims = vec![];
         for (server, prefix, got) in lists {
             if let Forwarded::Prompts(list) = got {
@@ -314,7 +314,7 @@ impl Shared {
                 .iter()
                 .map(|(server, exposed, _)| (exposed.as_str(), server)),
             |exposed| previous.get(exposed).map(|(server, _)| server),
-            away,
+            &away,
         );
         let mut prompts = vec![];
         let mut found = HashMap::new();
