@@ -2,8 +2,10 @@
 //! freed in its arenas (one per thread that allocated, up to eight per core) for the next
 //! allocation; after a load of thousands of calls a second the gateway held 113-128 MiB
 //! where it idles at 26 MiB, and kept it. When the gateway has served requests and then
-//! been quiet for a whole interval, `malloc_trim(0)` hands the free pages of every arena
-//! back. Never while requests come: trimming takes each arena's lock in turn.
+//! finished none for a whole interval, `malloc_trim(0)` hands the free pages of every
+//! arena back. Not while requests keep finishing: trimming takes each arena's lock in
+//! turn. A request still running then (a long call, an open stream) may wait on one of
+//! those locks for the trim's few milliseconds.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;

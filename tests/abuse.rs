@@ -686,7 +686,8 @@ fn a_gateway_hit_by_every_class_in_turn_keeps_serving_and_auditing() {
             .as_array()
             .map(|r| r.iter().filter(|r| r["outcome"] == "ok").count())
             .unwrap_or(0);
-        // Exactly the valid calls: none lost, and no refused request counted as one.
+        // Exactly the valid calls among the successful rows: none lost, and no refused
+        // request recorded as a success.
         if ok == valid {
             Ok(())
         } else {

@@ -827,6 +827,25 @@ async fn answers_are_json_unless_something_must_come_before_the_result() {
     let answer: Value = serde_json::from_str(&text).expect("a JSON body");
     assert_eq!(answer["id"], 4, "{text}");
     assert!(answer["result"].is_object(), "{text}");
+    // `Accept` in two lines is one list: both, so progress that comes makes a stream.
+    let mut req = server.http.post(server.url("/mcp"));
+    for (k, v) in s {
+        req = req.header(k, v);
+    }
+    let resp = req
+        .header("accept", "application/json")
+        .header("accept", "text/event-stream")
+        .json(&progress)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let _ = resp.text().await;
     let echo = tool(9, "fx__echo", json!({"text": "sse"}));
     let (status, kind, text) = post_accepting(&server, "text/event-stream", &s, &echo).await;
     assert_eq!(status, StatusCode::OK, "{text}");
@@ -1045,6 +1064,17 @@ async fn sessions_are_bounded_and_idle_ones_expire() {
             .unwrap()
             .contains("2 MCP sessions")
     );
+    // The media type in another case is still JSON, and meets the same bound.
+    let resp = server
+        .http
+        .post(server.url("/mcp"))
+        .header("content-type", "Application/JSON")
+        .header("accept", "application/json, text/event-stream")
+        .body(initialize("2025-06-18").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     // Idle sessions end and are forgotten, which makes room again.
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -142,6 +142,25 @@ fn expand(path: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// What follows each `keyword` (`"use "`, `"mod "`) up to its `;`, wherever it stands:
+/// after an attribute, a brace, or any visibility (`pub(crate) use`, `pub(super) use`).
+fn statements(code: &str, keyword: &str) -> Vec<String> {
+    let mut found = vec![];
+    let mut from = 0;
+    while let Some(at) = code[from..].find(keyword) {
+        let at = from + at;
+        from = at + keyword.len();
+        let before = code[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        if let Some(end) = code[from..].find(';') {
+            found.push(code[from..from + end].trim().to_owned());
+        }
+    }
+    found
+}
+
 /// The module path of a file: `src/upstream/actor.rs` is `[upstream, actor]`.
 fn module_of(file: &Path) -> Vec<String> {
     let rel = file.strip_prefix(src()).unwrap().with_extension("");
@@ -188,24 +207,13 @@ fn graph() -> Graph {
             file.file_name().and_then(|n| n.to_str()),
             Some("mod.rs" | "lib.rs")
         );
-        let children: BTreeSet<String> = code
-            .split(';')
-            .filter_map(|s| {
-                let s = s.trim();
-                let s = s.strip_prefix("pub ").unwrap_or(s);
-                s.strip_prefix("mod ").map(|m| m.trim().to_owned())
-            })
+        let children: BTreeSet<String> = statements(&code, "mod ")
+            .into_iter()
+            .filter(|m| m.chars().all(|c| c.is_alphanumeric() || c == '_'))
             .collect();
         let mut paths = vec![];
-        for statement in code.split(';') {
-            let statement = statement.trim_start();
-            let statement = statement
-                .strip_prefix("pub ")
-                .or_else(|| statement.strip_prefix("pub(crate) "))
-                .unwrap_or(statement);
-            if let Some(used) = statement.strip_prefix("use ") {
-                paths.extend(expand(used));
-            }
+        for used in statements(&code, "use ") {
+            paths.extend(expand(&used));
         }
         // Paths written in place, `crate::a::b::f()`.
         for start in ["crate::", "super::"] {
@@ -315,6 +323,11 @@ fn the_reader_sees_what_it_must() {
          #[cfg(test)]\nmod tests { use crate::nope; }\n\
          fn f() { crate::x::y(); }",
     );
+    // A `use` after a brace or an attribute, or with any visibility, is still read.
+    let later = code_of("fn g() {}\n#[allow(unused)] pub(super) use crate::later::Thing;");
+    assert_eq!(statements(&later, "use "), ["crate::later::Thing"]);
+    // `use<>` (precise capturing) and words ending in "use" are not imports.
+    assert!(statements("fn f() -> impl Fn() + use<> {}; let reuse = 1;", "use ").is_empty());
     assert!(!code.contains("nope"), "{code}");
     let owned = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(

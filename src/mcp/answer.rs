@@ -112,6 +112,24 @@ impl Accepts {
         accepts
     }
 
+    /// Every `Accept` line of a request, as one list (HTTP allows a header in several
+    /// lines); a line that is not text accepts nothing.
+    pub fn of_lines<'a>(lines: impl Iterator<Item = Option<&'a str>>) -> Self {
+        let mut seen = false;
+        let mut all = Self {
+            json: false,
+            sse: false,
+        };
+        for line in lines {
+            seen = true;
+            let Some(line) = line else { continue };
+            let one = Self::parse(Some(line));
+            all.json |= one.json;
+            all.sse |= one.sse;
+        }
+        if seen { all } else { Self::parse(None) }
+    }
+
     /// Neither a JSON body nor a stream: nothing `/mcp` sends could be read.
     pub fn neither(self) -> bool {
         !self.json && !self.sse
@@ -175,6 +193,11 @@ where
                     (false, false) => return Framed::Stream(buffered.freeze(), body),
                 }
             }
+        }
+        if json_only {
+            // What was passed over is not kept: only the event still arriving is.
+            let _ = buffered.split_to(scan);
+            scan = 0;
         }
         match body.next().await {
             Some(Ok(chunk)) => buffered.extend_from_slice(&chunk),
@@ -284,6 +307,29 @@ mod tests {
         for (header, (json, sse)) in cases {
             assert_eq!(Accepts::parse(header), Accepts { json, sse }, "{header:?}");
         }
+    }
+
+    #[test]
+    fn accept_in_several_lines_is_one_list() {
+        let lines = |l: &[Option<&'static str>]| Accepts::of_lines(l.iter().copied());
+        let both = Accepts {
+            json: true,
+            sse: true,
+        };
+        assert_eq!(lines(&[]), both);
+        assert_eq!(
+            lines(&[Some("application/json"), Some("text/event-stream")]),
+            both
+        );
+        assert_eq!(
+            lines(&[Some("application/json")]),
+            Accepts {
+                json: true,
+                sse: false
+            }
+        );
+        // A line that is not text accepts nothing: neither, when it is the only one.
+        assert!(lines(&[None]).neither());
     }
 
     #[tokio::test]

@@ -169,11 +169,11 @@ pub async fn handle(
             _ => http::Version::HTTP_11,
         });
     let is_post = request.method() == Method::POST;
-    let accepts = answer::Accepts::parse(
+    let accepts = answer::Accepts::of_lines(
         request
             .headers()
-            .get(actix_header::ACCEPT)
-            .and_then(|v| v.to_str().ok()),
+            .get_all(actix_header::ACCEPT)
+            .map(|v| v.to_str().ok()),
     );
     if is_post && accepts.neither() {
         let message = "Not Acceptable: accept application/json, text/event-stream or both".into();
@@ -208,7 +208,10 @@ pub async fn handle(
         .headers()
         .get(actix_header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+        // As rmcp reads it: the media type, in any case (`Application/JSON` is JSON too,
+        // and must meet the same checks and the same session bound).
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
     let parsed = match is_post && json_body {
         true => match parse_post(&body) {
             Ok(value) => Some(value),

@@ -19,6 +19,10 @@ use crate::registry::ServerName;
 use crate::registry::names;
 use crate::upstream::{Forward, Forwarded};
 
+/// Which of the catalogue's lists of live upstreams a listing asks (`resources` or
+/// `prompts`): each upstream there with its prefix.
+type Offering = fn(&Catalogue) -> &Vec<(ServerName, Option<String>)>;
+
 /// What every session's handler shares.
 pub struct Shared {
     pub gateway: Gateway,
@@ -138,15 +142,23 @@ impl Shared {
 }
 
 impl Shared {
-    /// For `settle`: whether a server is away from a listing, registered but not among
-    /// those that answered it (down, or its listing failed).
+    /// For `settle`: whether a server is away from a listing: registered, and either not
+    /// live (down, its circuit open, disabled) or asked and failing to answer. A live
+    /// server that was not asked (it no longer offers the capability) is not away: what
+    /// it held goes to the next claimant.
     fn away(
         &self,
+        asked: Offering,
         lists: &[(ServerName, Option<String>, Forwarded)],
     ) -> impl Fn(&ServerName) -> bool + use<> {
         let answered: HashSet<ServerName> = lists.iter().map(|(s, ..)| s.clone()).collect();
         let catalogue = self.catalogue.borrow().clone();
-        move |s| !answered.contains(s) && catalogue.is_registered(s)
+        let asked: HashSet<ServerName> = asked(&catalogue).iter().map(|(s, _)| s.clone()).collect();
+        move |s| {
+            catalogue.is_registered(s)
+                && !answered.contains(s)
+                && (asked.contains(s) || !catalogue.live.contains(s))
+        }
     }
 
     pub(super) fn resource_route(&self, uri: &str) -> Option<ServerName> {
@@ -171,7 +183,7 @@ impl Shared {
                 "resources/list",
             )
             .await;
-        let away = self.away(&lists);
+        let away = self.away(|c| &c.resources, &lists);
         // Every claim, in listing order; then each URI goes to its keeper. URIs stay the
         // upstreams' own, so a client can use what it already knows.
         let mut claims: Vec<(ServerName, Option<String>, rmcp::model::Resource)> = vec![];
@@ -217,7 +229,7 @@ impl Shared {
                 "resources/templates/list",
             )
             .await;
-        let away = self.away(&lists);
+        let away = self.away(|c| &c.resources, &lists);
         let mut claims: Vec<(ServerName, Option<String>, rmcp::model::ResourceTemplate)> = vec![];
         for (server, prefix, got) in lists {
             if let Forwarded::ResourceTemplates(list) = got {
@@ -297,7 +309,7 @@ impl Shared {
         let lists = self
             .ask_all(|c| &c.prompts, || Forward::ListPrompts, "prompts/list")
             .await;
-        let away = self.away(&lists);
+        let away = self.away(|c| &c.prompts, &lists);
         let mut claims = vec![];
         for (server, prefix, got) in lists {
             if let Forwarded::Prompts(list) = got {
