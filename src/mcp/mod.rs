@@ -35,6 +35,9 @@ use sessions::Sessions;
 use shared::Shared;
 
 /// Bounds and knobs of `/mcp`.
+/// How long an answered request's stream stays resumable (see `McpEndpoint::new`).
+const COMPLETED_STREAMS_KEPT: Duration = Duration::from_secs(5);
+
 #[derive(Clone, Debug)]
 pub struct McpSettings {
     /// Tools per `tools/list` page.
@@ -82,6 +85,11 @@ impl McpEndpoint {
     ) -> Self {
         let mut sessions = LocalSessionManager::default();
         sessions.session_config.keep_alive = Some(settings.session_idle);
+        // rmcp keeps every answered request's stream (a queue sized for 16 messages) so
+        // that a client can resume it, for 60 s by default, and evicts them only as the
+        // session's next message comes. Under load that held a minute of requests; 5 s
+        // still covers a client that reconnects after the 3 s retry it is told.
+        sessions.session_config.completed_cache_ttl = COMPLETED_STREAMS_KEPT;
         let sessions = Arc::new(sessions);
         let relayed = gateway.clone();
         let shared = Shared::new(gateway, catalogue, settings.page_size);
