@@ -16,11 +16,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::KeyRing;
 use crate::cache::{Cache, Scope};
-use crate::events::{Event, EventBus, EventType, HealthKind};
+use crate::events::{BusNote, Event, EventBus, EventType, HealthKind};
 use crate::live::EventHub;
 use crate::live::hub::Remote;
 use crate::registry::ServerName;
@@ -237,15 +236,14 @@ impl Targets {
 /// instance's dashboard shows what each instance sees.
 pub fn spawn_forwarder(cluster: Cluster, bus: EventBus) {
     actix_rt::spawn(async move {
-        let mut rx = bus.subscribe();
-        loop {
-            let event = match rx.recv().await {
-                Ok(event) => event,
-                Err(RecvError::Lagged(n)) => {
+        let mut events = bus.stream();
+        while let Some(note) = events.next().await {
+            let event = match note {
+                BusNote::Event(event) => event,
+                BusNote::Lagged(n) => {
                     log::warn!("{n} events not forwarded to other instances (too many at once)");
                     continue;
                 }
-                Err(RecvError::Closed) => return,
             };
             let ours = event.instance.as_deref() == Some(cluster.instance.as_str());
             let forwarded = matches!(

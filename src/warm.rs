@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
-use crate::events::{EventBus, EventType};
+use futures_util::StreamExt;
+
+use crate::events::{BusNote, EventBus, EventType};
 use crate::gateway::{CacheMode, Gateway};
 use crate::registry::{ServerName, ToolHints};
 use crate::upstream::StatusBoard;
@@ -74,13 +75,12 @@ pub fn spawn(
             }
         });
     }
-    let mut events = bus.subscribe();
+    // Subscribed now, before this returns: no event after it is missed.
+    let mut events = bus.stream();
     actix_rt::spawn(async move {
-        loop {
-            let event = match events.recv().await {
-                Ok(event) => event,
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return,
+        while let Some(note) = events.next().await {
+            let BusNote::Event(event) = note else {
+                continue;
             };
             // Which servers (and, for a tool's invalidation, which tool) to warm.
             let servers: Vec<(ServerName, Option<String>)> = match event.kind {

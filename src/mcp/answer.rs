@@ -87,11 +87,8 @@ impl Accepts {
         };
         for range in header.split(',') {
             let mut fields = range.split(';');
-            let essence = fields
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase();
+            let essence = fields.next().unwrap_or_default().trim();
+            let is = |media: &str| essence.eq_ignore_ascii_case(media);
             // `q=0` says "not acceptable".
             let refused = fields.any(|f| {
                 f.trim()
@@ -102,11 +99,13 @@ impl Accepts {
             if refused {
                 continue;
             }
-            match essence.as_str() {
-                "*/*" => (accepts.json, accepts.sse) = (true, true),
-                "application/json" | "application/*" => accepts.json = true,
-                "text/event-stream" | "text/*" => accepts.sse = true,
-                _ => {}
+            // Compared in place: a client's header is not copied per request.
+            if is("*/*") {
+                (accepts.json, accepts.sse) = (true, true);
+            } else if is("application/json") || is("application/*") {
+                accepts.json = true;
+            } else if is("text/event-stream") || is("text/*") {
+                accepts.sse = true;
             }
         }
         accepts
