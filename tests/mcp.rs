@@ -592,15 +592,13 @@ async fn post_accepting(
     headers: &[(&str, &str)],
     body: &Value,
 ) -> (StatusCode, String, String) {
-    let mut req = server
-        .http
-        .post(server.url("/mcp"))
+    let resp = post_with(server, headers)
         .header("accept", accept)
-        .header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.body(body.to_string()).send().await.unwrap();
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
     let status = resp.status();
     let kind = resp
         .headers()
@@ -608,6 +606,15 @@ async fn post_accepting(
         .map(|c| c.to_str().unwrap().to_owned())
         .unwrap_or_default();
     (status, kind, resp.text().await.unwrap())
+}
+
+/// A POST to `/mcp` carrying `headers` (a session's id and version, say).
+fn post_with(server: &TestServer, headers: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    headers
+        .iter()
+        .fold(server.http.post(server.url("/mcp")), |req, (k, v)| {
+            req.header(*k, *v)
+        })
 }
 
 /// The `data` of each event of an SSE body, parsed.
@@ -721,11 +728,8 @@ async fn answers_are_json_unless_something_must_come_before_the_result() {
     ];
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     post_accepting(&server, both, &with_sampler, &initialized).await;
-    let mut req = server.http.post(server.url("/mcp")).header("accept", both);
-    for (k, v) in with_sampler {
-        req = req.header(k, v);
-    }
-    let resp = req
+    let resp = post_with(&server, &with_sampler)
+        .header("accept", both)
         .json(&tool(5, "fx__test_sampling", json!({"prompt": "q?"})))
         .send()
         .await
@@ -828,11 +832,7 @@ async fn answers_are_json_unless_something_must_come_before_the_result() {
     assert_eq!(answer["id"], 4, "{text}");
     assert!(answer["result"].is_object(), "{text}");
     // `Accept` in two lines is one list: both, so progress that comes makes a stream.
-    let mut req = server.http.post(server.url("/mcp"));
-    for (k, v) in s {
-        req = req.header(k, v);
-    }
-    let resp = req
+    let resp = post_with(&server, &s)
         .header("accept", "application/json")
         .header("accept", "text/event-stream")
         .json(&progress)
@@ -857,11 +857,7 @@ async fn answers_are_json_unless_something_must_come_before_the_result() {
         Some(json!("sse")),
         "{text}"
     );
-    let mut req = server.http.post(server.url("/mcp"));
-    for (k, v) in s {
-        req = req.header(k, v);
-    }
-    let resp = req
+    let resp = post_with(&server, &s)
         .json(&tool(10, "fx__echo", json!({"text": "any"})))
         .send()
         .await

@@ -95,7 +95,9 @@ fn two_thousand_mcp_sessions_opened_used_and_closed_give_their_memory_back() {
             .args(["--bind", "127.0.0.1:0", "--config"])
             .arg(&config)
             .arg("--data-dir")
-            .arg(dir.path().join("data")),
+            .arg(dir.path().join("data"))
+            // The trim says when it ran; the test waits for that line.
+            .args(["--log", "info,omni_bridge::trim=debug"]),
     );
     let rt = runtime();
     let base = gateway.base();
@@ -115,33 +117,22 @@ fn two_thousand_mcp_sessions_opened_used_and_closed_give_their_memory_back() {
         }
     }));
     // A first round brings every pool and thread the gateway starts lazily to its size;
-    // what it holds once that round is given back is the baseline.
+    // what it holds once that round is given back (its trim, logged) is the baseline.
     rt.block_on(open_use_close(&base, 200));
-    let settled = rt.block_on(poll_until(async || {
-        let before = rss_kib(gateway.pid);
-        // Sampled over the gateway's quiet interval: a trim due would have come.
-        tokio::time::sleep(omni_bridge::trim::QUIET).await;
-        let after = rss_kib(gateway.pid);
-        match after + 256 >= before {
-            true => Ok(after),
-            false => Err(format!("still falling: {before} -> {after} KiB")),
-        }
-    }));
+    gateway.wait_log("malloc_trim");
+    let settled = rss_kib(gateway.pid);
     assert_eq!(rt.block_on(open_use_close(&base, SESSIONS)), SESSIONS);
     let loaded = rss_kib(gateway.pid);
+    gateway.wait_log("malloc_trim");
     // Given back: within half again of the baseline (and a few MiB for the allocator's
-    // own rounding), a few seconds after the last session closed.
+    // own rounding).
     let bound = settled * 3 / 2 + 4 * 1024;
-    let back = rt.block_on(poll_until(async || {
-        let now = rss_kib(gateway.pid);
-        match now <= bound {
-            true => Ok(now),
-            false => Err(format!(
-                "resident memory {now} KiB; baseline {settled} KiB, with {SESSIONS} sessions \
-                 {loaded} KiB, bound {bound} KiB"
-            )),
-        }
-    }));
+    let back = rss_kib(gateway.pid);
+    assert!(
+        back <= bound,
+        "resident memory {back} KiB; baseline {settled} KiB, with {SESSIONS} sessions \
+         {loaded} KiB, bound {bound} KiB"
+    );
     eprintln!(
         "resident memory: baseline {settled} KiB, after {SESSIONS} sessions {loaded} KiB, \
          then {back} KiB"
