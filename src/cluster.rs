@@ -54,6 +54,62 @@ pub enum Announcement {
     Event {
         event: RemoteEvent,
     },
+    /// Something of an `/mcp` session that the instances holding it must apply.
+    Session {
+        note: SessionNote,
+    },
+    /// An announcement too long for a payload, in `cluster_notes` under this id.
+    Stored {
+        row: i64,
+    },
+}
+
+/// PostgreSQL refuses a `NOTIFY` payload of 8,000 bytes or more. A longer announcement
+/// (a client's long answer to a sampling request) is written to `cluster_notes` and
+/// announced by its row.
+const PAYLOAD_MAX: usize = 7_900;
+
+/// How long a stored announcement is kept for the listeners to read.
+const STORED_KEPT: &str = "5 minutes";
+
+#[derive(diesel::QueryableByName)]
+struct StoredRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct StoredPayload {
+    #[diesel(sql_type = Text)]
+    payload: String,
+}
+
+/// What changed of one handshake-era `/mcp` session, for every instance that holds it
+/// (see `mcp::records`). The `/mcp` endpoint takes these from the channel in [`Targets`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "snake_case")]
+pub enum SessionNote {
+    /// It ended (`DELETE`, or its key was revoked): close it here too.
+    Ended { session: String },
+    /// `logging/setLevel`.
+    Level { session: String, level: String },
+    Subscribed {
+        session: String,
+        server: String,
+        uri: String,
+    },
+    Unsubscribed {
+        session: String,
+        server: String,
+        uri: String,
+    },
+    /// The client's answer to a request the instance `to` sent it (sampling,
+    /// elicitation), which reached another instance.
+    Answer {
+        to: String,
+        session: String,
+        message: Value,
+    },
 }
 
 /// An event as it travels between instances.
@@ -155,19 +211,51 @@ impl Cluster {
         }
     }
 
+    /// This start of this instance, unique among all instances and restarts.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Whether other instances may share the store (PostgreSQL).
+    pub fn shared(&self) -> bool {
+        matches!(self.store, Store::Postgres(_))
+    }
+
     /// Tells the other instances. A failure is logged: the change itself is stored, and a
     /// peer picks it up at its next reconnect or restart.
     pub async fn announce(&self, what: Announcement) {
         let Store::Postgres(pool) = &self.store else {
             return;
         };
-        let payload = serde_json::to_string(&Envelope {
+        let mut payload = serde_json::to_string(&Envelope {
             origin: self.origin.clone(),
             what,
         })
         .expect("announcements serialize");
         let sent = async {
             let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            if payload.len() > PAYLOAD_MAX {
+                let stored: StoredRow = diesel::sql_query(
+                    "INSERT INTO cluster_notes (payload, created_at) \
+                     VALUES ($1, now() AT TIME ZONE 'UTC') RETURNING id",
+                )
+                .bind::<Text, _>(&payload)
+                .get_result(&mut *conn)
+                .await
+                .map_err(|e| e.to_string())?;
+                diesel::sql_query(format!(
+                    "DELETE FROM cluster_notes \
+                     WHERE created_at < now() AT TIME ZONE 'UTC' - interval '{STORED_KEPT}'"
+                ))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| e.to_string())?;
+                payload = serde_json::to_string(&Envelope {
+                    origin: self.origin.clone(),
+                    what: Announcement::Stored { row: stored.id },
+                })
+                .expect("announcements serialize");
+            }
             diesel::sql_query("SELECT pg_notify($1, $2)")
                 .bind::<Text, _>(CHANNEL)
                 .bind::<Text, _>(&payload)
@@ -190,6 +278,8 @@ pub struct Targets {
     pub store: Store,
     pub hub: Addr<EventHub>,
     pub peers: PeerBoard,
+    /// Where notes about `/mcp` sessions go.
+    pub sessions: tokio::sync::mpsc::UnboundedSender<SessionNote>,
 }
 
 impl Targets {
@@ -220,7 +310,33 @@ impl Targets {
                 self.peers.note(&event);
                 self.hub.do_send(Remote(Arc::new(event.into_event())));
             }
+            Announcement::Session { note } => {
+                let _ = self.sessions.send(note);
+            }
+            Announcement::Stored { row } => match self.stored(row).await {
+                // What a stored row holds is never another row.
+                Ok(Envelope {
+                    what: Announcement::Stored { .. },
+                    ..
+                }) => {}
+                Ok(envelope) => Box::pin(self.apply(envelope.what)).await,
+                Err(e) => log::warn!("stored announcement {row} not read: {e}"),
+            },
         }
+    }
+
+    async fn stored(&self, row: i64) -> Result<Envelope, String> {
+        let Store::Postgres(pool) = &self.store else {
+            return Err("no PostgreSQL".into());
+        };
+        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        let stored: StoredPayload =
+            diesel::sql_query("SELECT payload FROM cluster_notes WHERE id = $1")
+                .bind::<diesel::sql_types::BigInt, _>(row)
+                .get_result(&mut *conn)
+                .await
+                .map_err(|e| e.to_string())?;
+        serde_json::from_str(&stored.payload).map_err(|e| e.to_string())
     }
 
     async fn reconcile(&self) {

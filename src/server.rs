@@ -331,6 +331,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     .start();
 
     let catalogue = CatalogueActor::spawn(board.clone(), bus.clone());
+    let (session_notes, session_notes_in) = tokio::sync::mpsc::unbounded_channel();
     let mcp = McpEndpoint::new(
         gateway.clone(),
         catalogue,
@@ -338,6 +339,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.body_limit,
         keys.subscribe(),
         bus.clone(),
+        crate::mcp::McpCluster {
+            cluster: cluster.clone(),
+            store: store.clone(),
+            notes: session_notes_in,
+        },
     );
     spawn_session_reaper(keys.subscribe(), hub.clone(), mcp.clone());
 
@@ -350,6 +356,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             store: store.clone(),
             hub: hub.clone(),
             peers: peers.clone(),
+            sessions: session_notes,
         };
         crate::cluster::spawn_listener(url.clone(), origin, targets);
         crate::cluster::spawn_forwarder(cluster.clone(), bus.clone());

@@ -432,3 +432,337 @@ async fn a_key_revoked_on_one_instance_closes_its_stream_on_another() {
     a.stop().await;
     b.stop().await;
 }
+
+/// One `/mcp` client's view of two instances behind a round-robin balancer: each of its
+/// requests goes to the instance it names, with its key, session and version.
+struct Balanced<'a> {
+    instances: [&'a TestServer; 2],
+    key: String,
+    session: Option<String>,
+}
+
+const VERSION: &str = "2025-06-18";
+
+impl Balanced<'_> {
+    fn request(&self, to: usize, method: reqwest::Method) -> reqwest::RequestBuilder {
+        let server = self.instances[to];
+        let mut req = server
+            .http
+            .request(method, server.url("/mcp"))
+            .bearer_auth(&self.key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", VERSION);
+        if let Some(id) = &self.session {
+            req = req.header("mcp-session-id", id);
+        }
+        req
+    }
+
+    /// POSTs one message to instance `to`; answers the status and the response, read as
+    /// it comes (`Events`).
+    async fn post(&self, to: usize, body: Value) -> (StatusCode, Events) {
+        let resp = self
+            .request(to, reqwest::Method::POST)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), Events::of(resp))
+    }
+
+    /// POSTs a request to `to` and waits for its answer.
+    async fn ask(&self, to: usize, id: u32, method: &str, params: Value) -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let (status, mut answer) = self.post(to, body).await;
+        assert_eq!(status, StatusCode::OK, "{method} on instance {to}");
+        answer.until(|m| m["id"] == id).await
+    }
+}
+
+/// The JSON-RPC messages of one response, JSON body or event stream, as they arrive.
+struct Events {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Events {
+    fn of(resp: reqwest::Response) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let sse = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|c| c.to_str().unwrap().starts_with("text/event-stream"));
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut body = resp.bytes_stream();
+            let mut text = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                if !sse {
+                    continue;
+                }
+                while let Some(end) = text.find("\n\n") {
+                    let event: String = text.drain(..end + 2).collect();
+                    for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
+                        if let Ok(message) = serde_json::from_str(data.trim()) {
+                            let _ = tx.send(message);
+                        }
+                    }
+                }
+            }
+            if !sse && let Ok(message) = serde_json::from_str(&text) {
+                let _ = tx.send(message);
+            }
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first message `wanted` takes; what came before it is kept in `seen`.
+    async fn until(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                let message = self.rx.recv().await?;
+                if wanted(&message) {
+                    return Some(message);
+                }
+                self.seen.push(message);
+            }
+        })
+        .await;
+        match found {
+            Ok(Some(message)) => message,
+            Ok(None) => panic!("the stream ended first; it carried {:?}", self.seen),
+            Err(_) => panic!("not in time; the stream carried {:?}", self.seen),
+        }
+    }
+
+    /// Waits for the stream to end, keeping what it still carried.
+    async fn end(&mut self) {
+        tokio::time::timeout(WAIT, async {
+            while let Some(message) = self.rx.recv().await {
+                self.seen.push(message);
+            }
+        })
+        .await
+        .expect("the stream ends");
+    }
+}
+
+/// Our test MCP server with its conformance fixtures (sampling, logging, resources).
+fn fixtures(name: &str) -> Value {
+    let mut body = common::stdio(name);
+    body["args"] = json!(["--name", name, "--conformance"]);
+    body
+}
+
+/// A session opened on one instance is used, streamed and ended through both, every
+/// request of it going to the other instance than the one before, as a round-robin
+/// balancer sends them: no affinity anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_is_served_by_two_instances_in_turn() {
+    let db = TestDb::new();
+    let Some(url) = postgres(&db) else { return };
+    let named = |name: &str| {
+        let mut settings = db.stdio_settings();
+        settings.instance = name.into();
+        settings
+    };
+    let mut a = TestServer::start(named("inst-a")).await;
+    let mut b = TestServer::start(named("inst-b")).await;
+    wait_for_listeners(&url, 2, &[]).await;
+    let (admin, op) = a
+        .admin_and_key(json!({"name": "op", "role": "operator"}))
+        .await;
+    let other = a
+        .create_key(Some(&admin), json!({"name": "other", "role": "operator"}))
+        .await;
+    let register = |server: &TestServer, body: Value| {
+        server
+            .http
+            .post(server.url("/api/v1/servers"))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        register(&a, fixtures("fx")).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    a.events.status("fx", "healthy", WAIT).await;
+    b.events.status("fx", "healthy", WAIT).await;
+
+    let mut client = Balanced {
+        instances: [&a, &b],
+        key: op.clone(),
+        session: None,
+    };
+    const A: usize = 0;
+    const B: usize = 1;
+    // Both catalogues have the upstream's tools (asked without a session, in 2026-07-28).
+    for to in [A, B] {
+        poll_until(async || {
+            let list = json!({"jsonrpc": "2.0", "id": 0, "method": "tools/list", "params": {
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "balanced", "version": "0"},
+            }}});
+            let resp = client.instances[to]
+                .http
+                .post(client.instances[to].url("/mcp"))
+                .bearer_auth(&op)
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/list")
+                .json(&list)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let text = resp.text().await.map_err(|e| e.to_string())?;
+            match text.contains("fx__test_sampling") {
+                true => Ok(()),
+                false => Err(format!("instance {to} lists {text}")),
+            }
+        })
+        .await;
+    }
+    // 1 (A): the session opens on A.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": VERSION,
+        "capabilities": {"sampling": {}},
+        "clientInfo": {"name": "balanced", "version": "0"},
+    }});
+    let resp = client
+        .request(A, reqwest::Method::POST)
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    client.session = Some(resp.headers()["mcp-session-id"].to_str().unwrap().into());
+    // 2 (B): B has never seen it, and serves it from its record.
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let (status, _) = client.post(B, initialized).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // Another key cannot use it on either instance.
+    for to in [A, B] {
+        let stranger = Balanced {
+            instances: [&a, &b],
+            key: other.clone(),
+            session: client.session.clone(),
+        };
+        let (status, _) = stranger
+            .post(to, json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "instance {to}");
+    }
+    // 3 (A): the tools, as on any instance.
+    let listed = client.ask(A, 2, "tools/list", json!({})).await;
+    let tools = listed["result"]["tools"].as_array().unwrap();
+    assert!(
+        tools.iter().any(|t| t["name"] == "fx__test_sampling"),
+        "{listed}"
+    );
+    // 4 (B): the session's GET stream is held on B.
+    let resp = client
+        .request(B, reqwest::Method::GET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = Events::of(resp);
+    // 5 (A): a subscription taken on A.
+    let watched = "test://watched-resource";
+    let subscribed = client
+        .ask(A, 3, "resources/subscribe", json!({"uri": watched}))
+        .await;
+    assert!(subscribed.get("result").is_some(), "{subscribed}");
+    // 6 (B): a call's log messages reach the session's stream on B.
+    let logging = json!({"name": "fx__test_tool_with_logging", "arguments": {}});
+    let called = client.ask(B, 4, "tools/call", logging.clone()).await;
+    assert!(called.get("result").is_some(), "{called}");
+    stream
+        .until(|m| m["params"]["data"] == "Tool execution completed")
+        .await;
+    // 7 (A): the session wants errors only, from now on, wherever it is served.
+    let level = client
+        .ask(A, 5, "logging/setLevel", json!({"level": "error"}))
+        .await;
+    assert!(level.get("result").is_some(), "{level}");
+    // 8 (B): a call whose upstream asks the client's LLM, on B's stream...
+    let sampling = json!({"name": "fx__test_sampling", "arguments": {"prompt": "q?"}});
+    let body = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": sampling});
+    let (status, mut call) = client.post(B, body).await;
+    assert_eq!(status, StatusCode::OK);
+    let ask = call
+        .until(|m| m["method"] == "sampling/createMessage")
+        .await;
+    // 9 (A): ...answered through A, which passes the answer to B. It is longer than a
+    // PostgreSQL notification may be (8,000 bytes), as an LLM's answers often are.
+    let long = "Paris is the capital of France. ".repeat(500);
+    let reply = json!({"jsonrpc": "2.0", "id": ask["id"], "result": {
+        "role": "assistant", "model": "balanced", "stopReason": "endTurn",
+        "content": {"type": "text", "text": long}}});
+    let (status, _) = client.post(A, reply).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let result = call.until(|m| m["id"] == 6).await;
+    assert_eq!(
+        result["result"]["content"][0]["text"].as_str(),
+        Some(format!("LLM response: {long}").as_str())
+    );
+    // 10 (B): the level set on A holds on B: this call's info messages are not sent.
+    let called = client.ask(B, 7, "tools/call", logging).await;
+    assert!(called.get("result").is_some(), "{called}");
+    // 11 (A): a ping, so that the next request is B's again.
+    let pong = client.ask(A, 8, "ping", json!({})).await;
+    assert!(pong.get("result").is_some(), "{pong}");
+    // 12 (B): the subscription taken on A holds on B: B's upstream announces an update,
+    // and the stream on B carries it, with no info message of call 10 before it.
+    let announce =
+        json!({"name": "fx__announce", "arguments": {"kind": "updated", "uri": watched}});
+    let called = client.ask(B, 9, "tools/call", announce).await;
+    assert!(called.get("result").is_some(), "{called}");
+    stream.seen.clear();
+    let updated = stream
+        .until(|m| m["method"] == "notifications/resources/updated")
+        .await;
+    assert_eq!(updated["params"]["uri"], watched);
+    assert!(
+        !stream
+            .seen
+            .iter()
+            .any(|m| m["method"] == "notifications/message"),
+        "a message below the session's level: {:?}",
+        stream.seen
+    );
+    // A server registered through A changes both catalogues: the stream on B says so.
+    assert_eq!(
+        register(&a, common::stdio("late")).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    stream
+        .until(|m| m["method"] == "notifications/tools/list_changed")
+        .await;
+    // 13 (A): the session ends on A; its stream on B ends with it...
+    let resp = client
+        .request(A, reqwest::Method::DELETE)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    stream.end().await;
+    // 14, 15: ...and neither instance knows it any more.
+    for to in [B, A] {
+        let (status, _) = client
+            .post(to, json!({"jsonrpc": "2.0", "id": 10, "method": "ping"}))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "instance {to}");
+    }
+    drop(client);
+    a.stop().await;
+    b.stop().await;
+}

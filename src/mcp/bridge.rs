@@ -29,14 +29,14 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use http_body_util::{BodyDataStream, Full};
 use rmcp::transport::StreamableHttpService;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::Value;
 
 use super::answer::{self, Framed, ResponseMode};
 use super::handler::McpHandler;
 use super::sessions::Sessions;
+use super::tagged::TaggedSessions;
 
-pub type RmcpService = StreamableHttpService<McpHandler, LocalSessionManager>;
+pub type RmcpService = StreamableHttpService<McpHandler, TaggedSessions>;
 
 /// What each `/mcp` request needs; shared by every actix worker.
 pub struct Bridge {
@@ -137,7 +137,7 @@ pub async fn handle(
         .get("mcp-session-id")
         .map(|id| id.to_str().unwrap_or_default().to_owned());
     if let Some(id) = &session
-        && !bridge.sessions.belongs(id, key.as_deref())
+        && !bridge.sessions.belongs(id, key.as_deref()).await
     {
         // Not this key's, or not one we opened: as if it did not exist.
         let message = "Session not found: it ended, or it is not this key's".to_owned();
@@ -219,6 +219,21 @@ pub async fn handle(
         },
         false => None,
     };
+    if let (Some(records), Some(id)) = (&bridge.sessions.records, &session) {
+        // In a cluster: what belongs to another instance's copy of the session goes there.
+        if request.method() == Method::DELETE && !bridge.sessions.holds(id).await {
+            bridge.sessions.forget(id);
+            records.end(id).await;
+            return Ok(HttpResponse::NoContent().finish());
+        }
+        if let Some(message) = &parsed
+            && let Some(to) = super::tagged::addressee(message)
+            && to != records.origin()
+        {
+            records.answer(to, id, message.clone()).await;
+            return Ok(HttpResponse::Accepted().finish());
+        }
+    }
     let collapse = parsed
         .as_ref()
         .is_some_and(|message| bridge.response.may_collapse(message, accepts));

@@ -7,7 +7,7 @@
 // clients this endpoint serves still use them, so the gateway relays them.
 #![allow(deprecated)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
@@ -17,15 +17,18 @@ use rmcp::model::{
     ReadResourceResponse, Reference, ResultType, ServerCapabilities, ServerConfig,
     SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
 };
-use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
+use rmcp::model::{InitializeRequestParams, InitializeResult};
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::catalogue::Catalogue;
+use super::copies::{self, Copy};
 use super::input;
 use super::recipient::{RELAY_QUEUE, Recipient, linger};
 use super::shared::Shared;
+use super::tagged::SessionOf;
 use crate::auth::Caller;
 use crate::call_failure::CallFailure;
 use crate::gateway::CacheMode;
@@ -38,9 +41,13 @@ use crate::upstream::{Relay, RelayItem};
 pub struct McpHandler {
     shared: Arc<Shared>,
     /// The least severe log level this session wants relayed (`logging/setLevel`).
-    log_level: Mutex<Option<LoggingLevel>>,
+    log_level: Arc<Mutex<Option<LoggingLevel>>>,
     /// This session's number among the clients of the upstreams (see `upstream::relay`).
     client: u64,
+    /// The session's id, once known (at `notifications/initialized`, or at a restore).
+    id: OnceLock<Arc<str>>,
+    /// `(server, uri)` this session subscribed to, for its record.
+    subscribed: Arc<Mutex<std::collections::BTreeSet<(String, String)>>>,
     closed: CancellationToken,
     _guard: DropGuard,
 }
@@ -50,8 +57,10 @@ impl McpHandler {
         let closed = CancellationToken::new();
         Self {
             shared,
-            log_level: Mutex::new(None),
+            log_level: Arc::default(),
             client: crate::upstream::new_relay_client(),
+            id: OnceLock::new(),
+            subscribed: Arc::default(),
             _guard: closed.clone().drop_guard(),
             closed,
         }
@@ -60,12 +69,69 @@ impl McpHandler {
     fn catalogue(&self) -> Arc<Catalogue> {
         self.shared.catalogue.borrow().clone()
     }
+
+    /// Tells the session of each catalogue change until it ends.
+    fn tell_of_changes(&self, peer: rmcp::Peer<RoleServer>) {
+        let mut changes = self.shared.catalogue.clone();
+        changes.mark_unchanged();
+        let closed = self.closed.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = closed.cancelled() => return,
+                    changed = changes.changed() => {
+                        if changed.is_err() || peer.notify_tool_list_changed().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The session's id is now known: in a cluster, other instances' notes reach this
+    /// copy of it from now on, and a restored copy takes up the session's record.
+    async fn adopt(&self, id: Arc<str>, peer: &rmcp::Peer<RoleServer>) {
+        if self.id.set(id.clone()).is_err() || self.shared.records.is_none() {
+            return;
+        }
+        let copy = Copy {
+            client: self.client,
+            peer: peer.clone(),
+            level: self.log_level.clone(),
+            subscribed: self.subscribed.clone(),
+        };
+        self.shared.copies.insert(id.clone(), copy);
+        let restored = self
+            .shared
+            .records
+            .as_ref()
+            .and_then(|r| r.take_restored(&id));
+        let Some(restored) = restored else { return };
+        *self.log_level.lock().expect("level lock") =
+            restored.log_level.as_deref().and_then(copies::parse_level);
+        for (server, uri) in restored.subscriptions {
+            let Ok(name) = ServerName::parse(&server) else {
+                continue;
+            };
+            self.subscribed
+                .lock()
+                .expect("subscribed")
+                .insert((server, uri.clone()));
+            if let Err(e) = self.shared.subscribe(&name, &uri, self.client, peer).await {
+                log::warn!("MCP session {id}'s subscription to {uri} not taken up here: {e}");
+            }
+        }
+    }
 }
 
 impl Drop for McpHandler {
     /// The session ended: its subscriptions go, and an upstream left with no subscriber
     /// for a URI is told so (best effort: an upstream that is gone has forgotten it too).
     fn drop(&mut self) {
+        if let Some(id) = self.id.get() {
+            self.shared.copies.remove(id);
+        }
         let emptied = self.shared.subscriptions.forget(self.client);
         if emptied.is_empty() {
             return;
@@ -174,24 +240,22 @@ impl ServerHandler for McpHandler {
         std::borrow::Cow::Borrowed(VERSIONS)
     }
 
-    /// A handshake-era session learns of catalogue changes on its GET stream.
-    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        let mut changes = self.shared.catalogue.clone();
-        changes.mark_unchanged();
-        let closed = self.closed.clone();
-        let peer = context.peer;
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = closed.cancelled() => return,
-                    changed = changes.changed() => {
-                        if changed.is_err() || peer.notify_tool_list_changed().await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+    /// A handshake-era session learns of catalogue changes on its GET stream. In a
+    /// cluster the session's `notifications/initialized` may go to another instance than
+    /// this copy's `initialize` (a fresh one, or the replay of a restore), so it all
+    /// starts here; a restored copy takes up the session's record before its first
+    /// request.
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        context.peer.set_peer_info(request.clone());
+        if let Some(SessionOf(id)) = context.extensions.get::<SessionOf>() {
+            self.adopt(id.clone(), &context.peer).await;
+        }
+        self.tell_of_changes(context.peer.clone());
+        self.negotiate_initialize(&request)
     }
 
     fn accepted_subscription_filter(
@@ -513,6 +577,9 @@ impl ServerHandler for McpHandler {
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         *self.log_level.lock().expect("level lock") = Some(request.level);
+        if let (Some(records), Some(id)) = (&self.shared.records, self.id.get()) {
+            records.level(id, copies::level_text(request.level)).await;
+        }
         Ok(())
     }
 
@@ -566,14 +633,22 @@ impl ServerHandler for McpHandler {
         let uri = request.uri;
         let caller = caller_of(&context);
         let server = self.subscription_route(caller, &uri).await?;
-        let subscriptions = &self.shared.subscriptions;
-        // Only the first subscriber asks the upstream; the rest share its subscription.
-        if subscriptions.add(&server, &uri, self.client, context.peer.clone()) {
-            let forward = Forward::Subscribe { uri: uri.clone() };
-            if let Err(e) = self.shared.gateway.forward(&server, forward).await {
-                subscriptions.remove(&server, &uri, self.client);
-                return Err(upstream_failed(e));
-            }
+        self.shared
+            .subscribe(&server, &uri, self.client, &context.peer)
+            .await
+            .map_err(upstream_failed)?;
+        let fresh = self
+            .subscribed
+            .lock()
+            .expect("subscribed")
+            .insert((server.to_string(), uri.clone()));
+        if fresh {
+            let note = crate::cluster::SessionNote::Subscribed {
+                session: String::new(),
+                server: server.to_string(),
+                uri,
+            };
+            self.note_subscriptions(note).await;
         }
         Ok(())
     }
@@ -586,16 +661,23 @@ impl ServerHandler for McpHandler {
         let uri = request.uri;
         let caller = caller_of(&context);
         let server = self.subscription_route(caller, &uri).await?;
-        // The upstream is told only when no session wants the URI any more.
-        if self.shared.subscriptions.remove(&server, &uri, self.client) {
-            let forward = Forward::Unsubscribe { uri };
-            self.shared
-                .gateway
-                .forward(&server, forward)
-                .await
-                .map_err(upstream_failed)?;
+        let held = self
+            .subscribed
+            .lock()
+            .expect("subscribed")
+            .remove(&(server.to_string(), uri.clone()));
+        if held {
+            let note = crate::cluster::SessionNote::Unsubscribed {
+                session: String::new(),
+                server: server.to_string(),
+                uri: uri.clone(),
+            };
+            self.note_subscriptions(note).await;
         }
-        Ok(())
+        self.shared
+            .unsubscribe(&server, &uri, self.client)
+            .await
+            .map_err(upstream_failed)
     }
 
     async fn list_prompts(
@@ -714,6 +796,26 @@ impl ServerHandler for McpHandler {
 }
 
 impl McpHandler {
+    /// In a cluster: records this session's subscriptions, and tells the other copies of
+    /// the change (`note`, whose session is filled in here).
+    async fn note_subscriptions(&self, mut note: crate::cluster::SessionNote) {
+        let (Some(records), Some(id)) = (&self.shared.records, self.id.get()) else {
+            return;
+        };
+        use crate::cluster::SessionNote::{Subscribed, Unsubscribed};
+        if let Subscribed { session, .. } | Unsubscribed { session, .. } = &mut note {
+            *session = id.to_string();
+        }
+        let all: Vec<_> = self
+            .subscribed
+            .lock()
+            .expect("subscribed")
+            .iter()
+            .cloned()
+            .collect();
+        records.subscriptions(id, &all, note).await;
+    }
+
     /// Where what an upstream sends during `context`'s request goes: its client, under its
     /// progress token, at the log level its session (or, in 2026-07-28, its request) asked.
     fn recipient(&self, context: &RequestContext<RoleServer>) -> Recipient {

@@ -5,18 +5,25 @@
 //! ([`handler`]), the aggregate catalogue ([`catalogue`]), the naming rule (`registry::names`)
 //! and what rmcp does not have: sessions bound to the key that opened them and an
 //! atomic bound on how many are open ([`sessions`]). `Host`, `Origin` and the role are
-//! checked at the route, as for every route (`auth::door`).
+//! checked at the route, as for every route (`auth::door`). On PostgreSQL any instance
+//! serves any session: sessions have records in the store ([`records`]), each instance
+//! holds copies of the sessions it was asked about ([`copies`]), and request ids sent to
+//! clients name the instance that sent them ([`tagged`]).
 
 pub mod answer;
 pub mod bridge;
 pub mod catalogue;
+pub mod copies;
 pub mod handler;
 pub mod input;
+pub mod notes;
 pub mod recipient;
+pub mod records;
 pub mod request;
 pub mod sessions;
 pub mod shared;
 pub mod subscriptions;
+pub mod tagged;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,12 +34,15 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{Cluster, SessionNote};
 use crate::gateway::Gateway;
 use bridge::Bridge;
 use catalogue::Catalogue;
 use handler::McpHandler;
+use records::{RecordStore, Records};
 use sessions::Sessions;
 use shared::Shared;
+use tagged::TaggedSessions;
 
 /// Bounds and knobs of `/mcp`.
 /// How long an answered request's stream stays resumable (see `McpEndpoint::new`).
@@ -63,6 +73,19 @@ impl Default for McpSettings {
     }
 }
 
+/// What `/mcp` needs of the cluster: its announcer, and the notes other instances send
+/// about sessions (see [`records`]).
+pub struct McpCluster {
+    pub cluster: Cluster,
+    pub store: crate::store::Store,
+    pub notes: tokio::sync::mpsc::UnboundedReceiver<SessionNote>,
+}
+
+/// How often, at most, an instance marks the sessions it was asked about as used, and
+/// forgets the records of sessions no instance used for `session_idle`; a quarter of
+/// `session_idle` when that is shorter, so a record is never much older than its use.
+const RECORDS_KEPT_EVERY: Duration = Duration::from_secs(60);
+
 /// The running endpoint: what the HTTP server mounts and the stopper cancels.
 #[derive(Clone)]
 pub struct McpEndpoint {
@@ -82,6 +105,7 @@ impl McpEndpoint {
         body_limit: usize,
         keys: tokio::sync::watch::Receiver<crate::auth::keyring::KeyState>,
         bus: crate::events::EventBus,
+        cluster: McpCluster,
     ) -> Self {
         let mut sessions = LocalSessionManager::default();
         sessions.session_config.keep_alive = Some(settings.session_idle);
@@ -91,8 +115,18 @@ impl McpEndpoint {
         // still covers a client that reconnects after the 3 s retry it is told.
         sessions.session_config.completed_cache_ttl = COMPLETED_STREAMS_KEPT;
         let sessions = Arc::new(sessions);
+        let McpCluster {
+            cluster,
+            store,
+            notes,
+        } = cluster;
+        let records = cluster
+            .shared()
+            .then(|| Records::new(store, cluster.clone(), settings.session_idle));
+        let tag = records.as_ref().map(|_| Arc::<str>::from(cluster.origin()));
+        let manager = Arc::new(TaggedSessions::new(sessions.clone(), tag));
         let relayed = gateway.clone();
-        let shared = Shared::new(gateway, catalogue, settings.page_size);
+        let shared = Shared::new(gateway, catalogue, settings.page_size, records.clone());
         crate::upstream::upstream_runtime().spawn(subscriptions::relay(
             shared.subscriptions.clone(),
             bus,
@@ -101,20 +135,43 @@ impl McpEndpoint {
         let shutdown = CancellationToken::new();
         // `Host` and `Origin` are checked at the route for the whole gateway, with the
         // operator's lists; rmcp's own loopback-only check would refuse listed names.
-        let config = StreamableHttpServerConfig::default()
+        let mut config = StreamableHttpServerConfig::default()
             .with_legacy_session_mode(true)
             .with_sse_keep_alive(Some(Duration::from_secs(15)))
             .with_max_request_body_bytes(body_limit)
             .with_cancellation_token(shutdown.clone())
             .disable_allowed_hosts()
             .disable_allowed_origins();
+        if let Some(records) = &records {
+            config.session_store = Some(Arc::new(RecordStore(records.clone())));
+        }
         let factory = shared.clone();
         let service = StreamableHttpService::new(
             move || Ok(McpHandler::new(factory.clone())),
-            sessions.clone(),
+            manager.clone(),
             config,
         );
-        let sessions = Arc::new(Sessions::new(sessions, settings.max_sessions, keys));
+        let sessions = Arc::new(Sessions::new(
+            sessions,
+            settings.max_sessions,
+            keys,
+            records.clone(),
+        ));
+        if let Some(records) = records {
+            let runtime = crate::upstream::upstream_runtime();
+            runtime.spawn(take_notes(
+                notes,
+                shared.clone(),
+                sessions.clone(),
+                manager,
+                cluster.origin().to_owned(),
+            ));
+            runtime.spawn(keep_records(
+                records,
+                sessions.clone(),
+                settings.session_idle,
+            ));
+        }
         Self {
             shared,
             sessions: sessions.clone(),
@@ -152,5 +209,37 @@ impl McpEndpoint {
 
     pub fn catalogue(&self) -> Arc<Catalogue> {
         self.shared.catalogue.borrow().clone()
+    }
+}
+
+/// Applies the other instances' notes about sessions held here.
+async fn take_notes(
+    mut notes: tokio::sync::mpsc::UnboundedReceiver<SessionNote>,
+    shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
+    manager: Arc<TaggedSessions>,
+    origin: String,
+) {
+    while let Some(note) = notes.recv().await {
+        notes::apply(note, &shared, &sessions, &manager, &origin).await;
+    }
+}
+
+/// Keeps the records of the sessions used here, and sweeps the unused ones.
+async fn keep_records(records: Arc<Records>, sessions: Arc<Sessions>, idle: Duration) {
+    let mut every = tokio::time::interval(
+        RECORDS_KEPT_EVERY
+            .min(idle / 4)
+            .max(Duration::from_millis(10)),
+    );
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Each round marks what was used since the last one as used at its start: no later
+    // than the use, so a record never outlives its session.
+    let mut since = (std::time::Instant::now(), crate::store::now());
+    loop {
+        every.tick().await;
+        let now = (std::time::Instant::now(), crate::store::now());
+        records.keep(sessions.used_since(since.0), since.1).await;
+        since = now;
     }
 }

@@ -7,24 +7,46 @@
 //! request naming a session it does not own, or one the gateway did not open, is
 //! answered as if the session did not exist. Opening is serialized, so a burst of
 //! `initialize` requests cannot overshoot `max_sessions`.
+//!
+//! In a cluster a session may have been opened on another instance: its owner is then
+//! read from its record (`mcp::records`), and rmcp restores it here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rmcp::transport::streamable_http_server::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
+use super::records::Records;
 use crate::auth::keyring::KeyState;
 
 pub struct Sessions {
     pub manager: Arc<LocalSessionManager>,
     /// Session id -> the key that opened it.
-    owners: Mutex<HashMap<Arc<str>, Option<String>>>,
+    owners: Mutex<HashMap<Arc<str>, Owner>>,
     /// Held while an `initialize` is handled: count, open, record, one at a time.
     opening: Arc<tokio::sync::Mutex<()>>,
     pub max: usize,
     /// The keys in force: a session whose key was revoked while it opened is ended.
     keys: tokio::sync::watch::Receiver<KeyState>,
+    /// The sessions' records, in a cluster.
+    pub records: Option<Arc<Records>>,
+}
+
+/// Who opened a session, and when a request last named it here.
+struct Owner {
+    key: Option<String>,
+    used: Instant,
+}
+
+impl Owner {
+    fn new(key: Option<String>) -> Self {
+        Self {
+            key,
+            used: Instant::now(),
+        }
+    }
 }
 
 /// A held turn to open a session; see [`Sessions::open_turn`].
@@ -37,6 +59,7 @@ impl Sessions {
         manager: Arc<LocalSessionManager>,
         max: usize,
         keys: tokio::sync::watch::Receiver<KeyState>,
+        records: Option<Arc<Records>>,
     ) -> Self {
         Self {
             manager,
@@ -44,6 +67,7 @@ impl Sessions {
             opening: Arc::default(),
             max,
             keys,
+            records,
         }
     }
 
@@ -53,7 +77,7 @@ impl Sessions {
         let owners = self.owners.lock().expect("session owners");
         owners
             .iter()
-            .filter(|(id, owner)| owner.as_deref() == Some(key) && live.contains_key(*id))
+            .filter(|(id, owner)| owner.key.as_deref() == Some(key) && live.contains_key(*id))
             .count()
     }
 
@@ -62,13 +86,48 @@ impl Sessions {
         self.manager.sessions.read().await.len()
     }
 
-    /// Whether `key` may use the session `id`.
-    pub fn belongs(&self, id: &str, key: Option<&str>) -> bool {
-        self.owners
-            .lock()
-            .expect("session owners")
-            .get(id)
-            .is_some_and(|owner| owner.as_deref() == key)
+    /// Whether `key` may use the session `id`: one opened here, or, in a cluster, one
+    /// whose record says so (then it is known here from now on).
+    pub async fn belongs(&self, id: &str, key: Option<&str>) -> bool {
+        if let Some(owner) = self.owners.lock().expect("session owners").get_mut(id) {
+            owner.used = Instant::now();
+            return owner.key.as_deref() == key;
+        }
+        let Some(records) = &self.records else {
+            return false;
+        };
+        match records.owner(id).await {
+            Some(owner) if owner.as_deref() == key => {
+                self.owners
+                    .lock()
+                    .expect("session owners")
+                    .insert(id.into(), Owner::new(owner));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a copy of the session is held here.
+    pub async fn holds(&self, id: &str) -> bool {
+        self.manager.sessions.read().await.contains_key(id)
+    }
+
+    /// The sessions a request named here since `since`.
+    pub fn used_since(&self, since: Instant) -> Vec<String> {
+        let owners = self.owners.lock().expect("session owners");
+        owners
+            .iter()
+            .filter(|(_, owner)| owner.used >= since)
+            .map(|(id, _)| id.to_string())
+            .collect()
+    }
+
+    /// Another instance ended the session: the copy here ends too.
+    pub async fn ended_elsewhere(&self, id: &str) {
+        self.forget(id);
+        let id: Arc<str> = id.into();
+        let _ = self.manager.close_session(&id).await;
     }
 
     /// Waits for the turn to open a session; `None` when no room is left. Hold the turn
@@ -82,13 +141,19 @@ impl Sessions {
     /// session whose key is no longer in force (revoked while it opened) is ended.
     pub async fn record(&self, id: &str, key: Option<String>) {
         if !self.keys.borrow().admits(key.as_deref()) {
+            if let Some(records) = &self.records {
+                records.discard(id);
+            }
             let id: Arc<str> = id.into();
             let _ = self.manager.close_session(&id).await;
             return;
         }
+        if let Some(records) = &self.records {
+            records.opened(id, key.clone()).await;
+        }
         let open = self.count().await;
         let mut owners = self.owners.lock().expect("session owners");
-        owners.insert(id.into(), key);
+        owners.insert(id.into(), Owner::new(key));
         if owners.len() > open + 64 {
             let live = self.manager.sessions.try_read();
             if let Ok(live) = live {
@@ -109,15 +174,18 @@ impl Sessions {
             let mut owners = self.owners.lock().expect("session owners");
             let ended = owners
                 .iter()
-                .filter(|(_, key)| !state.admits(key.as_deref()))
+                .filter(|(_, owner)| !state.admits(owner.key.as_deref()))
                 .map(|(id, _)| id.clone())
                 .collect();
-            owners.retain(|_, key| state.admits(key.as_deref()));
+            owners.retain(|_, owner| state.admits(owner.key.as_deref()));
             ended
         };
         for id in &ended {
             if let Err(e) = self.manager.close_session(id).await {
                 log::debug!("MCP session {id} already gone: {e}");
+            }
+            if let Some(records) = &self.records {
+                records.end(id).await;
             }
         }
         if !ended.is_empty() {

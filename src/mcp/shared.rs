@@ -12,12 +12,14 @@ use futures_util::future::join_all;
 use tokio::sync::watch;
 
 use super::catalogue::Catalogue;
+use super::copies::Copies;
 use super::input;
+use super::records::Records;
 use super::subscriptions::Subscriptions;
 use crate::gateway::Gateway;
 use crate::registry::ServerName;
 use crate::registry::names;
-use crate::upstream::{Forward, Forwarded};
+use crate::upstream::{CallError, Forward, Forwarded};
 
 /// Which of the catalogue's lists of live upstreams a listing asks (`resources` or
 /// `prompts`): each upstream there with its prefix.
@@ -36,6 +38,10 @@ pub struct Shared {
     pub subscriptions: Arc<Subscriptions>,
     /// 2026-07-28 calls waiting for their clients' input.
     pub parked: input::ParkedCalls,
+    /// The handshake-era sessions held here.
+    pub copies: Copies,
+    /// Their records, in a cluster.
+    pub records: Option<Arc<Records>>,
 }
 
 #[derive(Default)]
@@ -129,6 +135,7 @@ impl Shared {
         gateway: Gateway,
         catalogue: watch::Receiver<Arc<Catalogue>>,
         page_size: usize,
+        records: Option<Arc<Records>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             gateway,
@@ -137,7 +144,46 @@ impl Shared {
             routes: Mutex::default(),
             subscriptions: Arc::default(),
             parked: input::ParkedCalls::default(),
+            copies: Copies::default(),
+            records,
         })
+    }
+
+    /// Subscribes session `client` to `uri` of `server`: only the first subscriber asks
+    /// the upstream; the rest share its subscription.
+    pub async fn subscribe(
+        &self,
+        server: &ServerName,
+        uri: &str,
+        client: u64,
+        peer: &rmcp::Peer<rmcp::RoleServer>,
+    ) -> Result<(), CallError> {
+        if self.subscriptions.add(server, uri, client, peer.clone()) {
+            let forward = Forward::Subscribe {
+                uri: uri.to_owned(),
+            };
+            if let Err(e) = self.gateway.forward(server, forward).await {
+                self.subscriptions.remove(server, uri, client);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The upstream is told only when no session wants the URI any more.
+    pub async fn unsubscribe(
+        &self,
+        server: &ServerName,
+        uri: &str,
+        client: u64,
+    ) -> Result<(), CallError> {
+        if self.subscriptions.remove(server, uri, client) {
+            let forward = Forward::Unsubscribe {
+                uri: uri.to_owned(),
+            };
+            self.gateway.forward(server, forward).await?;
+        }
+        Ok(())
     }
 }
 

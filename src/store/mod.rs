@@ -8,6 +8,7 @@ pub mod keys;
 pub mod migrate;
 pub mod schema;
 pub mod servers;
+pub mod sessions;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -67,3 +67,15 @@ diesel::table! {
         rate_limit -> Nullable<Text>,
     }
 }
+
+diesel::table! {
+    mcp_sessions (id) {
+        id -> Text,
+        owner -> Nullable<Text>,
+        initialize_params -> Text,
+        log_level -> Nullable<Text>,
+        subscriptions -> Text,
+        created_at -> Timestamp,
+        seen_at -> Timestamp,
+    }
+}

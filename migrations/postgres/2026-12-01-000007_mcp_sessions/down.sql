@@ -1,0 +1,2 @@
+DROP TABLE mcp_sessions;
+DROP TABLE cluster_notes;

@@ -1,0 +1,23 @@
+-- Handshake-era /mcp sessions, so that any instance on this database can serve one
+-- (src/mcp/records.rs). JSON lives in TEXT, as elsewhere.
+CREATE TABLE mcp_sessions (
+    id TEXT PRIMARY KEY NOT NULL,
+    -- The name of the key that opened it; NULL when the gateway ran open.
+    owner TEXT,
+    -- The client's `initialize` params: protocol version, capabilities, client info.
+    initialize_params TEXT NOT NULL,
+    log_level TEXT,
+    -- JSON list of [server, uri] the session subscribed to.
+    subscriptions TEXT NOT NULL DEFAULT '[]',
+    created_at TIMESTAMP NOT NULL,
+    seen_at TIMESTAMP NOT NULL
+);
+CREATE INDEX mcp_sessions_seen ON mcp_sessions (seen_at);
+
+-- Announcements too long for a NOTIFY payload (under 8,000 bytes), announced by row id
+-- instead (src/cluster.rs); each is swept a few minutes after it was written.
+CREATE TABLE cluster_notes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
