@@ -29,8 +29,20 @@ use crate::upstream::{Reconcile, Reload, Reset};
 
 /// The `LISTEN`/`NOTIFY` channel.
 pub const CHANNEL: &str = "omni_bridge";
-/// What the listener's connection calls itself in `pg_stat_activity`.
+/// What the listener's connection calls itself in `pg_stat_activity`, followed by the
+/// instance's origin (see [`listener_name`]).
 pub const LISTENER_NAME: &str = "omni-bridge-listener";
+
+/// The listener connection's `application_name`: PostgreSQL keeps 63 bytes of it.
+pub fn listener_name(origin: &str) -> String {
+    let mut name = format!("{LISTENER_NAME}.{origin}");
+    let mut end = name.len().min(63);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
+    name
+}
 
 /// A change the other instances must apply.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,8 +81,9 @@ pub enum Announcement {
 /// announced by its row.
 const PAYLOAD_MAX: usize = 7_900;
 
-/// How long a stored announcement is kept for the listeners to read.
-const STORED_KEPT: &str = "5 minutes";
+/// How long a stored announcement is kept for the listeners to read (they read it within
+/// milliseconds of its notification).
+const STORED_KEPT: &str = "1 minute";
 
 #[derive(diesel::QueryableByName)]
 struct StoredRow {
@@ -219,6 +232,36 @@ impl Cluster {
     /// Whether other instances may share the store (PostgreSQL).
     pub fn shared(&self) -> bool {
         matches!(self.store, Store::Postgres(_))
+    }
+
+    /// Whether the instance that started as `origin` is listening now: what a client
+    /// names as another instance is taken at its word only then.
+    pub async fn listening(&self, origin: &str) -> bool {
+        #[derive(diesel::QueryableByName)]
+        struct Found {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let Store::Postgres(pool) = &self.store else {
+            return false;
+        };
+        let asked = async {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            diesel::sql_query(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind::<Text, _>(listener_name(origin))
+            .get_result::<Found>(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())
+        };
+        match asked.await {
+            Ok(found) => found.n > 0,
+            Err(e) => {
+                log::warn!("could not tell whether instance {origin} listens: {e}");
+                false
+            }
+        }
     }
 
     /// Tells the other instances. A failure is logged: the change itself is stored, and a
@@ -409,7 +452,7 @@ async fn listen(
 ) -> Result<(), String> {
     let mut url = url::Url::parse(database_url).map_err(|e| e.to_string())?;
     url.query_pairs_mut()
-        .append_pair("application_name", LISTENER_NAME);
+        .append_pair("application_name", &listener_name(origin));
     let mut conn = AsyncPgConnection::establish(url.as_str())
         .await
         .map_err(|e| e.to_string())?;

@@ -35,7 +35,7 @@ async fn listener_pids(url: &str) -> Vec<i32> {
     let mut conn = AsyncPgConnection::establish(url).await.unwrap();
     let mut pids: Vec<i32> = diesel::sql_query(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-         AND application_name = 'omni-bridge-listener'",
+         AND application_name LIKE 'omni-bridge-listener.%'",
     )
     .load::<Pid>(&mut conn)
     .await
@@ -146,7 +146,7 @@ async fn a_listener_that_loses_its_connection_reconnects_and_catches_up() {
     let mut conn = AsyncPgConnection::establish(&url).await.unwrap();
     diesel::sql_query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND application_name = 'omni-bridge-listener'",
+         WHERE datname = current_database() AND application_name LIKE 'omni-bridge-listener.%'",
     )
     .execute(&mut conn)
     .await
@@ -471,6 +471,38 @@ impl Balanced<'_> {
         (resp.status(), Events::of(resp))
     }
 
+    /// Waits until both instances' catalogues hold the fixtures' tools (asked without a
+    /// session, in 2026-07-28).
+    async fn wait_for_tools(&self) {
+        for server in self.instances {
+            poll_until(async || {
+                let list = json!({"jsonrpc": "2.0", "id": 0, "method": "tools/list", "params": {
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                    "io.modelcontextprotocol/clientInfo": {"name": "balanced", "version": "0"},
+                }}});
+                let resp = server
+                    .http
+                    .post(server.url("/mcp"))
+                    .bearer_auth(&self.key)
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-protocol-version", "2026-07-28")
+                    .header("mcp-method", "tools/list")
+                    .json(&list)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let text = resp.text().await.map_err(|e| e.to_string())?;
+                match text.contains("fx__test_sampling") {
+                    true => Ok(()),
+                    false => Err(format!("{} lists {text}", server.base)),
+                }
+            })
+            .await;
+        }
+    }
+
     /// POSTs a request to `to` and waits for its answer.
     async fn ask(&self, to: usize, id: u32, method: &str, params: Value) -> Value {
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
@@ -602,34 +634,7 @@ async fn one_session_is_served_by_two_instances_in_turn() {
     };
     const A: usize = 0;
     const B: usize = 1;
-    // Both catalogues have the upstream's tools (asked without a session, in 2026-07-28).
-    for to in [A, B] {
-        poll_until(async || {
-            let list = json!({"jsonrpc": "2.0", "id": 0, "method": "tools/list", "params": {
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-                "io.modelcontextprotocol/clientInfo": {"name": "balanced", "version": "0"},
-            }}});
-            let resp = client.instances[to]
-                .http
-                .post(client.instances[to].url("/mcp"))
-                .bearer_auth(&op)
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2026-07-28")
-                .header("mcp-method", "tools/list")
-                .json(&list)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            let text = resp.text().await.map_err(|e| e.to_string())?;
-            match text.contains("fx__test_sampling") {
-                true => Ok(()),
-                false => Err(format!("instance {to} lists {text}")),
-            }
-        })
-        .await;
-    }
+    client.wait_for_tools().await;
     // 1 (A): the session opens on A.
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": VERSION,
@@ -762,6 +767,114 @@ async fn one_session_is_served_by_two_instances_in_turn() {
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "instance {to}");
     }
+    drop(client);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A copy restored on an instance that was never told of the session's changes takes
+/// them up from the record (its level, its subscriptions), and ends once the record is
+/// gone even if the end's announcement never reached it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_copy_follows_its_record_and_ends_with_it() {
+    let db = TestDb::new();
+    let Some(url) = postgres(&db) else { return };
+    let named = |name: &str| {
+        let mut settings = db.stdio_settings();
+        settings.instance = name.into();
+        // Records are kept, and checked, every quarter of this (10 s): sooner than the
+        // test's wait, which is sooner than a copy idling out.
+        settings.mcp.session_idle = Duration::from_secs(40);
+        settings
+    };
+    let mut a = TestServer::start(named("inst-a")).await;
+    let mut b = TestServer::start(named("inst-b")).await;
+    wait_for_listeners(&url, 2, &[]).await;
+    let (admin, op) = a
+        .admin_and_key(json!({"name": "op", "role": "operator"}))
+        .await;
+    let resp = a
+        .http
+        .post(a.url("/api/v1/servers"))
+        .bearer_auth(&admin)
+        .json(&fixtures("fx"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    a.events.status("fx", "healthy", WAIT).await;
+    b.events.status("fx", "healthy", WAIT).await;
+    let mut client = Balanced {
+        instances: [&a, &b],
+        key: op,
+        session: None,
+    };
+    const A: usize = 0;
+    const B: usize = 1;
+    client.wait_for_tools().await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": VERSION, "capabilities": {},
+        "clientInfo": {"name": "restored", "version": "0"}}});
+    let resp = client
+        .request(A, reqwest::Method::POST)
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    client.session = Some(resp.headers()["mcp-session-id"].to_str().unwrap().into());
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(client.post(A, initialized).await.0, StatusCode::ACCEPTED);
+    // Everything on A, before B ever hears of the session.
+    let watched = "test://watched-resource";
+    let subscribed = client
+        .ask(A, 2, "resources/subscribe", json!({"uri": watched}))
+        .await;
+    assert!(subscribed.get("result").is_some(), "{subscribed}");
+    let level = client
+        .ask(A, 3, "logging/setLevel", json!({"level": "error"}))
+        .await;
+    assert!(level.get("result").is_some(), "{level}");
+    // B restores it for its GET stream, with the record's level and subscription.
+    let resp = client
+        .request(B, reqwest::Method::GET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = Events::of(resp);
+    let logging = json!({"name": "fx__test_tool_with_logging", "arguments": {}});
+    let called = client.ask(B, 4, "tools/call", logging).await;
+    assert!(called.get("result").is_some(), "{called}");
+    let announce =
+        json!({"name": "fx__announce", "arguments": {"kind": "updated", "uri": watched}});
+    let called = client.ask(B, 5, "tools/call", announce).await;
+    assert!(called.get("result").is_some(), "{called}");
+    let updated = stream
+        .until(|m| m["method"] == "notifications/resources/updated")
+        .await;
+    assert_eq!(updated["params"]["uri"], watched);
+    assert!(
+        !stream
+            .seen
+            .iter()
+            .any(|m| m["method"] == "notifications/message"),
+        "a message below the record's level: {:?}",
+        stream.seen
+    );
+    // The record goes behind every instance's back (as if the end's announcement had
+    // been missed): B's copy ends at its next round, and its stream with it.
+    let mut conn = AsyncPgConnection::establish(&url).await.unwrap();
+    let deleted = diesel::sql_query("DELETE FROM mcp_sessions")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    stream.end().await;
+    let (status, _) = client
+        .post(B, json!({"jsonrpc": "2.0", "id": 6, "method": "ping"}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     drop(client);
     a.stop().await;
     b.stop().await;

@@ -102,12 +102,15 @@ impl McpHandler {
             subscribed: self.subscribed.clone(),
         };
         self.shared.copies.insert(id.clone(), copy);
-        let restored = self
-            .shared
-            .records
-            .as_ref()
-            .and_then(|r| r.take_restored(&id));
-        let Some(restored) = restored else { return };
+        let Some(records) = &self.shared.records else {
+            return;
+        };
+        if !records.take_restored(&id) {
+            return;
+        }
+        let Some(restored) = records.current(&id).await else {
+            return;
+        };
         *self.log_level.lock().expect("level lock") =
             restored.log_level.as_deref().and_then(copies::parse_level);
         for (server, uri) in restored.subscriptions {
@@ -796,8 +799,8 @@ impl ServerHandler for McpHandler {
 }
 
 impl McpHandler {
-    /// In a cluster: records this session's subscriptions, and tells the other copies of
-    /// the change (`note`, whose session is filled in here).
+    /// In a cluster: records a subscription change of this session, and tells the other
+    /// copies (`note`, whose session is filled in here).
     async fn note_subscriptions(&self, mut note: crate::cluster::SessionNote) {
         let (Some(records), Some(id)) = (&self.shared.records, self.id.get()) else {
             return;
@@ -806,14 +809,7 @@ impl McpHandler {
         if let Subscribed { session, .. } | Unsubscribed { session, .. } = &mut note {
             *session = id.to_string();
         }
-        let all: Vec<_> = self
-            .subscribed
-            .lock()
-            .expect("subscribed")
-            .iter()
-            .cloned()
-            .collect();
-        records.subscriptions(id, &all, note).await;
+        records.subscription(note).await;
     }
 
     /// Where what an upstream sends during `context`'s request goes: its client, under its

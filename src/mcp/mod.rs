@@ -168,6 +168,7 @@ impl McpEndpoint {
             ));
             runtime.spawn(keep_records(
                 records,
+                shared.clone(),
                 sessions.clone(),
                 settings.session_idle,
             ));
@@ -225,8 +226,14 @@ async fn take_notes(
     }
 }
 
-/// Keeps the records of the sessions used here, and sweeps the unused ones.
-async fn keep_records(records: Arc<Records>, sessions: Arc<Sessions>, idle: Duration) {
+/// Keeps the records of the sessions used here, sweeps the unused ones, and ends the
+/// copies here of sessions whose record is gone.
+async fn keep_records(
+    records: Arc<Records>,
+    shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
+    idle: Duration,
+) {
     let mut every = tokio::time::interval(
         RECORDS_KEPT_EVERY
             .min(idle / 4)
@@ -240,6 +247,11 @@ async fn keep_records(records: Arc<Records>, sessions: Arc<Sessions>, idle: Dura
         every.tick().await;
         let now = (std::time::Instant::now(), crate::store::now());
         records.keep(sessions.used_since(since.0), since.1).await;
+        for id in records.gone(sessions.known()).await {
+            log::info!("MCP session {id} ended elsewhere; its copy here ends too");
+            shared.copies.remove(&id);
+            sessions.ended_elsewhere(&id).await;
+        }
         since = now;
     }
 }

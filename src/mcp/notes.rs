@@ -13,6 +13,7 @@ use super::shared::Shared;
 use super::tagged::TaggedSessions;
 use crate::cluster::SessionNote;
 use crate::registry::ServerName;
+use crate::upstream::Forward;
 
 /// Applies another instance's note to the copy held here, if one is.
 pub async fn apply(
@@ -46,8 +47,24 @@ pub async fn apply(
                 .lock()
                 .expect("subscribed")
                 .insert((server, uri.clone()));
-            if fresh && let Err(e) = shared.subscribe(&name, &uri, copy.client, &copy.peer).await {
-                log::warn!("MCP session {session}'s subscription to {uri} not taken here: {e}");
+            // The first subscriber here asks this instance's upstream connection, on a task
+            // of its own: a slow upstream must not hold up the notes behind this one.
+            if fresh
+                && shared
+                    .subscriptions
+                    .add(&name, &uri, copy.client, copy.peer.clone())
+            {
+                let (gateway, subscriptions) =
+                    (shared.gateway.clone(), shared.subscriptions.clone());
+                tokio::spawn(async move {
+                    let forward = Forward::Subscribe { uri: uri.clone() };
+                    if let Err(e) = gateway.forward(&name, forward).await {
+                        subscriptions.remove(&name, &uri, copy.client);
+                        log::warn!(
+                            "MCP session {session}'s subscription to {uri} not taken here: {e}"
+                        );
+                    }
+                });
             }
         }
         SessionNote::Unsubscribed {
@@ -64,8 +81,11 @@ pub async fn apply(
                 .lock()
                 .expect("subscribed")
                 .remove(&(server, uri.clone()));
-            if held {
-                let _ = shared.unsubscribe(&name, &uri, copy.client).await;
+            if held && shared.subscriptions.remove(&name, &uri, copy.client) {
+                let gateway = shared.gateway.clone();
+                tokio::spawn(async move {
+                    let _ = gateway.forward(&name, Forward::Unsubscribe { uri }).await;
+                });
             }
         }
         SessionNote::Answer {

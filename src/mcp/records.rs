@@ -15,7 +15,7 @@
 //! id the request carried (`mcp::tagged`). Alone (SQLite) there are no records, and
 //! sessions live in memory only, as before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::InitializeRequestParams;
@@ -27,7 +27,7 @@ use crate::cluster::{Announcement, Cluster, SessionNote};
 use crate::store::Store;
 use crate::store::sessions::SessionRow;
 
-/// One session's record, as a restore hands it to the session's new handler.
+/// What a restored copy takes up of its session's record.
 #[derive(Clone, Debug, Default)]
 pub struct Restored {
     pub log_level: Option<String>,
@@ -41,8 +41,8 @@ pub struct Records {
     idle: std::time::Duration,
     /// What rmcp handed over as a session opened, until its owner is recorded with it.
     opening: Mutex<HashMap<String, InitializeRequestParams>>,
-    /// What a restore read, until the restored session's handler takes it.
-    restored: Mutex<HashMap<String, Restored>>,
+    /// Sessions just restored here, until their handlers take up their records.
+    restored: Mutex<HashSet<String>>,
 }
 
 impl Records {
@@ -74,7 +74,6 @@ impl Records {
             owner,
             initialize_params: serde_json::to_string(&params).expect("params serialize"),
             log_level: None,
-            subscriptions: "[]".into(),
             created_at: now,
             seen_at: now,
         };
@@ -108,9 +107,38 @@ impl Records {
         }
     }
 
-    /// What a restore of `id` read, for the handler that now serves it.
-    pub fn take_restored(&self, id: &str) -> Option<Restored> {
+    /// Whether `id` was just restored here (its handler then reads the record afresh).
+    pub fn take_restored(&self, id: &str) -> bool {
         self.restored.lock().expect("restored").remove(id)
+    }
+
+    /// The level and subscriptions the record holds now. A restored copy reads them once
+    /// it is registered for notes, so a change made between the restore's read and the
+    /// registration is not lost.
+    pub async fn current(&self, id: &str) -> Option<Restored> {
+        let row = self.live(id).await.ok()??;
+        let subscriptions = self.store.session_subscriptions(id).await.ok()?;
+        Some(Restored {
+            log_level: row.log_level,
+            subscriptions,
+        })
+    }
+
+    /// Which of the sessions known here no longer have a record (ended on another
+    /// instance while this one missed the note, or swept).
+    pub async fn gone(&self, known: Vec<String>) -> Vec<String> {
+        let mut gone = Vec::new();
+        for some in known.chunks(10_000) {
+            match self.store.sessions_recorded(some).await {
+                Ok(recorded) => {
+                    let recorded: std::collections::HashSet<String> =
+                        recorded.into_iter().collect();
+                    gone.extend(some.iter().filter(|id| !recorded.contains(*id)).cloned());
+                }
+                Err(e) => log::warn!("MCP session records not read: {e}"),
+            }
+        }
+        gone
     }
 
     async fn announce(&self, note: SessionNote) {
@@ -134,17 +162,43 @@ impl Records {
         self.announce(SessionNote::Level { session, level }).await;
     }
 
-    /// The session's subscriptions are now `all`, after `note` changed them.
-    pub async fn subscriptions(&self, id: &str, all: &[(String, String)], note: SessionNote) {
-        let text = serde_json::to_string(all).expect("subscriptions serialize");
-        if let Err(e) = self.store.set_session_subscriptions(id, &text).await {
-            log::warn!("MCP session {id}'s subscriptions not recorded: {e}");
+    /// The session subscribed to (`Subscribed`) or left (`Unsubscribed`) a resource.
+    pub async fn subscription(&self, note: SessionNote) {
+        let recorded = match &note {
+            SessionNote::Subscribed {
+                session,
+                server,
+                uri,
+            } => {
+                self.store
+                    .add_session_subscription(session, server, uri)
+                    .await
+            }
+            SessionNote::Unsubscribed {
+                session,
+                server,
+                uri,
+            } => {
+                self.store
+                    .remove_session_subscription(session, server, uri)
+                    .await
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = recorded {
+            log::warn!("an MCP session's subscription not recorded: {e}");
         }
         self.announce(note).await;
     }
 
-    /// Sends a client's answer to the instance whose request it answers.
+    /// Sends a client's answer to the instance whose request it answers, if that instance
+    /// is listening (an answer naming one that is not has nothing left to answer, and is
+    /// not worth a notification, let alone a stored row).
     pub async fn answer(&self, to: &str, session: &str, message: serde_json::Value) {
+        if !self.cluster.listening(to).await {
+            log::debug!("an answer for MCP session {session} names {to}, which is not listening");
+            return;
+        }
         self.announce(SessionNote::Answer {
             to: to.to_owned(),
             session: session.to_owned(),
@@ -184,14 +238,11 @@ impl SessionStore for RecordStore {
             return Ok(None);
         };
         let params: InitializeRequestParams = serde_json::from_str(&row.initialize_params)?;
-        let subscriptions = serde_json::from_str(&row.subscriptions).unwrap_or_default();
-        self.0.restored.lock().expect("restored").insert(
-            id.to_owned(),
-            Restored {
-                log_level: row.log_level,
-                subscriptions,
-            },
-        );
+        self.0
+            .restored
+            .lock()
+            .expect("restored")
+            .insert(id.to_owned());
         Ok(Some(SessionState::new(params)))
     }
 

@@ -113,6 +113,12 @@ impl Sessions {
         self.manager.sessions.read().await.contains_key(id)
     }
 
+    /// The sessions whose owner is known here.
+    pub fn known(&self) -> Vec<String> {
+        let owners = self.owners.lock().expect("session owners");
+        owners.keys().map(|id| id.to_string()).collect()
+    }
+
     /// The sessions a request named here since `since`.
     pub fn used_since(&self, since: Instant) -> Vec<String> {
         let owners = self.owners.lock().expect("session owners");

@@ -74,8 +74,15 @@ diesel::table! {
         owner -> Nullable<Text>,
         initialize_params -> Text,
         log_level -> Nullable<Text>,
-        subscriptions -> Text,
         created_at -> Timestamp,
         seen_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    mcp_session_subscriptions (session, server, uri) {
+        session -> Text,
+        server -> Text,
+        uri -> Text,
     }
 }

@@ -1,2 +1,3 @@
-DROP TABLE mcp_sessions;
 DROP TABLE cluster_notes;
+DROP TABLE mcp_session_subscriptions;
+DROP TABLE mcp_sessions;

@@ -224,6 +224,70 @@ fn gateway_call(
     }
 }
 
+/// Opens a handshake-era `/mcp` session with plain HTTP requests; answers its id.
+async fn mcp_session(http: &reqwest::Client, url: &str) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "omni-bench", "version": "0"}}});
+    let resp = http
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .expect("initialize");
+    let id = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = resp.bytes().await;
+    http.post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &id)
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .send()
+        .await
+        .expect("initialized");
+    id
+}
+
+/// `tool` called over `/mcp` in one session by the same HTTP client as the HTTP API rows,
+/// accepting JSON and SSE as MCP clients do, so each answer is a plain JSON body: the
+/// gateway's `/mcp` path, without an MCP client library's own cost in the figure.
+fn mcp_json_call(
+    http: reqwest::Client,
+    url: String,
+    session: String,
+    tool: &'static str,
+) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Clone + Send + 'static {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    move || {
+        let (http, url, session) = (http.clone(), url.clone(), session.clone());
+        let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async move {
+            let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": tool, "arguments": {"text": "bench"}}});
+            let sent = http
+                .post(&url)
+                .header("accept", "application/json, text/event-stream")
+                .header("content-type", "application/json")
+                .header("mcp-session-id", &session)
+                .header("mcp-protocol-version", "2025-06-18")
+                .body(body.to_string())
+                .send()
+                .await;
+            match sent {
+                Ok(resp) if resp.status().is_success() => resp
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|v| v["result"].is_object() && v["result"]["isError"] != true),
+                _ => false,
+            }
+        })
+    }
+}
+
 /// `tool` called by an MCP client: the upstream itself, or the gateway's `/mcp`.
 fn direct_call(
     peer: Peer<RoleClient>,
@@ -440,7 +504,9 @@ async fn run(duration: Duration, mcp_response: &str) -> String {
         )))
         .await
         .expect("session with the gateway's /mcp");
+    let json_session = mcp_session(&http, &format!("{base}/mcp")).await;
     let mut comparisons = Vec::new();
+    let mut against_api = Vec::new();
     for (server, peer, mcp_tool) in [
         ("http-echo", http_peer.peer().clone(), "mcp-http__echo"),
         ("stdio-echo", stdio_peer.peer().clone(), "mcp-stdio__echo"),
@@ -449,6 +515,13 @@ async fn run(duration: Duration, mcp_response: &str) -> String {
             let direct = load(c, duration, direct_call(peer.clone(), "echo")).await;
             let api = load(c, duration, gateway_call(http.clone(), url(server), true)).await;
             let mcp = load(c, duration, direct_call(via_mcp.peer().clone(), mcp_tool)).await;
+            let json_call = mcp_json_call(
+                http.clone(),
+                format!("{base}/mcp"),
+                json_session.clone(),
+                mcp_tool,
+            );
+            let mcp_json = load(c, duration, json_call).await;
             lines.push(row(&format!("direct MCP call, {server}"), c, direct));
             lines.push(row(
                 &format!("uncached call via gateway HTTP API, {server}"),
@@ -460,8 +533,14 @@ async fn run(duration: Duration, mcp_response: &str) -> String {
                 c,
                 mcp,
             ));
+            lines.push(row(
+                &format!("uncached call via gateway /mcp, JSON answers to reqwest, {server}"),
+                c,
+                mcp_json,
+            ));
             comparisons.push(("HTTP API", server, c, direct, api));
             comparisons.push(("/mcp", server, c, direct, mcp));
+            against_api.push((server, c, api, mcp, mcp_json));
         }
     }
     let busy_rss = rss_kib(gateway.0.id());
@@ -564,6 +643,15 @@ async fn run(duration: Duration, mcp_response: &str) -> String {
             "- uncached, {route}, {server}, concurrency {c}: p50 ratio {ratio:.2} or +{added} µs (target ≤ 1.15 or ≤ 150 µs): {}; throughput ratio {tput:.2} (target ≥ 0.85): {}\n",
             if ratio <= 1.15 || added <= 150 { "met" } else { "missed" },
             if tput >= 0.85 { "met" } else { "missed" },
+        ));
+    }
+    for (server, c, api, mcp, mcp_json) in &against_api {
+        let ratio = |m: &Measured| m.p50_us as f64 / api.p50_us.max(1) as f64;
+        report.push_str(&format!(
+            "- /mcp against the HTTP API, {server}, concurrency {c}, p50: {:.2}x with JSON answers to the same client (target ≤ 1.2x): {}; {:.2}x through rmcp's client\n",
+            ratio(mcp_json),
+            if ratio(mcp_json) <= 1.2 { "met" } else { "missed" },
+            ratio(mcp),
         ));
     }
     for f in fan.iter().filter(|f| f.sessions == 10_000) {
