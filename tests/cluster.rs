@@ -62,18 +62,30 @@ async fn wait_for_listeners(url: &str, n: usize, not: &[i32]) -> Vec<i32> {
     }
 }
 
+/// Two gateways, `inst-a` and `inst-b`, on the test's PostgreSQL database, both listening;
+/// `tune` adjusts the settings of each.
+async fn two_instances(
+    db: &TestDb,
+    url: &str,
+    tune: impl Fn(&mut omni_bridge::config::Settings),
+) -> (TestServer, TestServer) {
+    let named = |name: &str| {
+        let mut settings = db.stdio_settings();
+        settings.instance = name.into();
+        tune(&mut settings);
+        settings
+    };
+    let a = TestServer::start(named("inst-a")).await;
+    let b = TestServer::start(named("inst-b")).await;
+    wait_for_listeners(url, 2, &[]).await;
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_one_instance_reaches_the_other() {
     let db = TestDb::new();
     let Some(url) = postgres(&db) else { return };
-    let named = |name: &str| {
-        let mut settings = db.stdio_settings();
-        settings.instance = name.into();
-        settings
-    };
-    let mut a = TestServer::start(named("inst-a")).await;
-    let mut b = TestServer::start(named("inst-b")).await;
-    wait_for_listeners(&url, 2, &[]).await;
+    let (mut a, mut b) = two_instances(&db, &url, |_| {}).await;
 
     // Registered on A: B starts its own connection to it, and serves it.
     a.register_healthy(&cached("shared")).await;
@@ -584,11 +596,22 @@ impl Events {
     }
 }
 
-/// Our test MCP server with its conformance fixtures (sampling, logging, resources).
-fn fixtures(name: &str) -> Value {
-    let mut body = common::stdio(name);
-    body["args"] = json!(["--name", name, "--conformance"]);
-    body
+/// Registers our test MCP server with its conformance fixtures (sampling, logging,
+/// resources) as `fx` through A, and waits until both instances have it.
+async fn register_fixtures(a: &mut TestServer, b: &mut TestServer, admin: &str) {
+    let mut body = common::stdio("fx");
+    body["args"] = json!(["--name", "fx", "--conformance"]);
+    let resp = a
+        .http
+        .post(a.url("/api/v1/servers"))
+        .bearer_auth(admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    a.events.status("fx", "healthy", WAIT).await;
+    b.events.status("fx", "healthy", WAIT).await;
 }
 
 /// A session opened on one instance is used, streamed and ended through both, every
@@ -598,34 +621,14 @@ fn fixtures(name: &str) -> Value {
 async fn one_session_is_served_by_two_instances_in_turn() {
     let db = TestDb::new();
     let Some(url) = postgres(&db) else { return };
-    let named = |name: &str| {
-        let mut settings = db.stdio_settings();
-        settings.instance = name.into();
-        settings
-    };
-    let mut a = TestServer::start(named("inst-a")).await;
-    let mut b = TestServer::start(named("inst-b")).await;
-    wait_for_listeners(&url, 2, &[]).await;
+    let (mut a, mut b) = two_instances(&db, &url, |_| {}).await;
     let (admin, op) = a
         .admin_and_key(json!({"name": "op", "role": "operator"}))
         .await;
     let other = a
         .create_key(Some(&admin), json!({"name": "other", "role": "operator"}))
         .await;
-    let register = |server: &TestServer, body: Value| {
-        server
-            .http
-            .post(server.url("/api/v1/servers"))
-            .bearer_auth(&admin)
-            .json(&body)
-            .send()
-    };
-    assert_eq!(
-        register(&a, fixtures("fx")).await.unwrap().status(),
-        StatusCode::CREATED
-    );
-    a.events.status("fx", "healthy", WAIT).await;
-    b.events.status("fx", "healthy", WAIT).await;
+    register_fixtures(&mut a, &mut b, &admin).await;
 
     let mut client = Balanced {
         instances: [&a, &b],
@@ -745,10 +748,15 @@ async fn one_session_is_served_by_two_instances_in_turn() {
         stream.seen
     );
     // A server registered through A changes both catalogues: the stream on B says so.
-    assert_eq!(
-        register(&a, common::stdio("late")).await.unwrap().status(),
-        StatusCode::CREATED
-    );
+    let late = a
+        .http
+        .post(a.url("/api/v1/servers"))
+        .bearer_auth(&admin)
+        .json(&common::stdio("late"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), StatusCode::CREATED);
     stream
         .until(|m| m["method"] == "notifications/tools/list_changed")
         .await;
@@ -779,31 +787,16 @@ async fn one_session_is_served_by_two_instances_in_turn() {
 async fn a_restored_copy_follows_its_record_and_ends_with_it() {
     let db = TestDb::new();
     let Some(url) = postgres(&db) else { return };
-    let named = |name: &str| {
-        let mut settings = db.stdio_settings();
-        settings.instance = name.into();
-        // Records are kept, and checked, every quarter of this (10 s): sooner than the
-        // test's wait, which is sooner than a copy idling out.
+    // Records are kept, and checked, every quarter of this (10 s): sooner than the test's
+    // wait, which is sooner than a copy idling out.
+    let (mut a, mut b) = two_instances(&db, &url, |settings| {
         settings.mcp.session_idle = Duration::from_secs(40);
-        settings
-    };
-    let mut a = TestServer::start(named("inst-a")).await;
-    let mut b = TestServer::start(named("inst-b")).await;
-    wait_for_listeners(&url, 2, &[]).await;
+    })
+    .await;
     let (admin, op) = a
         .admin_and_key(json!({"name": "op", "role": "operator"}))
         .await;
-    let resp = a
-        .http
-        .post(a.url("/api/v1/servers"))
-        .bearer_auth(&admin)
-        .json(&fixtures("fx"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    a.events.status("fx", "healthy", WAIT).await;
-    b.events.status("fx", "healthy", WAIT).await;
+    register_fixtures(&mut a, &mut b, &admin).await;
     let mut client = Balanced {
         instances: [&a, &b],
         key: op,

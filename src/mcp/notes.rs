@@ -7,13 +7,18 @@ use std::sync::Arc;
 use rmcp::model::ClientJsonRpcMessage;
 use rmcp::transport::streamable_http_server::SessionManager;
 
-use super::copies::parse_level;
+use super::copies::{Copy, parse_level};
 use super::sessions::Sessions;
 use super::shared::Shared;
 use super::tagged::TaggedSessions;
 use crate::cluster::SessionNote;
 use crate::registry::ServerName;
 use crate::upstream::Forward;
+
+/// The copy of `session` held here, and the server a subscription note names.
+fn held_copy(shared: &Shared, session: &str, server: &str) -> Option<(Copy, ServerName)> {
+    Some((shared.copies.get(session)?, ServerName::parse(server).ok()?))
+}
 
 /// Applies another instance's note to the copy held here, if one is.
 pub async fn apply(
@@ -38,8 +43,7 @@ pub async fn apply(
             server,
             uri,
         } => {
-            let (Some(copy), Ok(name)) = (shared.copies.get(&session), ServerName::parse(&server))
-            else {
+            let Some((copy, name)) = held_copy(shared, &session, &server) else {
                 return;
             };
             let fresh = copy
@@ -72,8 +76,7 @@ pub async fn apply(
             server,
             uri,
         } => {
-            let (Some(copy), Ok(name)) = (shared.copies.get(&session), ServerName::parse(&server))
-            else {
+            let Some((copy, name)) = held_copy(shared, &session, &server) else {
                 return;
             };
             let held = copy

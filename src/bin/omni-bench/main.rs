@@ -576,7 +576,9 @@ async fn run(duration: Duration, mcp_response: &str) -> String {
          are shared and noisy. The cached rows use a lean keep-alive HTTP/1.1 client (one \
          connection per concurrent caller, like wrk); each uncached comparison uses the \
          same general clients on both sides (reqwest for the HTTP API, rmcp's MCP client \
-         for the upstream and for `/mcp`).\n\n",
+         for the upstream and for `/mcp`); the rows marked \"JSON answers to reqwest\" call \
+         `/mcp` in one session with the HTTP API's client, so that the two routes differ \
+         only in the gateway.\n\n",
         duration.as_secs(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
