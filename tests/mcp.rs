@@ -1718,3 +1718,71 @@ async fn accepted_connections_send_small_writes_at_once() {
     drop(conn);
     server.stop().await;
 }
+
+/// A session whose calls are all answered as plain JSON (answered without rmcp's session
+/// worker) is still in use for the idle timer: calls spaced over three idle periods keep
+/// it open, and the session ends once they stop. An upstream's request that such a client
+/// did not declare it can answer (sampling) is refused to the upstream at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_answered_calls_keep_their_session_and_refuse_what_needs_a_stream() {
+    let db = TestDb::new();
+    let mut settings = db.stdio_settings();
+    let idle = Duration::from_millis(800);
+    settings.mcp.session_idle = idle;
+    let mut server = TestServer::start(settings).await;
+    server.register_healthy(&fixtures("fx")).await;
+    let id = open_session(&server, "2025-06-18").await;
+    let headers = [
+        ("mcp-session-id", id.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let tool = |id: u32, name: &str, args: Value| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": name, "arguments": args}})
+    };
+    let started = tokio::time::Instant::now();
+    let mut n = 10;
+    while started.elapsed() < idle * 3 {
+        n += 1;
+        let (status, resp, answer) = raw(
+            &server,
+            reqwest::Method::POST,
+            &headers,
+            Some(tool(n, "fx__test_simple_text", json!({}))),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "call {n}: {answer}");
+        assert!(
+            resp["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+        assert!(answer["result"]["content"].is_array(), "{answer}");
+        // A client's pace: a call every quarter of the idle period.
+        tokio::time::sleep(idle / 4).await;
+    }
+    // Sampling during such a call: the client did not declare it, and is not asked.
+    let (status, _, answer) = raw(
+        &server,
+        reqwest::Method::POST,
+        &headers,
+        Some(tool(1, "fx__test_sampling", json!({"prompt": "q?"}))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["id"], 1, "{answer}");
+    assert!(
+        answer.to_string().contains("cannot reach the client"),
+        "{answer}"
+    );
+    // Quiet for longer than the idle period: the session ends.
+    poll_until(
+        async || match server.get_json("/api/v1/mcp").await["sessions"].as_u64() {
+            Some(0) => Ok(()),
+            open => Err(format!("sessions still open: {open:?}")),
+        },
+    )
+    .await;
+    server.stop().await;
+}

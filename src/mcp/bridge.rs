@@ -47,6 +47,8 @@ pub struct Bridge {
     pub sessions: Arc<Sessions>,
     /// When an answer may be plain JSON instead of a stream.
     pub response: ResponseMode,
+    /// Calls answered without rmcp's session machinery.
+    pub fast: super::fast::Fast,
 }
 
 /// How long a client refused for want of sessions should wait before it tries again.
@@ -201,7 +203,7 @@ pub async fn handle(
             builder = builder.header(name, value);
         }
     }
-    if let Some(caller) = caller {
+    if let Some(caller) = caller.clone() {
         builder = builder.extension(caller);
     }
     let json_body = request
@@ -237,6 +239,18 @@ pub async fn handle(
     let collapse = parsed
         .as_ref()
         .is_some_and(|message| bridge.response.may_collapse(message, accepts));
+    if collapse
+        && let (Some(id), Some(message)) = (&session, &parsed)
+        && bridge.sessions.holds(id).await
+    {
+        let version = request
+            .headers()
+            .get("mcp-protocol-version")
+            .and_then(|v| v.to_str().ok());
+        if let Some(answer) = bridge.fast.answer(id, message, version, caller).await {
+            return Ok(answer);
+        }
+    }
     let sessionless_post = is_post && session.is_none();
     let turn = match sessionless_post && parsed.as_ref().is_some_and(is_initialize) {
         true => match bridge.sessions.clone().open_turn().await {

@@ -1,6 +1,7 @@
 //! The handshake-era sessions held on this instance, by id, with what another instance's
 //! note may change of them (`cluster::SessionNote`, applied by `mcp::notes`): the log
 //! level, the subscriptions. See `mcp::records` for how several instances share a session.
+//! `mcp::fast` finds here what it needs to answer a session's call itself.
 
 // Logging is deprecated in 2026-07-28; handshake-era sessions still set their level.
 #![allow(deprecated)]
@@ -20,6 +21,9 @@ pub struct Copy {
     pub level: Arc<Mutex<Option<LoggingLevel>>>,
     /// `(server, uri)` the session subscribed to.
     pub subscribed: Arc<Mutex<BTreeSet<(String, String)>>>,
+    /// When a call answered without rmcp (`mcp::fast`) last told rmcp's worker that the
+    /// session is in use.
+    pub kept: Arc<Mutex<std::time::Instant>>,
 }
 
 #[derive(Default)]

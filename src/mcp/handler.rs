@@ -50,6 +50,9 @@ pub struct McpHandler {
     subscribed: Arc<Mutex<std::collections::BTreeSet<(String, String)>>>,
     closed: CancellationToken,
     _guard: DropGuard,
+    /// Made by `mcp::fast` for one call of a session whose handler rmcp holds: dropping
+    /// it ends nothing of the session's.
+    borrowed: bool,
 }
 
 impl McpHandler {
@@ -63,6 +66,22 @@ impl McpHandler {
             subscribed: Arc::default(),
             _guard: closed.clone().drop_guard(),
             closed,
+            borrowed: false,
+        }
+    }
+
+    /// A handler for one call of the session `copy` is of, sharing its state.
+    pub fn borrowed(shared: Arc<Shared>, id: Arc<str>, copy: &Copy) -> Self {
+        let closed = CancellationToken::new();
+        Self {
+            shared,
+            log_level: copy.level.clone(),
+            client: copy.client,
+            id: OnceLock::from(id),
+            subscribed: copy.subscribed.clone(),
+            _guard: closed.clone().drop_guard(),
+            closed,
+            borrowed: true,
         }
     }
 
@@ -89,10 +108,11 @@ impl McpHandler {
         });
     }
 
-    /// The session's id is now known: in a cluster, other instances' notes reach this
-    /// copy of it from now on, and a restored copy takes up the session's record.
+    /// The session's id is now known: `mcp::fast` may answer its calls, in a cluster other
+    /// instances' notes reach this copy of it, and a restored copy takes up the session's
+    /// record.
     async fn adopt(&self, id: Arc<str>, peer: &rmcp::Peer<RoleServer>) {
-        if self.id.set(id.clone()).is_err() || self.shared.records.is_none() {
+        if self.id.set(id.clone()).is_err() {
             return;
         }
         let copy = Copy {
@@ -100,6 +120,7 @@ impl McpHandler {
             peer: peer.clone(),
             level: self.log_level.clone(),
             subscribed: self.subscribed.clone(),
+            kept: Arc::new(Mutex::new(std::time::Instant::now())),
         };
         self.shared.copies.insert(id.clone(), copy);
         let Some(records) = &self.shared.records else {
@@ -132,6 +153,9 @@ impl Drop for McpHandler {
     /// The session ended: its subscriptions go, and an upstream left with no subscriber
     /// for a URI is told so (best effort: an upstream that is gone has forgotten it too).
     fn drop(&mut self) {
+        if self.borrowed {
+            return;
+        }
         if let Some(id) = self.id.get() {
             self.shared.copies.remove(id);
         }

@@ -14,6 +14,7 @@ pub mod answer;
 pub mod bridge;
 pub mod catalogue;
 pub mod copies;
+pub mod fast;
 pub mod handler;
 pub mod input;
 pub mod notes;
@@ -157,6 +158,11 @@ impl McpEndpoint {
             keys,
             records.clone(),
         ));
+        let fast = fast::Fast {
+            shared: shared.clone(),
+            manager: manager.clone(),
+            session_idle: settings.session_idle,
+        };
         if let Some(records) = records {
             let runtime = crate::upstream::upstream_runtime();
             runtime.spawn(take_notes(
@@ -182,6 +188,7 @@ impl McpEndpoint {
                 body_limit,
                 sessions,
                 response: settings.response,
+                fast,
             }),
             shutdown,
         }

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use futures_util::Stream;
 use rmcp::RoleServer;
-use rmcp::model::{ClientJsonRpcMessage, NumberOrString, ServerJsonRpcMessage, ServerNotification};
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientRequest, NumberOrString, ServerJsonRpcMessage, ServerNotification,
+};
 use rmcp::transport::Transport;
 use rmcp::transport::WorkerTransport;
 use rmcp::transport::common::server_side_http::ServerSseMessage;
@@ -44,8 +46,8 @@ impl TaggedSessions {
     }
 }
 
-/// The session a message came in, as its handler finds it among the message's
-/// extensions (in a cluster, where the handler needs it for the session's record).
+/// The session an `initialize` came in, as its handler finds it among the message's
+/// extensions.
 #[derive(Clone)]
 pub struct SessionOf(pub SessionId);
 
@@ -117,6 +119,12 @@ impl Transport<RoleServer> for Tagged {
             {
                 *id = NumberOrString::Number(n);
             }
+        }
+        // The handler learns its session's id from the `initialize` it is handed (a fresh
+        // one, or a restore's replay).
+        if let ClientJsonRpcMessage::Request(request) = &mut message
+            && matches!(request.request, ClientRequest::InitializeRequest(_))
+        {
             message.insert_extension(SessionOf(self.session.clone()));
         }
         Some(message)
