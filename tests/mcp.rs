@@ -1759,6 +1759,8 @@ async fn json_answered_calls_keep_their_session_and_refuse_what_needs_a_stream()
                 .starts_with("application/json")
         );
         assert!(answer["result"]["content"].is_array(), "{answer}");
+        // The shape a handshake revision's client reads: no 2026-07-28 `resultType`.
+        assert!(answer["result"].get("resultType").is_none(), "{answer}");
         // A client's pace: a call every quarter of the idle period.
         tokio::time::sleep(idle / 4).await;
     }

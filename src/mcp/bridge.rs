@@ -9,7 +9,8 @@
 //! (one session at concurrency 64 served half of what four sessions served together).
 //! So each request is handed to the multi-threaded runtime the upstream clients live on:
 //! a session's work spreads over its threads, and a tool call reaches its upstream's
-//! client without leaving that runtime.
+//! client without leaving that runtime. (A `tools/call` that needs no stream is answered
+//! on the actix worker instead, without rmcp: see `mcp::fast`.)
 //!
 //! The request body is read here, bounded: past the limit the bridge answers 413 itself,
 //! with a JSON-RPC error body, and stops reading. The `Authorization` header never reaches rmcp or the
@@ -243,11 +244,17 @@ pub async fn handle(
         && let (Some(id), Some(message)) = (&session, &parsed)
         && bridge.sessions.holds(id).await
     {
+        // A header that is not text is rmcp's to refuse.
         let version = request
             .headers()
             .get("mcp-protocol-version")
-            .and_then(|v| v.to_str().ok());
-        if let Some(answer) = bridge.fast.answer(id, message, version, caller).await {
+            .map(|v| v.to_str().ok());
+        if version.is_none_or(|v| v.is_some())
+            && let Some(answer) = bridge
+                .fast
+                .answer(id, message, version.flatten(), caller)
+                .await
+        {
             return Ok(answer);
         }
     }

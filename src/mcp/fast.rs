@@ -58,16 +58,23 @@ impl Fast {
         }
         let request_id: NumberOrString = serde_json::from_value(message.get("id")?.clone()).ok()?;
         let params = message.get("params")?;
-        if params
-            .get("_meta")
-            .is_some_and(|m| m.get("progressToken").is_some())
-        {
+        // Progress needs the stream; a `_meta` naming protocol fields (2026-07-28's
+        // `io.modelcontextprotocol/...`) is for rmcp to check and route.
+        let meta = params.get("_meta").and_then(Value::as_object);
+        if meta.is_some_and(|m| {
+            m.contains_key("progressToken")
+                || m.keys().any(|k| k.starts_with("io.modelcontextprotocol/"))
+        }) {
             return None;
         }
         let mut params: CallToolRequestParams = serde_json::from_value(params.clone()).ok()?;
         let copy = self.shared.copies.get(id)?;
-        let capabilities = copy.peer.peer_info()?.capabilities.clone();
-        if capabilities.sampling.is_some() || capabilities.elicitation.is_some() {
+        let info = copy.peer.peer_info()?;
+        let negotiated = info.protocol_version.to_string();
+        if !HANDSHAKE_VERSIONS.contains(&negotiated.as_str())
+            || info.capabilities.sampling.is_some()
+            || info.capabilities.elicitation.is_some()
+        {
             return None;
         }
         self.keep(id, &copy).await;
@@ -84,23 +91,38 @@ impl Fast {
         // As rmcp does: the request's `_meta` moves to its context.
         context.meta = params.meta.take().unwrap_or_default();
         let handler = McpHandler::borrowed(self.shared.clone(), id.into(), &copy);
-        let answer = match handler.call_tool(params, context).await {
-            Ok(result) => json!({
-                "jsonrpc": "2.0",
-                "id": request_id,
-                "result": ServerResult::from(result),
-            }),
+        let answer = match handler
+            .call_tool(params, context)
+            .await
+            .map(ServerResult::from)
+        {
+            Ok(ServerResult::InputRequiredResult(_)) => {
+                let error = rmcp::ErrorData::invalid_request(
+                    "InputRequiredResult requires negotiated protocol version 2026-07-28 or newer",
+                    None,
+                );
+                json!({"jsonrpc": "2.0", "id": request_id, "error": error})
+            }
+            Ok(mut result) => {
+                // As rmcp answers a peer of a handshake revision: the shape before
+                // 2026-07-28 (no `resultType`, structured content only as an object).
+                result.strip_result_type_for_legacy_peer();
+                result.strip_non_object_output_for_legacy_peer();
+                json!({"jsonrpc": "2.0", "id": request_id, "result": result})
+            }
             Err(error) => json!({"jsonrpc": "2.0", "id": request_id, "error": error}),
         };
         Some(HttpResponse::Ok().json(answer))
     }
 
     /// rmcp's worker ends a session it has not heard of for `session_idle`; calls answered
-    /// here do not reach it, so it is told of them now and then (a message it passes over).
+    /// here do not reach it, so it is told of them now and then (a message it passes over):
+    /// at most an eighth of `session_idle` after the last, so a session ends no sooner than
+    /// seven eighths of it after its last call.
     async fn keep(&self, id: &str, copy: &Copy) {
         {
             let mut kept = copy.kept.lock().expect("kept");
-            if kept.elapsed() < self.session_idle / 4 {
+            if kept.elapsed() < self.session_idle / 8 {
                 return;
             }
             *kept = Instant::now();

@@ -90,8 +90,8 @@ fn unreachable_by_json(what: &str) -> ErrorData {
     ErrorData::invalid_request(
         format!(
             "this call is answered as one JSON body (its client accepts only application/json, \
-             or the gateway's mcp_response is \"json\"), so the upstream's {what} request \
-             cannot reach the client"
+             declared neither sampling nor elicitation, or the gateway's mcp_response is \
+             \"json\"), so the upstream's {what} request cannot reach the client"
         ),
         None,
     )
