@@ -548,10 +548,8 @@ impl Events {
                 }
                 while let Some(end) = text.find("\n\n") {
                     let event: String = text.drain(..end + 2).collect();
-                    for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
-                        if let Ok(message) = serde_json::from_str(data.trim()) {
-                            let _ = tx.send(message);
-                        }
+                    for message in common::sse_messages(&event) {
+                        let _ = tx.send(message);
                     }
                 }
             }

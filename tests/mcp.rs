@@ -388,9 +388,8 @@ async fn raw(
         .is_some_and(|c| c.to_str().unwrap().starts_with("text/event-stream"));
     let text = resp.text().await.unwrap();
     let message = if sse {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        events(&text)
+            .into_iter()
             .find(|m| m.get("id").is_some())
             .unwrap_or(Value::Null)
     } else {
@@ -617,13 +616,8 @@ fn post_with(server: &TestServer, headers: &[(&str, &str)]) -> reqwest::RequestB
         })
 }
 
-/// The `data` of each event of an SSE body, parsed.
-fn events(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str(d.trim()).ok())
-        .collect()
-}
+// The `data` of each event of an SSE body, parsed.
+use common::sse_messages as events;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_are_json_unless_something_must_come_before_the_result() {

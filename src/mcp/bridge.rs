@@ -163,14 +163,6 @@ pub async fn handle(
         }
         body.extend_from_slice(&chunk);
     }
-    let mut builder = http::Request::builder()
-        .method(request.method().as_str())
-        .uri(request.uri().to_string())
-        .version(match request.version() {
-            actix_web::http::Version::HTTP_10 => http::Version::HTTP_10,
-            actix_web::http::Version::HTTP_2 => http::Version::HTTP_2,
-            _ => http::Version::HTTP_11,
-        });
     let is_post = request.method() == Method::POST;
     let accepts = answer::Accepts::of_lines(
         request
@@ -181,31 +173,6 @@ pub async fn handle(
     if is_post && accepts.neither() {
         let message = "Not Acceptable: accept application/json, text/event-stream or both".into();
         return Ok(refusal(StatusCode::NOT_ACCEPTABLE, -32600, message));
-    }
-    if is_post {
-        // rmcp takes only a header listing both; what this client can read is decided
-        // here (`accepts`), so rmcp is told what it requires.
-        builder = builder.header(http::header::ACCEPT, "application/json, text/event-stream");
-        if bridge.response.json_only(accepts) {
-            builder = builder.extension(super::request::JsonOnly);
-        }
-    }
-    for (name, value) in request.headers() {
-        if name == actix_web::http::header::AUTHORIZATION
-            || (is_post && name == actix_web::http::header::ACCEPT)
-        {
-            continue;
-        }
-        // actix's header types are `http` 0.2's; names and values are checked again.
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(name.as_str().as_bytes()),
-            http::HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            builder = builder.header(name, value);
-        }
-    }
-    if let Some(caller) = caller.clone() {
-        builder = builder.extension(caller);
     }
     let json_body = request
         .headers()
@@ -252,11 +219,45 @@ pub async fn handle(
         if version.is_none_or(|v| v.is_some())
             && let Some(answer) = bridge
                 .fast
-                .answer(id, message, version.flatten(), caller)
+                .answer(id, message, version.flatten(), caller.clone())
                 .await
         {
             return Ok(answer);
         }
+    }
+    // Everything else goes to rmcp, as an `http` request.
+    let mut builder = http::Request::builder()
+        .method(request.method().as_str())
+        .uri(request.uri().to_string())
+        .version(match request.version() {
+            actix_web::http::Version::HTTP_10 => http::Version::HTTP_10,
+            actix_web::http::Version::HTTP_2 => http::Version::HTTP_2,
+            _ => http::Version::HTTP_11,
+        });
+    if is_post {
+        // rmcp takes only a header listing both; what this client can read is decided
+        // here (`accepts`), so rmcp is told what it requires.
+        builder = builder.header(http::header::ACCEPT, "application/json, text/event-stream");
+        if bridge.response.json_only(accepts) {
+            builder = builder.extension(super::request::JsonOnly);
+        }
+    }
+    for (name, value) in request.headers() {
+        if name == actix_web::http::header::AUTHORIZATION
+            || (is_post && name == actix_web::http::header::ACCEPT)
+        {
+            continue;
+        }
+        // actix's header types are `http` 0.2's; names and values are checked again.
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_str().as_bytes()),
+            http::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            builder = builder.header(name, value);
+        }
+    }
+    if let Some(caller) = caller {
+        builder = builder.extension(caller);
     }
     let sessionless_post = is_post && session.is_none();
     let turn = match sessionless_post && parsed.as_ref().is_some_and(is_initialize) {

@@ -19,13 +19,14 @@ use std::time::{Duration, Instant};
 
 use actix_web::HttpResponse;
 use rmcp::ServerHandler;
-use rmcp::model::{CallToolRequestParams, NumberOrString, ServerResult};
+use rmcp::model::{CallToolRequestParams, NumberOrString, ProtocolVersion, ServerResult};
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::SessionManager;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::copies::Copy;
-use super::handler::McpHandler;
+use super::handler::{McpHandler, VERSIONS};
 use super::request::JsonOnly;
 use super::shared::Shared;
 use super::tagged::TaggedSessions;
@@ -39,8 +40,12 @@ pub struct Fast {
     pub session_idle: Duration,
 }
 
-/// The handshake revisions a request may name in `MCP-Protocol-Version`.
-const HANDSHAKE_VERSIONS: &[&str] = &["2025-03-26", "2025-06-18", "2025-11-25"];
+/// Whether `version` is one of the handshake revisions this endpoint speaks (every one
+/// of its versions but 2026-07-28, which has no session).
+fn handshake(version: &str) -> bool {
+    version != ProtocolVersion::V_2026_07_28.as_str()
+        && VERSIONS.iter().any(|v| v.as_str() == version)
+}
 
 impl Fast {
     /// The JSON answer to `message` in session `id`, if this call may skip rmcp.
@@ -52,11 +57,12 @@ impl Fast {
         caller: Option<Caller>,
     ) -> Option<HttpResponse> {
         if message.get("method")?.as_str()? != "tools/call"
-            || version.is_some_and(|v| !HANDSHAKE_VERSIONS.contains(&v))
+            || version.is_some_and(|v| !handshake(v))
         {
             return None;
         }
-        let request_id: NumberOrString = serde_json::from_value(message.get("id")?.clone()).ok()?;
+        // Read in place: the arguments may be most of a large body.
+        let request_id = NumberOrString::deserialize(message.get("id")?).ok()?;
         let params = message.get("params")?;
         // Progress needs the stream; a `_meta` naming protocol fields (2026-07-28's
         // `io.modelcontextprotocol/...`) is for rmcp to check and route.
@@ -67,11 +73,10 @@ impl Fast {
         }) {
             return None;
         }
-        let mut params: CallToolRequestParams = serde_json::from_value(params.clone()).ok()?;
+        let mut params = CallToolRequestParams::deserialize(params).ok()?;
         let copy = self.shared.copies.get(id)?;
         let info = copy.peer.peer_info()?;
-        let negotiated = info.protocol_version.to_string();
-        if !HANDSHAKE_VERSIONS.contains(&negotiated.as_str())
+        if !handshake(info.protocol_version.as_str())
             || info.capabilities.sampling.is_some()
             || info.capabilities.elicitation.is_some()
         {

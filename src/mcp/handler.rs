@@ -175,7 +175,7 @@ impl Drop for McpHandler {
 }
 
 /// The versions this endpoint speaks: the three handshake revisions and 2026-07-28.
-const VERSIONS: &[ProtocolVersion] = &[
+pub(super) const VERSIONS: &[ProtocolVersion] = &[
     ProtocolVersion::V_2025_03_26,
     ProtocolVersion::V_2025_06_18,
     ProtocolVersion::V_2025_11_25,

@@ -663,3 +663,12 @@ pub async fn ws_next(conn: &mut WsConn, within: Duration) -> Value {
         }
     }
 }
+
+/// The `data` of each event in `text` (an SSE body, or part of one), parsed as JSON; what
+/// does not parse is passed over.
+pub fn sse_messages(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .collect()
+}
