@@ -482,7 +482,7 @@ impl ServerHandler for McpHandler {
             let outcome = loop {
                 tokio::select! {
                     outcome = &mut call => break outcome,
-                    Some(item) = relayed.recv() => recipient.relay(item).await,
+                    Some(item) = relayed.recv() => recipient.relay(*item).await,
                 }
             };
             linger(relayed, recipient).await;
@@ -805,7 +805,7 @@ impl ServerHandler for McpHandler {
             let outcome = loop {
                 tokio::select! {
                     outcome = &mut asked => break outcome,
-                    Some(item) = relayed.recv() => recipient.relay(item).await,
+                    Some(item) = relayed.recv() => recipient.relay(*item).await,
                 }
             };
             linger(relayed, recipient).await;
@@ -975,7 +975,7 @@ impl McpHandler {
                 loop {
                     tokio::select! {
                         () = &mut window => break,
-                        Some(item) = running.relayed.recv() => take(item, &mut asks, &mut early).await?,
+                        Some(item) = running.relayed.recv() => take(*item, &mut asks, &mut early).await?,
                     }
                 }
                 running
@@ -998,7 +998,7 @@ impl McpHandler {
                     linger(running.relayed, recipient.clone()).await;
                     return Ok(Driven::Done(outcome.ok()));
                 }
-                Some(item) = running.relayed.recv() => take(item, &mut asks, &mut early).await?,
+                Some(item) = running.relayed.recv() => take(*item, &mut asks, &mut early).await?,
             }
         }
     }

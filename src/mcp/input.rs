@@ -26,12 +26,12 @@ use rmcp::ErrorData;
 use rmcp::model::{
     CreateMessageResult, ElicitResult, InputRequest, InputRequests, InputResponses, Request,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::call_failure::CallFailure;
 use crate::gateway::CallOutcome;
-use crate::upstream::RelayItem;
+use crate::upstream::{RelayItem, Relayed};
 
 /// The `_meta` key under which an upstream may name the key its request is asked under
 /// (`"user_name"`), so that a client can recognise it; otherwise the gateway names it.
@@ -64,7 +64,7 @@ pub enum Finished {
 pub struct Running {
     /// Aborts the request when dropped (the client went away, or it expired parked).
     pub outcome: AbortOnDropHandle<Finished>,
-    pub relayed: mpsc::Receiver<RelayItem>,
+    pub relayed: Relayed,
     /// Its relay's waiting flag (see `upstream::relay::Relay`): set while parked.
     pub waiting: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -217,7 +217,7 @@ mod tests {
     use super::*;
 
     fn parked(key: &str) -> Parked {
-        let (_tx, relayed) = mpsc::channel(1);
+        let (_tx, relayed) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(std::future::pending::<Finished>());
         let running = Running {
             outcome: AbortOnDropHandle::new(task),

@@ -12,26 +12,25 @@ use std::sync::{Arc, Mutex};
 
 use rmcp::model::LoggingLevel;
 use rmcp::{ErrorData, RoleServer};
-use tokio::sync::mpsc;
 
-use crate::upstream::RelayItem;
+use crate::upstream::{RelayItem, Relayed};
 
 /// Messages an upstream may queue for one caller before the rest are dropped.
 pub(super) const RELAY_QUEUE: usize = 64;
 /// Passes on what the upstream sent just before the result, then hands the rest to a
 /// task of its own.
-pub(super) async fn linger(mut relayed: mpsc::Receiver<RelayItem>, recipient: Recipient) {
+pub(super) async fn linger(mut relayed: Relayed, recipient: Recipient) {
     // Notifications sent just before the result go out before it; any later ones
     // (see `upstream::relay`) follow it until the upstream's side lets go.
     while let Ok(item) = relayed.try_recv() {
-        recipient.relay(item).await;
+        recipient.relay(*item).await;
     }
     // This task outlives the call by the relay's linger (seconds), so at thousands of
     // calls a second thousands of them wait at once: the relaying future, which holds
     // rmcp's request futures and is kilobytes, is boxed only when something comes.
     tokio::spawn(async move {
         while let Some(item) = relayed.recv().await {
-            Box::pin(recipient.relay(item)).await;
+            Box::pin(recipient.relay(*item)).await;
         }
     });
 }

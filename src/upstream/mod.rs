@@ -27,7 +27,7 @@ pub use connect::upstream_runtime;
 pub use history::start as start_history;
 pub use lane::Lane;
 pub use oversize::{is_request, transport_limit};
-pub use relay::{INPUT_KEY_META, Relay, RelayItem, new_client as new_relay_client};
+pub use relay::{INPUT_KEY_META, Relay, RelayItem, Relayed, new_client as new_relay_client};
 pub use restart::RestartConfig;
 pub use settings::{DEFAULT_MAX_RESULT_BYTES, UpstreamSettings};
 pub use status::{Offers, Snapshot, StatusBoard, UpstreamStatus};
