@@ -21,7 +21,7 @@
 // Sampling and logging are deprecated in 2026-07-28; clients before it still use them.
 #![allow(deprecated)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -143,6 +143,13 @@ struct Table {
     entries: HashMap<u64, Entry>,
     by_request: HashMap<RequestId, u64>,
     by_token: HashMap<ProgressToken, u64>,
+    /// Finished calls with the moment each is to be forgotten, oldest first (every call
+    /// lingers as long, so finishing order is expiry order).
+    lingering: VecDeque<(tokio::time::Instant, u64)>,
+    /// The task that forgets the lingering calls as they expire, while there are any.
+    /// One per table, not one per call: at thousands of calls a second, a task and a
+    /// timer for each were a measurable share of a call's cost.
+    sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Below this many slots a table is not worth shrinking.
@@ -204,7 +211,8 @@ pub struct Relays {
 
 /// One call in the table, entered before its request is sent (the upstream may answer
 /// faster than the sender gets to record what it sent). Marks the call finished when
-/// dropped (the call ended, however it ended), and takes it out [`LINGER`] later.
+/// dropped (the call ended, however it ended); the table's sweeper takes it out
+/// [`LINGER`] later.
 pub struct Registration {
     relays: Relays,
     n: u64,
@@ -227,20 +235,49 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let table = self.relays.table.clone();
-        if let Some(entry) = table.lock().expect("relay table").entries.get_mut(&self.n) {
+        let runtime = tokio::runtime::Handle::try_current();
+        let mut table = self.relays.table.lock().expect("relay table");
+        let Ok(runtime) = runtime else {
+            // No runtime to wait on (the process is ending): forget it now.
+            table.remove(self.n);
+            return;
+        };
+        if let Some(entry) = table.entries.get_mut(&self.n) {
             entry.finished = true;
         }
-        let n = self.n;
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    tokio::time::sleep(LINGER).await;
-                    table.lock().expect("relay table").remove(n);
-                });
-            }
-            Err(_) => table.lock().expect("relay table").remove(n),
+        let expires = tokio::time::Instant::now() + LINGER;
+        table.lingering.push_back((expires, self.n));
+        // A sweeper that is gone (its runtime ended) is replaced, or none would come.
+        if table.sweeper.as_ref().is_none_or(|s| s.is_finished()) {
+            table.sweeper = Some(runtime.spawn(sweep(self.relays.table.clone())));
         }
+    }
+}
+
+/// Forgets each lingering call of `table` as it expires; ends when none is left.
+async fn sweep(table: Arc<Mutex<Table>>) {
+    loop {
+        let next = {
+            let mut table = table.lock().expect("relay table");
+            let now = tokio::time::Instant::now();
+            while let Some(&(expires, n)) = table.lingering.front()
+                && expires <= now
+            {
+                table.lingering.pop_front();
+                table.remove(n);
+            }
+            match table.lingering.front() {
+                Some(&(expires, _)) => expires,
+                None => {
+                    table.sweeper = None;
+                    if table.lingering.capacity() > SHRINK_FLOOR {
+                        table.lingering.shrink_to_fit();
+                    }
+                    return;
+                }
+            }
+        };
+        tokio::time::sleep_until(next).await;
     }
 }
 
