@@ -15,12 +15,17 @@ use crate::metrics::Metrics;
 /// How long the gateway must be quiet before it trims.
 pub const QUIET: Duration = Duration::from_secs(2);
 
-/// Trims once more at each of this many quiet intervals after the first: what a call
-/// leaves behind is freed in the seconds after it (its relay lingers 2 s, an idle
-/// keep-alive connection closes after 5 s), and what is freed after a trim would
-/// otherwise stay in the arenas until the next burst has come and gone. One run of
-/// omni-bench: 1.53x and 1.56x idle 5 s after the load, where one trim left 1.60x.
+/// Trims once more at each of this many quiet intervals after the first, when the work
+/// before was a burst (`BURST`): what a call leaves behind is freed in the seconds after
+/// it (its relay lingers 2 s, an idle keep-alive connection closes after 5 s), and what
+/// is freed after a trim would otherwise stay in the arenas until the next burst has come
+/// and gone. One run of omni-bench each: 1.53x and 1.56x idle 5 s after the load, where
+/// one trim left 1.60x.
 const AFTERMATH: u32 = 3;
+
+/// Requests since the last trim that make a burst. A health probe or a metrics scrape
+/// every few seconds is not one, and gets the single trim it got before.
+const BURST: u64 = 100;
 
 /// Starts the trimming thread; it ends with the server whose `metrics` it watches.
 pub fn spawn(metrics: &Arc<Metrics>) {
@@ -45,8 +50,12 @@ pub fn spawn(metrics: &Arc<Metrics>) {
                 } else if now != trimmed {
                     // Quiet for a whole interval, with requests since the last trim.
                     trim();
+                    due = if now.saturating_sub(trimmed) >= BURST {
+                        AFTERMATH
+                    } else {
+                        0
+                    };
                     trimmed = now;
-                    due = AFTERMATH;
                 } else if due > 0 {
                     trim();
                     due -= 1;
