@@ -34,37 +34,63 @@ pub fn spawn(metrics: &Arc<Metrics>) {
         .name("omni-trim".into())
         .spawn(move || {
             let requests = |m: &Weak<Metrics>| m.upgrade().map(|m| m.requests_total());
-            let Some(mut seen) = requests(&metrics) else {
+            let Some(seen) = requests(&metrics) else {
                 return;
             };
-            let mut trimmed = seen;
-            // Trims still due in this quiet spell (see `AFTERMATH`).
-            let mut due = 0;
+            let mut spells = Spells::new(seen);
             loop {
                 std::thread::sleep(QUIET);
                 let Some(now) = requests(&metrics) else {
                     return;
                 };
-                if now != seen {
-                    due = 0;
-                } else if now != trimmed {
-                    // Quiet for a whole interval, with requests since the last trim.
+                if spells.tick(now) {
                     trim();
-                    due = if now.saturating_sub(trimmed) >= BURST {
-                        AFTERMATH
-                    } else {
-                        0
-                    };
-                    trimmed = now;
-                } else if due > 0 {
-                    trim();
-                    due -= 1;
                 }
-                seen = now;
             }
         });
     if let Err(e) = spawned {
         log::warn!("memory trimming not started: {e}");
+    }
+}
+
+/// When to trim, from the request count read once per `QUIET` interval.
+struct Spells {
+    /// The count at the last reading.
+    seen: u64,
+    /// The count at the last first trim of a quiet spell.
+    trimmed: u64,
+    /// Trims still due in this quiet spell (see `AFTERMATH`).
+    due: u32,
+}
+
+impl Spells {
+    fn new(count: u64) -> Self {
+        Self {
+            seen: count,
+            trimmed: count,
+            due: 0,
+        }
+    }
+
+    /// Whether to trim now, the count being `now`.
+    fn tick(&mut self, now: u64) -> bool {
+        let quiet = now == self.seen;
+        self.seen = now;
+        if !quiet {
+            self.due = 0;
+            false
+        } else if now != self.trimmed {
+            // Quiet for a whole interval, with requests since the last trim.
+            let burst = now.saturating_sub(self.trimmed) >= BURST;
+            self.due = if burst { AFTERMATH } else { 0 };
+            self.trimmed = now;
+            true
+        } else if self.due > 0 {
+            self.due -= 1;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -86,3 +112,45 @@ fn trim() {
 /// Other allocators (musl's) return freed memory themselves, or offer no such call.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The trims of `counts`, read one interval apart.
+    fn trims(counts: &[u64]) -> Vec<bool> {
+        let mut spells = Spells::new(0);
+        counts.iter().map(|&now| spells.tick(now)).collect()
+    }
+
+    #[test]
+    fn a_burst_is_trimmed_then_trimmed_again_while_quiet() {
+        let n = BURST;
+        assert_eq!(
+            trims(&[n, n, n, n, n, n, n]),
+            [false, true, true, true, true, false, false]
+        );
+    }
+
+    #[test]
+    fn a_few_requests_get_one_trim() {
+        assert_eq!(
+            trims(&[3, 3, 3, 3, 4, 4, 4]),
+            [false, true, false, false, false, true, false]
+        );
+    }
+
+    #[test]
+    fn requests_end_the_trims_of_a_spell() {
+        let n = BURST;
+        assert_eq!(
+            trims(&[n, n, n, n + 1, n + 1, n + 1]),
+            [false, true, true, false, true, false]
+        );
+    }
+
+    #[test]
+    fn nothing_is_trimmed_before_any_request() {
+        assert_eq!(trims(&[0, 0, 0]), [false, false, false]);
+    }
+}

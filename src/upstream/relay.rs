@@ -155,6 +155,12 @@ struct Table {
 /// Below this many slots a table is not worth shrinking.
 const SHRINK_FLOOR: usize = 256;
 
+/// What a collection holding `len` in `room` slots shrinks to: twice what it holds, once
+/// it is a quarter full. Halving at most once per quartering keeps removal amortized O(1).
+fn shrunk(len: usize, room: usize) -> Option<usize> {
+    (room > SHRINK_FLOOR && len * 4 < room).then_some(len * 2)
+}
+
 impl Table {
     fn remove(&mut self, n: u64) {
         if let Some(Entry {
@@ -167,13 +173,11 @@ impl Table {
         }
         // Every call lingers here after it ends, so at thousands of calls a second the
         // maps grow to tens of thousands of slots (megabytes), and a map never gives
-        // room back by itself: once a quarter full, they shrink to twice what they hold.
-        // Halving at most once per quartering keeps removal amortized O(1).
-        let len = self.entries.len();
-        if self.entries.capacity() > SHRINK_FLOOR && len * 4 < self.entries.capacity() {
-            self.entries.shrink_to(len * 2);
-            self.by_request.shrink_to(len * 2);
-            self.by_token.shrink_to(len * 2);
+        // room back by itself (see `shrunk`).
+        if let Some(to) = shrunk(self.entries.len(), self.entries.capacity()) {
+            self.entries.shrink_to(to);
+            self.by_request.shrink_to(to);
+            self.by_token.shrink_to(to);
         }
     }
 
@@ -266,10 +270,8 @@ async fn sweep(table: Arc<Mutex<Table>>) {
                 table.lingering.pop_front();
                 table.remove(n);
             }
-            // As the maps do (`Table::remove`): a burst's room goes back once a quarter used.
-            let (len, room) = (table.lingering.len(), table.lingering.capacity());
-            if room > SHRINK_FLOOR && len * 4 < room {
-                table.lingering.shrink_to(len * 2);
+            if let Some(to) = shrunk(table.lingering.len(), table.lingering.capacity()) {
+                table.lingering.shrink_to(to);
             }
             match table.lingering.front() {
                 Some(&(expires, _)) => expires,
