@@ -441,14 +441,21 @@ async fn bad_messages_get_errors_then_the_client_is_closed() {
     server.stop().await;
 }
 
-/// A WebSocket client that completes the handshake and then never reads, with a tiny
-/// receive buffer so that the server's queue for it fills quickly.
+/// A WebSocket client that completes the handshake and then never reads, with a small
+/// receive buffer (fixed, so the kernel does not grow it) so that the server's queue for it
+/// fills soon.
+///
+/// Not smaller than this: with a 1 KiB buffer Linux drops segments the sender was allowed
+/// to send but that do not fit the buffer, and the server's socket retransmits them on a
+/// timer that doubles each time (53 s once the client had not read for 90 s), so a client
+/// that reads at last waited longer than any deadline here. With 64 KiB the sender just sees
+/// a closed window, and the client's first read reopens it at once.
 fn never_reading_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
     // SAFETY: plain socket calls on a descriptor this function owns.
     let stream = unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         assert!(fd >= 0);
-        let size: libc::c_int = 1024;
+        let size: libc::c_int = 64 * 1024;
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
@@ -582,7 +589,15 @@ async fn a_slow_client_is_dropped_while_a_normal_one_keeps_receiving() {
         }
     });
 
-    // Publish events until the hub gives up on the slow client.
+    // Publish events until the hub gives up on the slow client. Each is about half a KiB
+    // (the longest server and tool names an invalidation takes), so that the bytes in flight
+    // that fill the slow client's path (its socket buffers and the server's) take fewer
+    // requests.
+    let long_name = "s".repeat(64);
+    let long_tool = "t".repeat(256);
+    let invalidate = server.url(&format!(
+        "/api/v1/cache/servers/{long_name}/tools/{long_tool}"
+    ));
     let mut sent = 0usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while dropped_slow(&server).await == before {
@@ -591,12 +606,7 @@ async fn a_slow_client_is_dropped_while_a_normal_one_keeps_receiving() {
             "the slow client was never dropped"
         );
         for _ in 0..16 {
-            let resp = server
-                .http
-                .delete(server.url("/api/v1/cache"))
-                .send()
-                .await
-                .unwrap();
+            let resp = server.http.delete(&invalidate).send().await.unwrap();
             assert_eq!(resp.status(), StatusCode::OK);
             sent += 1;
         }
