@@ -216,11 +216,16 @@ pub async fn handle(
             .headers()
             .get("mcp-protocol-version")
             .map(|v| v.to_str().ok());
+        // Boxed, so that this handler's future (which actix moves twice per request, and
+        // which lives as long as the call) stays small on every other path.
         if version.is_none_or(|v| v.is_some())
-            && let Some(answer) = bridge
-                .fast
-                .answer(id, message, version.flatten(), caller.clone())
-                .await
+            && let Some(answer) = Box::pin(bridge.fast.answer(
+                id,
+                message,
+                version.flatten(),
+                caller.clone(),
+            ))
+            .await
         {
             return Ok(answer);
         }

@@ -507,10 +507,14 @@ impl ServerHandler for McpHandler {
         }
         match outcome {
             Ok(outcome) => {
-                let mut result: CallToolResult = serde_json::from_value((*outcome.result).clone())
-                    .map_err(|e| {
-                        ErrorData::internal_error(format!("upstream result unreadable: {e}"), None)
-                    })?;
+                // Read from the shared result in place: cloning it first doubled the
+                // allocations of every call (the profile of /mcp against the HTTP API).
+                let mut result = <CallToolResult as serde::Deserialize>::deserialize(
+                    &*outcome.result,
+                )
+                .map_err(|e| {
+                    ErrorData::internal_error(format!("upstream result unreadable: {e}"), None)
+                })?;
                 // An upstream on an older revision sends none; rmcp strips it again for
                 // clients on those revisions, and 2026-07-28 clients require it.
                 result.result_type.get_or_insert(ResultType::COMPLETE);
@@ -902,105 +906,111 @@ impl McpHandler {
     /// Drives a 2026-07-28 call until its result, or until it needs input from the client
     /// it cannot be given now (sampling, elicitation: there is no stream to send a request
     /// on), when it is parked and the client told what to answer.
-    async fn drive(
-        &self,
+    ///
+    /// Boxed: inline, its future (the largest of a call's) made every `tools/call` and
+    /// `prompts/get` future as large, handshake-era calls included, which never drive it;
+    /// each move of such a future copies all of it.
+    fn drive<'a>(
+        &'a self,
         mut running: input::Running,
         mut asks: std::collections::BTreeMap<String, (rmcp::model::InputRequest, input::Reply)>,
-        recipient: &Recipient,
+        recipient: &'a Recipient,
         asker: Asker,
         mut early: rmcp::model::InputResponses,
-    ) -> Result<Driven, ErrorData> {
-        let Asker {
-            declared,
-            caller,
-            tool,
-        } = asker;
-        // Resumed: it may take the upstream's unnamed requests again.
-        running
-            .waiting
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        // An upstream request the client can answer becomes an input request, under the
-        // key the upstream named (`_meta` "io.omni-bridge/inputKey") or one of ours; one
-        // the request already brought the answer to is answered at once. Anything else is
-        // relayed as for any call (and a request the client cannot answer is refused).
-        let take = async |item: RelayItem,
-                          asks: &mut std::collections::BTreeMap<_, _>,
-                          early: &mut rmcp::model::InputResponses|
-               -> Result<(), ErrorData> {
-            let (kind, params) = match &item {
-                RelayItem::Sample(p, _) if declared.sampling => {
-                    ("sampling", serde_json::to_value(p).unwrap_or_default())
-                }
-                RelayItem::Elicit(p, _) if declared.elicitation => {
-                    ("elicitation", serde_json::to_value(p).unwrap_or_default())
-                }
-                _ => {
-                    recipient.relay(item).await;
-                    return Ok(());
-                }
-            };
-            let (request, reply) = match input::ask(item) {
-                Ok(asked) => asked,
-                Err(item) => {
-                    recipient.relay(*item).await;
-                    return Ok(());
-                }
-            };
-            let named = params["_meta"][input::KEY_META]
-                .as_str()
-                .filter(|k| input::is_key(k) && !asks.contains_key(*k))
-                .map(str::to_owned);
-            let key = named.unwrap_or_else(|| {
-                loop {
-                    let key = format!("{kind}-{:08x}", rand::random::<u32>());
-                    if !asks.contains_key(&key) {
-                        break key;
+    ) -> futures_util::future::BoxFuture<'a, Result<Driven, ErrorData>> {
+        Box::pin(async move {
+            let Asker {
+                declared,
+                caller,
+                tool,
+            } = asker;
+            // Resumed: it may take the upstream's unnamed requests again.
+            running
+                .waiting
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            // An upstream request the client can answer becomes an input request, under the
+            // key the upstream named (`_meta` "io.omni-bridge/inputKey") or one of ours; one
+            // the request already brought the answer to is answered at once. Anything else is
+            // relayed as for any call (and a request the client cannot answer is refused).
+            let take = async |item: RelayItem,
+                              asks: &mut std::collections::BTreeMap<_, _>,
+                              early: &mut rmcp::model::InputResponses|
+                   -> Result<(), ErrorData> {
+                let (kind, params) = match &item {
+                    RelayItem::Sample(p, _) if declared.sampling => {
+                        ("sampling", serde_json::to_value(p).unwrap_or_default())
+                    }
+                    RelayItem::Elicit(p, _) if declared.elicitation => {
+                        ("elicitation", serde_json::to_value(p).unwrap_or_default())
+                    }
+                    _ => {
+                        recipient.relay(item).await;
+                        return Ok(());
+                    }
+                };
+                let (request, reply) = match input::ask(item) {
+                    Ok(asked) => asked,
+                    Err(item) => {
+                        recipient.relay(*item).await;
+                        return Ok(());
+                    }
+                };
+                let named = params["_meta"][input::KEY_META]
+                    .as_str()
+                    .filter(|k| input::is_key(k) && !asks.contains_key(*k))
+                    .map(str::to_owned);
+                let key = named.unwrap_or_else(|| {
+                    loop {
+                        let key = format!("{kind}-{:08x}", rand::random::<u32>());
+                        if !asks.contains_key(&key) {
+                            break key;
+                        }
+                    }
+                });
+                match early.remove(&key) {
+                    Some(answer) => reply.answer(answer).map_err(|(_, why)| {
+                        ErrorData::invalid_params(format!("inputResponses['{key}']: {why}"), None)
+                    }),
+                    None => {
+                        asks.insert(key, (request, reply));
+                        Ok(())
                     }
                 }
-            });
-            match early.remove(&key) {
-                Some(answer) => reply.answer(answer).map_err(|(_, why)| {
-                    ErrorData::invalid_params(format!("inputResponses['{key}']: {why}"), None)
-                }),
-                None => {
-                    asks.insert(key, (request, reply));
-                    Ok(())
-                }
-            }
-        };
-        loop {
-            if !asks.is_empty() {
-                let window = tokio::time::sleep(GATHER);
-                tokio::pin!(window);
-                loop {
-                    tokio::select! {
-                        () = &mut window => break,
-                        Some(item) = running.relayed.recv() => take(*item, &mut asks, &mut early).await?,
+            };
+            loop {
+                if !asks.is_empty() {
+                    let window = tokio::time::sleep(GATHER);
+                    tokio::pin!(window);
+                    loop {
+                        tokio::select! {
+                            () = &mut window => break,
+                            Some(item) = running.relayed.recv() => take(*item, &mut asks, &mut early).await?,
+                        }
                     }
+                    running
+                        .waiting
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    let parked = input::Parked::new(running, asks, caller, tool);
+                    let requests = parked.requests();
+                    let token = self
+                        .shared
+                        .parked
+                        .park(parked)
+                        .map_err(|why| ErrorData::internal_error(why, None))?;
+                    return Ok(Driven::Input(rmcp::model::InputRequiredResult::new(
+                        Some(requests),
+                        Some(token),
+                    )));
                 }
-                running
-                    .waiting
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                let parked = input::Parked::new(running, asks, caller, tool);
-                let requests = parked.requests();
-                let token = self
-                    .shared
-                    .parked
-                    .park(parked)
-                    .map_err(|why| ErrorData::internal_error(why, None))?;
-                return Ok(Driven::Input(rmcp::model::InputRequiredResult::new(
-                    Some(requests),
-                    Some(token),
-                )));
-            }
-            tokio::select! {
-                outcome = &mut running.outcome => {
-                    linger(running.relayed, recipient.clone()).await;
-                    return Ok(Driven::Done(outcome.ok()));
+                tokio::select! {
+                    outcome = &mut running.outcome => {
+                        linger(running.relayed, recipient.clone()).await;
+                        return Ok(Driven::Done(outcome.ok()));
+                    }
+                    Some(item) = running.relayed.recv() => take(*item, &mut asks, &mut early).await?,
                 }
-                Some(item) = running.relayed.recv() => take(*item, &mut asks, &mut early).await?,
             }
-        }
+        })
     }
 }
 
