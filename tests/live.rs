@@ -445,7 +445,7 @@ async fn bad_messages_get_errors_then_the_client_is_closed() {
 /// receive buffer (fixed, so the kernel does not grow it) so that the server's queue for it
 /// fills soon.
 ///
-/// Not smaller than this: with a 1 KiB buffer Linux drops segments the sender was allowed
+/// Much smaller fails: with a 1 KiB buffer Linux drops segments the sender was allowed
 /// to send but that do not fit the buffer, and the server's socket retransmits them on a
 /// timer that doubles each time (53 s once the client had not read for 90 s), so a client
 /// that reads at last waited longer than any deadline here. With 64 KiB the sender just sees

@@ -217,8 +217,10 @@ pub async fn handle(
             .get("mcp-protocol-version")
             .map(|v| v.to_str().ok());
         // Boxed, so that this handler's future (which actix moves twice per request, and
-        // which lives as long as the call) stays small on every other path.
+        // which lives as long as the call) stays small on every other path; only for a
+        // call, the one method the fast path answers, so nothing else pays for the box.
         if version.is_none_or(|v| v.is_some())
+            && message.get("method").and_then(Value::as_str) == Some("tools/call")
             && let Some(answer) = Box::pin(bridge.fast.answer(
                 id,
                 message,

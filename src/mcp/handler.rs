@@ -507,8 +507,8 @@ impl ServerHandler for McpHandler {
         }
         match outcome {
             Ok(outcome) => {
-                // Read from the shared result in place: cloning it first doubled the
-                // allocations of every call (the profile of /mcp against the HTTP API).
+                // Read from the shared result in place: cloning it first copied the whole
+                // result tree only to drop it once read.
                 let mut result = <CallToolResult as serde::Deserialize>::deserialize(
                     &*outcome.result,
                 )
