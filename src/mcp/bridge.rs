@@ -216,20 +216,12 @@ pub async fn handle(
             .headers()
             .get("mcp-protocol-version")
             .map(|v| v.to_str().ok());
-        // Boxed, so that this handler's future (which actix moves twice per request, and
-        // which lives as long as the call) stays small on every other path; only for a
-        // call, the one method the fast path answers, so nothing else pays for the box.
         if version.is_none_or(|v| v.is_some())
-            && message.get("method").and_then(Value::as_str) == Some("tools/call")
-            && let Some(answer) = Box::pin(bridge.fast.answer(
-                id,
-                message,
-                version.flatten(),
-                caller.clone(),
-            ))
-            .await
+            && let Some(call) = bridge
+                .fast
+                .answer(id, message, version.flatten(), caller.clone())
         {
-            return Ok(answer);
+            return Ok(call.await);
         }
     }
     // Everything else goes to rmcp, as an `http` request.

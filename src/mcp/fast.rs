@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::HttpResponse;
+use futures_util::future::LocalBoxFuture;
 use rmcp::ServerHandler;
 use rmcp::model::{CallToolRequestParams, NumberOrString, ProtocolVersion, ServerResult};
 use rmcp::service::RequestContext;
@@ -48,14 +49,17 @@ fn handshake(version: &str) -> bool {
 }
 
 impl Fast {
-    /// The JSON answer to `message` in session `id`, if this call may skip rmcp.
-    pub async fn answer(
-        &self,
+    /// The JSON answer to `message` in session `id`, if this call may skip rmcp: whether
+    /// it may is decided here, at once, and the call is the future returned. Boxed, and only
+    /// for such a call: inline, the handler's call future made the `/mcp` handler's own
+    /// future 34 KB for every request, held for the whole call and moved twice by actix.
+    pub fn answer<'a>(
+        &'a self,
         id: &str,
         message: &Value,
         version: Option<&str>,
         caller: Option<Caller>,
-    ) -> Option<HttpResponse> {
+    ) -> Option<LocalBoxFuture<'a, HttpResponse>> {
         if message.get("method")?.as_str()? != "tools/call"
             || version.is_some_and(|v| !handshake(v))
         {
@@ -82,49 +86,51 @@ impl Fast {
         {
             return None;
         }
-        self.keep(id, &copy).await;
-        // What the handler reads of a request comes in its `http` parts, as rmcp hands them
-        // over (`mcp::request`): the caller, and that the answer is one JSON body (so a
-        // request of the upstream's, which would need a stream, is refused at once).
-        let (mut parts, ()) = http::Request::new(()).into_parts();
-        if let Some(caller) = caller {
-            parts.extensions.insert(caller);
-        }
-        parts.extensions.insert(JsonOnly);
-        let mut context = RequestContext::new(request_id.clone(), copy.peer.clone());
-        context.extensions.insert(parts);
-        // As rmcp does: the request's `_meta` moves to its context.
-        context.meta = params.meta.take().unwrap_or_default();
-        let handler = McpHandler::borrowed(self.shared.clone(), id.into(), &copy);
-        // Boxed: inline, the handler's call future made this one 34 KB (and the `/mcp`
-        // handler's future as large, held for the whole call and moved twice by actix);
-        // with it and the 2026-07-28 driving boxed, this one is 3 KB.
-        let call = Box::pin(handler.call_tool(params, context));
-        let answer = match call.await.map(ServerResult::from) {
-            Ok(ServerResult::InputRequiredResult(_)) => {
-                let error = rmcp::ErrorData::invalid_request(
-                    "InputRequiredResult requires negotiated protocol version 2026-07-28 or newer",
-                    None,
-                );
-                envelope(&request_id, "error", &error)
+        let id: Arc<str> = id.into();
+        Some(Box::pin(async move {
+            self.keep(&id, &copy).await;
+            // What the handler reads of a request comes in its `http` parts, as rmcp hands them
+            // over (`mcp::request`): the caller, and that the answer is one JSON body (so a
+            // request of the upstream's, which would need a stream, is refused at once).
+            let (mut parts, ()) = http::Request::new(()).into_parts();
+            if let Some(caller) = caller {
+                parts.extensions.insert(caller);
             }
-            Ok(mut result) => {
-                // As rmcp answers a peer of a handshake revision: the shape before
-                // 2026-07-28 (no `resultType`, structured content only as an object).
-                result.strip_result_type_for_legacy_peer();
-                result.strip_non_object_output_for_legacy_peer();
-                envelope(&request_id, "result", &result)
+            parts.extensions.insert(JsonOnly);
+            let mut context = RequestContext::new(request_id.clone(), copy.peer.clone());
+            context.extensions.insert(parts);
+            // As rmcp does: the request's `_meta` moves to its context.
+            context.meta = params.meta.take().unwrap_or_default();
+            let handler = McpHandler::borrowed(self.shared.clone(), id, &copy);
+            match handler
+                .call_tool(params, context)
+                .await
+                .map(ServerResult::from)
+            {
+                Ok(ServerResult::InputRequiredResult(_)) => {
+                    let error = rmcp::ErrorData::invalid_request(
+                        "InputRequiredResult requires negotiated protocol version 2026-07-28 or newer",
+                        None,
+                    );
+                    envelope(&request_id, "error", &error)
+                }
+                Ok(mut result) => {
+                    // As rmcp answers a peer of a handshake revision: the shape before
+                    // 2026-07-28 (no `resultType`, structured content only as an object).
+                    result.strip_result_type_for_legacy_peer();
+                    result.strip_non_object_output_for_legacy_peer();
+                    envelope(&request_id, "result", &result)
+                }
+                Err(error) => envelope(&request_id, "error", &error),
             }
-            Err(error) => envelope(&request_id, "error", &error),
-        };
-        Some(answer)
+        }))
     }
 
     /// rmcp's worker ends a session it has not heard of for `session_idle`; calls answered
     /// here do not reach it, so it is told of them now and then (a message it passes over):
     /// at most an eighth of `session_idle` after the last, so a session ends no sooner than
     /// seven eighths of it after its last call.
-    async fn keep(&self, id: &str, copy: &Copy) {
+    async fn keep(&self, id: &Arc<str>, copy: &Copy) {
         {
             let mut kept = copy.kept.lock().expect("kept");
             if kept.elapsed() < self.session_idle / 8 {
@@ -134,8 +140,7 @@ impl Fast {
         }
         let nudge = json!({"jsonrpc": "2.0", "id": "omni-bridge-keep", "result": {}});
         if let Ok(nudge) = serde_json::from_value(nudge) {
-            let id: Arc<str> = id.into();
-            let _ = self.manager.accept_message(&id, nudge).await;
+            let _ = self.manager.accept_message(id, nudge).await;
         }
     }
 }
