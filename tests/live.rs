@@ -593,8 +593,8 @@ async fn a_slow_client_is_dropped_while_a_normal_one_keeps_receiving() {
     // (the longest server and tool names an invalidation takes), so that the bytes in flight
     // that fill the slow client's path (its socket buffers and the server's) take fewer
     // requests.
-    let long_name = "s".repeat(64);
-    let long_tool = "t".repeat(256);
+    let long_name = "s".repeat(omni_bridge::registry::ServerName::MAX_LEN);
+    let long_tool = "t".repeat(omni_bridge::http::text::MAX_NAME);
     let invalidate = server.url(&format!(
         "/api/v1/cache/servers/{long_name}/tools/{long_tool}"
     ));

@@ -11,10 +11,14 @@ use serde::Serialize;
 pub struct ServerName(String);
 
 impl ServerName {
+    /// The longest name, in characters (all ASCII, so bytes too).
+    pub const MAX_LEN: usize = 64;
+
     pub fn parse(text: &str) -> Result<Self, String> {
-        if text.is_empty() || text.len() > 64 {
+        if text.is_empty() || text.len() > Self::MAX_LEN {
             return Err(format!(
-                "must be 1 to 64 characters, got {}",
+                "must be 1 to {} characters, got {}",
+                Self::MAX_LEN,
                 text.chars().count()
             ));
         }
